@@ -1,0 +1,178 @@
+"""Agents and tools, declared in Python by engineers.
+
+An agent is a name, a system prompt template, the tools it may ever use and its default
+limits. A tool is a callable with a pydantic input schema, a risk class, a timeout and a
+declared idempotency behaviour. Both are plain frozen dataclasses so that a definition is
+data: the runtime, the policy and the simulator read it, nothing mutates it.
+
+Agents are registered by dotted path in the ``AGENTDESK_AGENTS`` setting; see
+``agentdesk.registry``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from string import Template
+from typing import Any
+
+from pydantic import BaseModel
+
+# Every tool's JSON schema, as the model sees it, carries these two extra properties: the
+# model states why it makes the call and how sure it is. The runtime strips them before the
+# arguments are validated against the tool's own schema, so a tool never sees them and may
+# not declare fields with these names.
+RATIONALE_FIELD = "rationale"
+CONFIDENCE_FIELD = "confidence"
+RESERVED_ARGUMENTS = frozenset({RATIONALE_FIELD, CONFIDENCE_FIELD})
+
+
+class Risk(StrEnum):
+    """How much harm a wrong call can do; the policy routes on it."""
+
+    READ = "read"
+    WRITE = "write"
+    IRREVERSIBLE = "irreversible"
+
+
+class Idempotency(StrEnum):
+    """What happens when the same call runs twice.
+
+    SAFE: the call has no side effect (a lookup); repeating it is harmless.
+    KEYED: the tool's backend records the effect under the action's idempotency key with a
+    unique constraint and returns the stored result on a replay.
+    """
+
+    SAFE = "safe"
+    KEYED = "keyed"
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool is told about the call besides its arguments."""
+
+    run_id: str
+    trace_id: str
+    idempotency_key: str
+    input: Mapping[str, Any]
+
+
+class ToolError(Exception):
+    """A tool's own, expected failure (an unknown order, a refund over the balance).
+
+    The runtime returns it to the model as a structured tool result so the agent can adapt;
+    it is not a crash. ``code`` is a short machine-readable reason.
+    """
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+ToolFunction = Callable[[Any, ToolContext], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    func: ToolFunction
+    input_schema: type[BaseModel]
+    risk: Risk
+    idempotency: Idempotency
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        clash = RESERVED_ARGUMENTS & set(self.input_schema.model_fields)
+        if clash:
+            raise ValueError(f"tool {self.name!r} declares reserved argument(s) {sorted(clash)}")
+        if self.risk is not Risk.READ and self.idempotency is Idempotency.SAFE:
+            raise ValueError(
+                f"tool {self.name!r} has side effects ({self.risk}) and must be KEYED: "
+                "its backend has to enforce the idempotency key"
+            )
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The tool as the Chat Completions API describes it, with the reserved fields."""
+        parameters = self.input_schema.model_json_schema()
+        properties = dict(parameters.get("properties", {}))
+        properties[RATIONALE_FIELD] = {
+            "type": "string",
+            "description": "Why you are making this call, in one sentence.",
+        }
+        properties[CONFIDENCE_FIELD] = {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "How sure you are that this call is right, from 0 to 1.",
+        }
+        parameters["properties"] = properties
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": parameters,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Default per-run limits; operator configuration may tighten them later."""
+
+    max_steps: int = 30
+    max_tool_calls: int = 15
+    max_tokens: int = 60_000
+    max_cost_usd: Decimal = Decimal("1.00")
+    deadline_s: int = 900
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    description: str
+    # A string.Template: ``$name`` placeholders are filled from ``prompt_context(input)``.
+    # string.Template rather than str.format so braces in prompts need no escaping.
+    system_prompt: str
+    tools: tuple[Tool, ...]
+    input_schema: type[BaseModel]
+    # Turns the validated input into the first user message.
+    render_input: Callable[[BaseModel], str]
+    prompt_context: Callable[[BaseModel], Mapping[str, str]] = lambda _input: {}
+    limits: Limits = field(default_factory=Limits)
+    # The model name sent to the endpoint unless the configuration says otherwise.
+    model: str = "gpt-4o-mini"
+
+    def __post_init__(self) -> None:
+        names = [tool.name for tool in self.tools]
+        if len(names) != len(set(names)):
+            raise ValueError(f"agent {self.name!r} declares a tool twice: {names}")
+
+    def tool(self, name: str) -> Tool | None:
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        return None
+
+    def render_system_prompt(self, validated_input: BaseModel) -> str:
+        return Template(self.system_prompt).safe_substitute(self.prompt_context(validated_input))
+
+    @property
+    def prompt_version(self) -> str:
+        """A short content hash of the prompt template and tool schemas.
+
+        Two runs with the same prompt version saw the same instructions; the operator
+        console's versioned prompts replace this with a stored version later.
+        """
+        blob = json.dumps(
+            {"prompt": self.system_prompt, "tools": [t.openai_schema() for t in self.tools]},
+            sort_keys=True,
+        )
+        return "sha-" + hashlib.sha256(blob.encode()).hexdigest()[:12]

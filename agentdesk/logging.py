@@ -1,0 +1,34 @@
+"""A trace id on every log line of a run.
+
+The runtime binds the run's trace id with ``trace_context`` around everything it does for
+the run; the filter copies it onto each record so the formatter can print it. A
+ContextVar, not a thread-local, so it is right under threads and asyncio alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_trace_id: ContextVar[str] = ContextVar("agentdesk_trace_id", default="-")
+
+
+def current_trace_id() -> str:
+    return _trace_id.get()
+
+
+@contextmanager
+def trace_context(trace_id: str) -> Iterator[None]:
+    token = _trace_id.set(trace_id)
+    try:
+        yield
+    finally:
+        _trace_id.reset(token)
+
+
+class TraceIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.trace_id = _trace_id.get()
+        return True

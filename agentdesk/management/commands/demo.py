@@ -1,0 +1,93 @@
+"""Run the whole product in the foreground: model simulator, Celery worker, web server.
+
+``make demo`` migrates and seeds first, then calls this. Ctrl-C stops everything it
+started. Works in either mode: with nothing configured it uses SQLite and the filesystem
+broker; with DATABASE_URL and REDIS_URL it uses those.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from agentdesk.roles import DEMO_ACCOUNTS
+
+
+class Command(BaseCommand):
+    help = "Start the model simulator, a Celery worker (with beat) and the ASGI web server."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--simulator-port", type=int, default=8001)
+        parser.add_argument("--latency-ms", type=int, default=400,
+                            help="simulated model latency, so steps can be watched")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        simulator_url = f"http://127.0.0.1:{options['simulator_port']}/v1"
+        env = {**os.environ, "AGENTDESK_LLM_BASE_URL": simulator_url}
+        beat_schedule = settings.DATA_DIR / "celerybeat-schedule"
+        commands = {
+            "simulator": [*manage, "simulate_llm", "--port", str(options["simulator_port"]),
+                          "--latency-ms", str(options["latency_ms"])],
+            "worker": [sys.executable, "-m", "celery", "-A", "agentdesk", "worker", "--beat",
+                       "--schedule", str(beat_schedule), "--loglevel", "INFO",
+                       "--concurrency", "2"],
+            "web": [*manage, "runserver", f"{options['host']}:{options['port']}", "--noreload"],
+        }
+        processes: list[subprocess.Popen[bytes]] = []
+
+        def stop(*_: Any) -> None:
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            for command in commands.values():
+                processes.append(subprocess.Popen(command, env=env))
+            self._wait_for(f"{simulator_url[:-3]}/healthz", processes)
+            url = f"http://{options['host']}:{options['port']}/"
+            self._wait_for(f"{url}login/", processes)
+            self._banner(url)
+            while all(process.poll() is None for process in processes):
+                time.sleep(0.5)
+            names = [name for name, p in zip(commands, processes) if p.poll() is not None]
+            raise CommandError(f"{', '.join(names)} stopped; stopping the rest")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping…")
+        finally:
+            stop()
+
+    def _wait_for(self, url: str, processes: list[subprocess.Popen[bytes]]) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(process.poll() is not None for process in processes):
+                raise CommandError("a process exited during start-up; see its output above")
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise CommandError(f"{url} did not answer within 60 s")
+
+    def _banner(self, url: str) -> None:
+        lines = ["", "=" * 64, f"  AgentDesk is running at {url}", "", "  Logins:"]
+        lines += [f"    {u:<9} / {p:<14} ({r or 'admin'})" for u, p, r in DEMO_ACCOUNTS]
+        lines += ["", "  Submit a ticket at " + url + "runs/new/", "  Ctrl-C stops everything.",
+                  "=" * 64, ""]
+        self.stdout.write("\n".join(lines))

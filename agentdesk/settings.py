@@ -1,0 +1,220 @@
+"""AgentDesk settings: environment variables only, parsed once, failing loudly on junk.
+
+Every variable is documented in .env.example. With nothing set, AgentDesk runs in the
+embedded mode: SQLite, a Celery broker on the filesystem and an in-memory channel layer, so
+`make demo` works on a bare machine. DATABASE_URL selects PostgreSQL (psycopg 3); REDIS_URL
+selects the Redis broker and the Redis channel layer. Production sets both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from environs import Env, EnvError
+from marshmallow.validate import Range
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = Env(eager=True)
+_positive = Range(min=0, min_inclusive=False, error="must be greater than 0")
+
+
+def _fail(message: str) -> None:
+    raise ImproperlyConfigured(message)
+
+
+try:
+    DEBUG = env.bool("AGENTDESK_DEBUG", False)
+    DATA_DIR = Path(env.str("AGENTDESK_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
+    SECRET_KEY = env.str("AGENTDESK_SECRET_KEY", "")
+    ALLOWED_HOSTS = env.list("AGENTDESK_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+    CSRF_TRUSTED_ORIGINS = env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
+    DATABASE_URL = env.str("DATABASE_URL", "")
+    REDIS_URL = env.str("REDIS_URL", "")
+    LOG_LEVEL = env.log_level("AGENTDESK_LOG_LEVEL", "INFO")
+    AGENTDESK_AGENTS = env.list("AGENTDESK_AGENTS", ["examples.support.agent.support_agent"])
+    AGENTDESK_LLM_BASE_URL = env.url(
+        "AGENTDESK_LLM_BASE_URL", "http://127.0.0.1:8001/v1", schemes=["http", "https"]
+    )
+    AGENTDESK_LLM_API_KEY = env.str("AGENTDESK_LLM_API_KEY", "sk-simulator")
+    AGENTDESK_LLM_TIMEOUT_S = env.float("AGENTDESK_LLM_TIMEOUT_S", 30.0, validate=_positive)
+    AGENTDESK_MAX_INPUT_BYTES = env.int(
+        "AGENTDESK_MAX_INPUT_BYTES", 64 * 1024, validate=_positive
+    )
+    AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 120.0, validate=_positive)
+    AGENTDESK_RECOVERY_INTERVAL_S = env.float(
+        "AGENTDESK_RECOVERY_INTERVAL_S", 15.0, validate=_positive
+    )
+    AGENTDESK_CELERY_QUEUE = env.str("AGENTDESK_CELERY_QUEUE", "agentdesk")
+except EnvError as exc:
+    raise ImproperlyConfigured(f"invalid environment: {exc}") from exc
+
+if not SECRET_KEY:
+    if not DEBUG:
+        _fail("AGENTDESK_SECRET_KEY must be set unless AGENTDESK_DEBUG=true")
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+if AGENTDESK_LLM_TIMEOUT_S >= AGENTDESK_STEP_LEASE_S:
+    _fail(
+        "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S, or a slow model "
+        "call would outlive its claim on the run"
+    )
+
+INSTALLED_APPS = [
+    "daphne",  # before staticfiles: its runserver serves the ASGI app, websockets included
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "guardian",
+    "template_partials",
+    "agentdesk",
+    "runs",
+    "reviews",
+    "examples.support",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "agentdesk.urls"
+ASGI_APPLICATION = "agentdesk.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+# --- database -------------------------------------------------------------------------
+if DATABASE_URL:
+    import dj_database_url
+
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    if _db["ENGINE"] != "django.db.backends.postgresql":
+        _fail("DATABASE_URL must be a postgres:// URL (PostgreSQL through psycopg 3)")
+    DATABASES = {"default": _db}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "agentdesk.sqlite3",
+            "OPTIONS": {
+                # The web server and the worker write at once: wait for the lock rather than
+                # fail, and take it at BEGIN so two writers never deadlock on an upgrade.
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Celery and Channels ----------------------------------------------------------------
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = AGENTDESK_CELERY_QUEUE
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "recover-stalled-runs": {
+        "task": "runs.tasks.recover_stalled_runs",
+        "schedule": AGENTDESK_RECOVERY_INTERVAL_S,
+    },
+}
+
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    # A message whose worker died unacknowledged comes back after this long; the stalled-run
+    # sweeper usually gets there first (see runs.services.runs_recover_stalled).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"agentdesk:{AGENTDESK_CELERY_QUEUE}"},
+        }
+    }
+else:
+    _broker_dir = DATA_DIR / "broker"
+    for _sub in ("out", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- auth -------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "runs:list"
+LOGOUT_REDIRECT_URL = "login"
+ANONYMOUS_USER_NAME = None  # guardian: anonymous users get no object permissions
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+# --- i18n, static -----------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+
+# --- logging: every line of a run carries its trace id ----------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"trace": {"()": "agentdesk.logging.TraceIdFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s] %(message)s",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["trace"]}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}

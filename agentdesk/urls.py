@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from runs import api
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="runs:list"), name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("runs/", include("runs.urls")),
+    path("api/runs", api.runs_create, name="api-runs-create"),
+    path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
+    path("admin/", admin.site.urls),
+]

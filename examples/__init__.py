@@ -1,0 +1,1 @@
+"""Bundled example agents and the demo backends their tools act on."""

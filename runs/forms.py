@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from agentdesk.registry import agents
+from examples.support.services import ticket_file
+
+
+class SupportTicketForm(forms.Form):
+    """A ticket for the example support agent, written by hand or picked from the seeds."""
+
+    agent = forms.ChoiceField(choices=())
+    customer_email = forms.EmailField(max_length=254)
+    subject = forms.CharField(max_length=200)
+    body = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), max_length=5000)
+    ticket_id = forms.RegexField(
+        regex=r"^T-[0-9]{4}$",
+        required=False,
+        help_text="Filled in when you pick a demo ticket; left empty, a new ticket is filed.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].choices = [(name, name) for name in sorted(agents())]
+
+    def run_input(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        run_input = {
+            "customer_email": data["customer_email"],
+            "subject": data["subject"],
+            "body": data["body"],
+        }
+        ticket_id = data.get("ticket_id") or ticket_file(**run_input).ticket_id
+        return {"ticket_id": ticket_id, **run_input}
+
+
+def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object; ValueError says why not."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("the body must be a JSON object")
+    return value

@@ -1,0 +1,151 @@
+"""The model gateway: every model call goes through the official openai SDK.
+
+Any OpenAI-compatible endpoint works (OpenAI, vLLM, Ollama, the bundled simulator): the
+base URL and key come from settings. The SDK's own retries are off (``max_retries=0``):
+retrying is the runtime's decision, recorded step by step. SDK exceptions are translated
+into the error taxonomy here, so nothing above this module knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import openai
+from django.conf import settings
+
+from agentdesk.errors import ErrorClass
+
+
+@dataclass(frozen=True)
+class ProposedCall:
+    id: str
+    name: str
+    raw_arguments: str
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    content: str
+    refusal: str | None
+    tool_calls: tuple[ProposedCall, ...]
+    finish_reason: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    latency_ms: int
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The reply as it goes back into the conversation."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.raw_arguments},
+                }
+                for call in self.tool_calls
+            ]
+        return message
+
+
+class ModelCallFailed(Exception):
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        latency_ms: int,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.latency_ms = latency_ms
+        self.retry_after_s = retry_after_s
+
+
+@cache
+def _client(base_url: str, api_key: str) -> openai.OpenAI:
+    # One client per process and endpoint: it owns a connection pool.
+    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _classify(exc: Exception) -> tuple[ErrorClass, float | None]:
+    match exc:
+        case openai.APITimeoutError():
+            return ErrorClass.MODEL_TIMEOUT, None
+        case openai.APIConnectionError():
+            return ErrorClass.MODEL_CONNECTION_ERROR, None
+        case openai.RateLimitError():
+            return ErrorClass.MODEL_RATE_LIMITED, _retry_after(exc)
+        case openai.AuthenticationError() | openai.PermissionDeniedError():
+            return ErrorClass.MODEL_AUTH_FAILED, None
+        case openai.InternalServerError():
+            return ErrorClass.MODEL_SERVER_ERROR, None
+        case openai.APIStatusError() if exc.status_code >= 500:
+            return ErrorClass.MODEL_SERVER_ERROR, None
+        case openai.APIStatusError():
+            return ErrorClass.MODEL_REQUEST_INVALID, None
+        case _:
+            return ErrorClass.MODEL_OUTPUT_INVALID, None
+
+
+def model_complete(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    timeout_s: float | None = None,
+) -> ModelReply:
+    """One Chat Completions call; raises ModelCallFailed with a classified error."""
+    client = _client(settings.AGENTDESK_LLM_BASE_URL, settings.AGENTDESK_LLM_API_KEY)
+    started = time.perf_counter()
+    try:
+        completion = client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            tools=tools,  # type: ignore[arg-type]
+            tool_choice="auto",
+            timeout=timeout_s or settings.AGENTDESK_LLM_TIMEOUT_S,
+        )
+    except (openai.OpenAIError, ValueError) as exc:
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        error_class, retry_after = _classify(exc)
+        raise ModelCallFailed(
+            error_class, str(exc), latency_ms=latency_ms, retry_after_s=retry_after
+        ) from exc
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    if not completion.choices:
+        raise ModelCallFailed(
+            ErrorClass.MODEL_OUTPUT_INVALID, "the model returned no choices", latency_ms=latency_ms
+        )
+    choice = completion.choices[0]
+    message = choice.message
+    calls = tuple(
+        ProposedCall(id=call.id, name=call.function.name, raw_arguments=call.function.arguments)
+        for call in (message.tool_calls or [])
+        if call.type == "function"
+    )
+    usage = completion.usage
+    return ModelReply(
+        content=message.content or "",
+        refusal=getattr(message, "refusal", None),
+        tool_calls=calls,
+        finish_reason=choice.finish_reason or "",
+        model=completion.model or model,
+        tokens_in=usage.prompt_tokens if usage else 0,
+        tokens_out=usage.completion_tokens if usage else 0,
+        latency_ms=latency_ms,
+    )

@@ -1,0 +1,204 @@
+"""Runs, their steps and the actions the model proposed.
+
+PostgreSQL is the only source of truth: a run's checkpoint (the conversation and the
+pending tool calls) lives on the row, so any worker on any host can continue it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class RunState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_FOR_APPROVAL = "waiting_for_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD_LETTERED = "dead_lettered"
+
+
+TERMINAL_STATES = frozenset(
+    {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.DEAD_LETTERED}
+)
+ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
+
+
+class Run(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent_name = models.CharField(max_length=64, db_index=True)
+    input = models.JSONField()
+    state = models.CharField(max_length=24, choices=RunState.choices, default=RunState.QUEUED)
+    trace_id = models.CharField(max_length=32, unique=True)
+    prompt_version = models.CharField(max_length=32)
+    model = models.CharField(max_length=100)
+
+    # The checkpoint: everything needed to continue. ``messages`` is the conversation in
+    # Chat Completions form; ``pending_actions`` the ids of proposed tool calls not yet run.
+    checkpoint = models.JSONField(default=dict)
+    # The sequence number of the next step. A step task carries the number it was enqueued
+    # for; a task whose number no longer matches is a redelivery and does nothing.
+    next_seq = models.PositiveIntegerField(default=0)
+    # The claim of the worker currently executing the next step; it expires so that a
+    # worker killed mid-step does not hold the run forever.
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When the next step was last put on the broker; the stalled-run sweeper uses it.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+
+    tool_calls = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    model_latency_ms = models.PositiveIntegerField(default=0)
+
+    output = models.TextField(blank=True)
+    error = models.JSONField(null=True, blank=True)
+
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="submitted_runs",
+    )
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    request_hash = models.CharField(max_length=64)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submitted_by", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="run_unique_idempotency_key_per_submitter",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=RunState.values), name="run_state_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "enqueued_at"], name="run_state_enqueued"),
+            models.Index(fields=["-created_at"], name="run_created_desc"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_name} run {self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class StepKind(models.TextChoices):
+    MODEL = "model"
+    TOOL = "tool"
+
+
+class StepStatus(models.TextChoices):
+    OK = "ok"
+    ERROR = "error"
+
+
+class Step(models.Model):
+    """One model call or one tool call: state → action → outcome."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=StepKind.choices)
+    # What the agent knew: the size of the conversation and its last message.
+    state = models.JSONField(default=dict)
+    # What it intended: the proposed tool calls or a final answer (model steps); the tool
+    # and its arguments (tool steps).
+    action = models.JSONField(default=dict)
+    reason = models.TextField(blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    outcome = models.JSONField(default=dict)
+    status = models.CharField(max_length=8, choices=StepStatus.choices)
+    error_class = models.CharField(max_length=40, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    # None when the price table does not know the model (a local model, say).
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    prompt_version = models.CharField(max_length=32, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            # A redelivered or duplicated step task can never record a step twice.
+            models.UniqueConstraint(fields=["run", "seq"], name="step_unique_seq_per_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.seq} ({self.kind}) of {self.run_id}"
+
+
+class Verdict(models.TextChoices):
+    EXECUTE = "execute"
+    REVIEW = "review"
+    BLOCK = "block"
+
+
+class ActionStatus(models.TextChoices):
+    PROPOSED = "proposed"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+class Action(models.Model):
+    """A tool call the model proposed, with its arguments, their hash and its key."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="actions")
+    # The model step that proposed it and its index among that step's calls.
+    proposed_seq = models.PositiveIntegerField()
+    index = models.PositiveSmallIntegerField()
+    tool_call_id = models.CharField(max_length=100)
+    tool = models.CharField(max_length=100)
+    # The raw argument string as the model sent it, and the parsed arguments without the
+    # reserved rationale/confidence fields (None when the string was not a JSON object).
+    raw_arguments = models.TextField()
+    arguments = models.JSONField(null=True, blank=True)
+    args_hash = models.CharField(max_length=64)
+    rationale = models.TextField(blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=120, unique=True)
+    verdict = models.CharField(max_length=8, choices=Verdict.choices, default=Verdict.EXECUTE)
+    verdict_reason = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ActionStatus.choices, default=ActionStatus.PROPOSED
+    )
+    result = models.JSONField(null=True, blank=True)
+    error_class = models.CharField(max_length=40, blank=True)
+    step = models.OneToOneField(
+        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="executed_action"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "proposed_seq", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "proposed_seq", "index"], name="action_unique_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} ({self.status}) in {self.run_id}"

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from examples.support.models import Ticket
+from runs import selectors, services
+from runs.forms import SupportTicketForm
+from runs.models import RunState
+
+PAGE_SIZE = 50
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("runs.view_run"):
+        raise PermissionDenied
+    state = request.GET.get("state") or None
+    if state not in (None, *RunState.values):
+        state = None
+    page = Paginator(selectors.run_list_visible(user=request.user, state=state), PAGE_SIZE)
+    context = {
+        "page": page.get_page(request.GET.get("page")),
+        "state": state,
+        "states": RunState.choices,
+    }
+    template = "runs/run_list.html#run-table" if request.htmx else "runs/run_list.html"
+    return render(request, template, context)
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    run = selectors.run_get_visible(user=request.user, run_id=str(run_id))
+    if run is None:
+        raise Http404
+    context = {"run": run, "steps": selectors.run_steps(run=run)}
+    template = "runs/run_detail.html#run-live" if request.htmx else "runs/run_detail.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_new(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("runs.add_run"):
+        raise PermissionDenied
+    form = SupportTicketForm(request.POST or None, initial=_initial_from_ticket(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            with transaction.atomic():  # a ticket filed for a refused run is rolled back
+                run, _ = services.run_submit(
+                    agent_name=form.cleaned_data["agent"],
+                    run_input=form.run_input(),
+                    submitted_by=request.user,
+                )
+        except services.RunInputInvalid as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Run queued.")
+            return redirect("runs:detail", run_id=run.id)
+    tickets = Ticket.objects.order_by("ticket_id").only("ticket_id", "subject", "tags")
+    return render(request, "runs/run_new.html", {"form": form, "tickets": tickets})
+
+
+def _initial_from_ticket(request: HttpRequest) -> dict[str, str]:
+    """Prefill the form from a seeded ticket (``?ticket=T-0007``)."""
+    ticket = Ticket.objects.filter(ticket_id=request.GET.get("ticket", "")).first()
+    if ticket is None:
+        return {"agent": "support"}
+    return {
+        "agent": "support",
+        "ticket_id": ticket.ticket_id,
+        "customer_email": ticket.customer_email,
+        "subject": ticket.subject,
+        "body": ticket.body,
+    }

@@ -1,0 +1,74 @@
+"""Settings come from the environment and fail loudly on junk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import ROOT
+
+PRINT_MODE = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, "
+    "s.CHANNEL_LAYERS['default']['BACKEND'])"
+)
+
+
+def _settings(env: dict[str, str], tmp_path: object) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    clean.update({"DJANGO_SETTINGS_MODULE": "agentdesk.settings",
+                  "AGENTDESK_DATA_DIR": str(tmp_path), **env})
+    return subprocess.run([sys.executable, "-c", PRINT_MODE], cwd=ROOT, env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_nothing_set_gives_the_embedded_mode(tmp_path: object) -> None:
+    result = _settings({"AGENTDESK_DEBUG": "true"}, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.sqlite3", "filesystem://", "channels.layers.InMemoryChannelLayer"
+    ]
+
+
+def test_urls_select_postgres_and_redis(tmp_path: object) -> None:
+    result = _settings({"AGENTDESK_SECRET_KEY": "k",
+                        "DATABASE_URL": "postgres://u@127.0.0.1:5432/x",
+                        "REDIS_URL": "redis://127.0.0.1:6379/3"}, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql", "redis://127.0.0.1:6379/3",
+        "channels_redis.core.RedisChannelLayer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "AGENTDESK_SECRET_KEY must be set unless AGENTDESK_DEBUG=true"),
+        ({"AGENTDESK_DEBUG": "maybe"}, "AGENTDESK_DEBUG"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "soon"},
+         "AGENTDESK_LLM_TIMEOUT_S"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_MAX_INPUT_BYTES": "-5"},
+         "AGENTDESK_MAX_INPUT_BYTES"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_BASE_URL": "ftp://x"},
+         "AGENTDESK_LLM_BASE_URL"),
+        ({"AGENTDESK_DEBUG": "true", "DATABASE_URL": "mysql://u@h/db"},
+         "DATABASE_URL must be a postgres:// URL"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "200"},
+         "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_AGENTS": "examples.nope.agent"},
+         "AGENTDESK_AGENTS: cannot import 'examples.nope.agent'"),
+    ],
+)
+def test_invalid_values_fail_at_start(env: dict[str, str], message: str, tmp_path: object) -> None:
+    result = _settings(env, tmp_path)
+
+    assert result.returncode == 1
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr

@@ -1,0 +1,138 @@
+"""Shared fixtures: personas, the model simulator and real Celery workers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from agentdesk.roles import roles_sync
+from tests.processes import Simulator, WorkerPool
+
+SESSION_QUEUE = f"agentdesk-test-{uuid.uuid4().hex[:8]}"
+ARTIFACTS = Path(os.environ.get("AGENTDESK_TEST_ARTIFACTS", "test-artifacts")).resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_queue() -> None:
+    """Send this session's step tasks to a queue of its own."""
+    from agentdesk.celery import app
+
+    app.conf.task_default_queue = SESSION_QUEUE
+
+
+# --- personas ------------------------------------------------------------------------------
+
+
+def _user(username: str, role: str | None = None, **extra: Any) -> Any:
+    user = get_user_model().objects.create_user(username=username, password="pw", **extra)
+    if role:
+        user.groups.add(roles_sync()[role])
+    return user
+
+
+@pytest.fixture
+def reviewer(db: None) -> Any:
+    return _user("rita", "reviewer")
+
+
+@pytest.fixture
+def operator(db: None) -> Any:
+    return _user("otto", "operator")
+
+
+@pytest.fixture
+def auditor(db: None) -> Any:
+    return _user("aude", "auditor")
+
+
+@pytest.fixture
+def outsider(db: None) -> Any:
+    return _user("oscar")
+
+
+# --- the model simulator and workers ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Simulator]:
+    sim = Simulator(args=["--seed", "7", "--latency-ms", "0"]).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def model_endpoint(simulator: Simulator, settings: Any) -> Simulator:
+    """Point in-process model calls at the simulator, with its default knobs."""
+    settings.AGENTDESK_LLM_BASE_URL = simulator.base_url
+    settings.AGENTDESK_LLM_TIMEOUT_S = 5.0
+    simulator.configure(**SIMULATOR_DEFAULTS)
+    return simulator
+
+
+SIMULATOR_DEFAULTS: dict[str, Any] = {
+    "latency_ms": 0,
+    "rate_limit_rate": 0,
+    "server_error_rate": 0,
+    "hang_rate": 0,
+    "malformed_json_rate": 0,
+    "unknown_tool_rate": 0,
+    "refusal_rate": 0,
+    "schema_invalid_rate": 0,
+}
+
+
+@pytest.fixture
+def worker_env(django_db_setup: None, model_endpoint: Simulator) -> dict[str, str]:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    return {
+        **os.environ,
+        "DATABASE_URL": f"{url}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "AGENTDESK_SECRET_KEY": "test-only-not-secret",
+        "AGENTDESK_CELERY_QUEUE": SESSION_QUEUE,
+        "AGENTDESK_LLM_BASE_URL": model_endpoint.base_url,
+        "AGENTDESK_LLM_TIMEOUT_S": "3",
+        "AGENTDESK_STEP_LEASE_S": "4",
+        "AGENTDESK_RECOVERY_INTERVAL_S": "1",
+        "AGENTDESK_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def workers(
+    transactional_db: None, worker_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[WorkerPool]:
+    """Real Celery worker processes on this session's queue; start them with ``.start()``."""
+    log_dir = Path(tempfile.mkdtemp(prefix="workers-"))
+    pool = WorkerPool(env=worker_env, queue=SESSION_QUEUE, log_dir=log_dir)
+    yield pool
+    pool.stop()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(pool.logs()[-20000:])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

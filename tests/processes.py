@@ -1,0 +1,141 @@
+"""Real processes for the tests: the model simulator and Celery workers.
+
+They run against the test database that pytest-django created, on a Celery queue and a
+Redis database of their own, so nothing leaks between a test session and a running demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _read_line_matching(process: subprocess.Popen[str], pattern: str, timeout_s: float) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            seen.append(line)
+            if match := re.search(pattern, line):
+                return match.group(1)
+        elif process.poll() is not None:
+            break
+    raise RuntimeError(f"no line matching {pattern!r}; output was:\n{''.join(seen)}")
+
+
+@dataclass
+class Simulator:
+    """A model simulator process on a free loopback port."""
+
+    args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[str] | None = None
+    base_url: str = ""
+
+    def start(self) -> Simulator:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runs.simulator", "--port", "0", *self.args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.base_url = _read_line_matching(
+            self.process, r"simulator listening on (http://\S+/v1)", 20
+        )
+        return self
+
+    def configure(self, **knobs: Any) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.base_url.removesuffix("/v1") + "/_sim/config",
+            data=json.dumps(knobs).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@dataclass
+class WorkerPool:
+    """Celery worker processes (prefork) for one test session.
+
+    Each worker is started in its own process group, so SIGKILL reaches the main process
+    and its pool children at once, as when a host dies.
+    """
+
+    env: dict[str, str]
+    queue: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path | None = None
+
+    def start(self, count: int = 1, *, concurrency: int = 2, beat: bool = False) -> None:
+        for _ in range(count):
+            index = len(self.processes)
+            command = [
+                sys.executable, "-m", "celery", "-A", "agentdesk", "worker",
+                "--queues", self.queue, "--concurrency", str(concurrency),
+                "--hostname", f"test{index}-{os.getpid()}@%h", "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle",
+            ]
+            if beat and index == 0:
+                assert self.log_dir is not None
+                command += ["--beat", "--schedule", str(self.log_dir / "beat-schedule")]
+            log = open(self._log_path(index), "ab")  # noqa: SIM115 (closed with the process)
+            self.processes.append(
+                subprocess.Popen(
+                    command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+    def _log_path(self, index: int) -> Path:
+        assert self.log_dir is not None
+        return self.log_dir / f"worker-{index}.log"
+
+    def logs(self) -> str:
+        assert self.log_dir is not None
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, sig)
+        for process in self.processes:
+            process.wait(timeout=30)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()

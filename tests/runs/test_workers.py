@@ -1,0 +1,169 @@
+"""Runs in real Celery worker processes, over Redis, against the simulator over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db.models import Count
+
+from examples.support.models import Refund, Ticket
+from examples.support.seed import seed_shop
+from runs import services
+from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState, Step
+from tests.conftest import wait_until
+from tests.processes import ROOT, Simulator, WorkerPool
+from tests.runs.factories import seeded_ticket_input
+
+pytestmark = pytest.mark.slow
+
+
+def _terminal(run_ids: list[Any]) -> int:
+    return Run.objects.filter(pk__in=run_ids, state__in=TERMINAL_STATES).count()
+
+
+def test_a_run_completes_in_a_worker(workers: WorkerPool) -> None:
+    seed_shop()
+    workers.start(1)
+    run, _ = services.run_submit(agent_name="support", run_input=seeded_ticket_input("T-0002"))
+
+    wait_until(lambda: _terminal([run.pk]) == 1, timeout_s=60, what="the run to finish")
+
+    run.refresh_from_db()
+    assert run.state == RunState.SUCCEEDED, run.error
+    steps = list(run.steps.order_by("seq"))
+    assert [s.seq for s in steps] == list(range(run.next_seq))
+    assert all(s.tokens_in >= 1 and s.cost_usd is not None for s in steps if s.kind == "model")
+    assert run.cost_usd == sum(s.cost_usd for s in steps if s.kind == "model")
+
+
+def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
+    workers: WorkerPool, model_endpoint: Simulator
+) -> None:
+    """SIGKILL every worker (main process and pool) in the middle of 50 runs.
+
+    Once a worker is back, every run ends, no step is recorded twice, and no refund,
+    reply, cancellation or hand-off is written twice.
+    """
+    seed_shop()
+    refunds_before = Refund.objects.count()
+    model_endpoint.configure(latency_ms=40)
+    tickets = list(Ticket.objects.order_by("ticket_id").values_list("ticket_id", flat=True)[:50])
+    assert len(tickets) == 50
+    workers.start(2, concurrency=2)
+    run_ids = [
+        services.run_submit(agent_name="support", run_input=seeded_ticket_input(t))[0].pk
+        for t in tickets
+    ]
+    wait_until(
+        lambda: Step.objects.filter(run__in=run_ids).count() >= 60,
+        timeout_s=90,
+        what="the runs to be under way",
+    )
+
+    workers.kill_all(signal.SIGKILL)
+    unfinished_at_kill = len(run_ids) - _terminal(run_ids)
+    assert unfinished_at_kill >= 10, "the kill came too late to prove anything"
+
+    workers.start(1, concurrency=2, beat=True)
+    wait_until(
+        lambda: _terminal(run_ids) == len(run_ids),
+        timeout_s=240,
+        what="every run to end after the restart",
+    )
+
+    runs = list(Run.objects.filter(pk__in=run_ids))
+    unsuccessful = [r for r in runs if r.state != RunState.SUCCEEDED]
+    assert all(r.error and r.error["class"] for r in unsuccessful), [r.error for r in unsuccessful]
+    for run in runs:
+        seqs = list(run.steps.order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(run.next_seq)), f"steps of {run.id} are {seqs}"
+    # Every effect is recorded once, under the key of the action that asked for it.
+    executed = Action.objects.filter(
+        run__in=run_ids, tool="issue_refund", status=ActionStatus.SUCCEEDED
+    )
+    keys = set(executed.values_list("idempotency_key", flat=True))
+    assert Refund.objects.filter(idempotency_key__in=keys).count() == len(keys)
+    assert Refund.objects.count() - refunds_before == len(keys)
+    duplicated = Refund.objects.values("idempotency_key").annotate(n=Count("id")).filter(n__gt=1)
+    assert list(duplicated) == []
+    assert not Action.objects.filter(run__in=run_ids, status=ActionStatus.EXECUTING).exists()
+    assert "stalled at step" in workers.logs()
+
+
+def test_the_embedded_mode_boots_and_completes_a_run(tmp_path: Path, simulator: Simulator) -> None:
+    """No DATABASE_URL, no REDIS_URL: SQLite and the filesystem broker."""
+    simulator.configure(
+        latency_ms=0,
+        server_error_rate=0,
+        rate_limit_rate=0,
+        refusal_rate=0,
+        hang_rate=0,
+        malformed_json_rate=0,
+        unknown_tool_rate=0,
+        schema_invalid_rate=0,
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(
+        AGENTDESK_DEBUG="true",
+        AGENTDESK_DATA_DIR=str(tmp_path),
+        AGENTDESK_LLM_BASE_URL=simulator.base_url,
+    )
+    manage = [sys.executable, "manage.py"]
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    call("migrate", "--no-input")
+    call("seed_demo")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "agentdesk",
+            "worker",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        ticket = (
+            '{"ticket_id": "T-0002", "customer_email": "%s", "subject": "Broken mug", '
+            '"body": "My mug arrived broken."}'
+        )
+        email = call(
+            "shell",
+            "-c",
+            "from examples.support.models import Ticket; "
+            "print(Ticket.objects.get(ticket_id='T-0002').customer_email)",
+        ).stdout.strip()
+        result = call("submit_run", "--agent", "support", "--input", ticket % email, "--wait", "90")
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    run_id, final = result.stdout.strip().splitlines()
+    assert len(run_id) == 36
+    assert '"state": "succeeded"' in final
+    assert (tmp_path / "agentdesk.sqlite3").exists()
