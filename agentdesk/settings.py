@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
-from marshmallow.validate import Range
+from marshmallow.validate import URL, Range
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,8 +34,10 @@ try:
     REDIS_URL = env.str("REDIS_URL", "")
     LOG_LEVEL = env.log_level("AGENTDESK_LOG_LEVEL", "INFO")
     AGENTDESK_AGENTS = env.list("AGENTDESK_AGENTS", ["examples.support.agent.support_agent"])
-    AGENTDESK_LLM_BASE_URL = env.url(
-        "AGENTDESK_LLM_BASE_URL", "http://127.0.0.1:8001/v1", schemes=["http", "https"]
+    AGENTDESK_LLM_BASE_URL = env.str(
+        "AGENTDESK_LLM_BASE_URL",
+        "http://127.0.0.1:8001/v1",
+        validate=URL(schemes={"http", "https"}, require_tld=False),
     )
     AGENTDESK_LLM_API_KEY = env.str("AGENTDESK_LLM_API_KEY", "sk-simulator")
     AGENTDESK_LLM_TIMEOUT_S = env.float("AGENTDESK_LLM_TIMEOUT_S", 30.0, validate=_positive)

@@ -48,6 +48,9 @@ class Run(models.Model):
     # worker killed mid-step does not hold the run forever.
     lease_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # How many times the next step has been claimed. More than one means a worker died
+    # (or lost its lease) mid-step; past MAX_STEP_ATTEMPTS the run fails rather than loop.
+    step_attempts = models.PositiveSmallIntegerField(default=0)
     # When the next step was last put on the broker; the stalled-run sweeper uses it.
     enqueued_at = models.DateTimeField(null=True, blank=True)
 

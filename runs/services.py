@@ -66,6 +66,9 @@ from runs.pricing import model_call_cost
 log = logging.getLogger(__name__)
 
 WORKER = "worker"  # the actor label of changes the runtime makes on its own
+# A step whose worker died this many times is not tried again: the run fails with an
+# internal_error instead of crashing workers forever.
+MAX_STEP_ATTEMPTS = 3
 
 
 # --- submitting ----------------------------------------------------------------------------
@@ -221,7 +224,14 @@ def run_step_execute(*, run_id: str, seq: int) -> None:
     with trace_context(run.trace_id):
         agent = agent_get(run.agent_name)
         pending = run.checkpoint.get("pending_actions", [])
-        if exceeded := _limit_exceeded(run, agent, about_to_call_tool=bool(pending)):
+        if run.step_attempts > MAX_STEP_ATTEMPTS:
+            crashed = error_payload(
+                ErrorClass.INTERNAL_ERROR,
+                f"step {seq} was started {run.step_attempts - 1} times and never finished; "
+                "see the worker logs for this trace id",
+            )
+            _commit(run, seq, lambda r: _fail(r, crashed))
+        elif exceeded := _limit_exceeded(run, agent, about_to_call_tool=bool(pending)):
             _commit(run, seq, lambda r: _fail(r, exceeded))
         elif pending:
             _tool_step(run, seq, agent, pending[0])
@@ -245,7 +255,8 @@ def _claim(run_id: str, seq: int) -> Run | None:
             return None
         run.lease_token = uuid.uuid4()
         run.lease_expires_at = now + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
-        fields = ["lease_token", "lease_expires_at", "updated_at"]
+        run.step_attempts += 1
+        fields = ["lease_token", "lease_expires_at", "step_attempts", "updated_at"]
         if run.state == RunState.QUEUED:
             run.state = RunState.RUNNING
             run.started_at = now
@@ -278,6 +289,7 @@ def _commit(run: Run, seq: int, apply: Callable[[Run], None]) -> bool:
             return False
         apply(locked)
         locked.next_seq = seq + 1
+        locked.step_attempts = 0
         locked.lease_token = None
         locked.lease_expires_at = None
         if locked.state in ACTIVE_STATES:
@@ -360,6 +372,7 @@ class _StepRecord:
         return Step.objects.create(
             run=run,
             seq=seq,
+            attempt=run.step_attempts,
             finished_at=timezone.now(),
             **{name: getattr(self, name) for name in self.__dataclass_fields__},
         )
@@ -427,6 +440,14 @@ def _model_step(run: Run, seq: int, agent: Agent) -> None:
 
     cost = model_call_cost(model=reply.model, tokens_in=reply.tokens_in,
                            tokens_out=reply.tokens_out)
+    log.info(
+        "model step %s: %s, %s+%s tokens, %s ms",
+        seq,
+        f"{len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "final answer",
+        reply.tokens_in,
+        reply.tokens_out,
+        reply.latency_ms,
+    )
     record.latency_ms = reply.latency_ms
     record.tokens_in = reply.tokens_in
     record.tokens_out = reply.tokens_out
@@ -642,7 +663,12 @@ def runs_recover_stalled(*, limit: int = 500) -> int:
                 continue
             with trace_context(run.trace_id):
                 log.warning("run %s stalled at step %s; re-enqueued", run.id, run.next_seq)
+            # The expired lease is dropped: a worker that is merely slow, not dead, finds
+            # its lease gone at commit and discards its result.
+            run.lease_token = None
+            run.lease_expires_at = None
             _enqueue_next_step(run)
-            run.save(update_fields=["enqueued_at", "updated_at"])
+            run.save(update_fields=["lease_token", "lease_expires_at", "enqueued_at",
+                                    "updated_at"])
             recovered += 1
     return recovered

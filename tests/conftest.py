@@ -119,7 +119,7 @@ def workers(
     yield pool
     pool.stop()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        print(pool.logs()[-20000:])
+        print(pool.logs(tail_chars=6000))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -129,10 +129,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+def wait_until(
+    predicate: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    describe: Callable[[], object] | None = None,
+) -> None:
+    """Poll until ``predicate`` holds; on time-out, fail with ``describe()`` as context."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    context = f"\n{describe()}" if describe else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{context}")

@@ -94,7 +94,8 @@ class WorkerPool:
     log_dir: Path | None = None
 
     def start(self, count: int = 1, *, concurrency: int = 2, beat: bool = False) -> None:
-        for _ in range(count):
+        """Start ``count`` workers; with ``beat``, the first of them also runs the scheduler."""
+        for started in range(count):
             index = len(self.processes)
             command = [
                 sys.executable, "-m", "celery", "-A", "agentdesk", "worker",
@@ -102,7 +103,7 @@ class WorkerPool:
                 "--hostname", f"test{index}-{os.getpid()}@%h", "--loglevel", "INFO",
                 "--without-gossip", "--without-mingle",
             ]
-            if beat and index == 0:
+            if beat and started == 0:
                 assert self.log_dir is not None
                 command += ["--beat", "--schedule", str(self.log_dir / "beat-schedule")]
             log = open(self._log_path(index), "ab")  # noqa: SIM115 (closed with the process)
@@ -117,9 +118,13 @@ class WorkerPool:
         assert self.log_dir is not None
         return self.log_dir / f"worker-{index}.log"
 
-    def logs(self) -> str:
+    def logs(self, tail_chars: int | None = None) -> str:
+        """Every worker's log, each cut to its last ``tail_chars`` characters."""
         assert self.log_dir is not None
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+        return "\n".join(
+            f"===== {path.name} =====\n{path.read_text(errors='replace')[-(tail_chars or 0):]}"
+            for path in sorted(self.log_dir.glob("*.log"))
+        )
 
     def kill_all(self, sig: int = signal.SIGKILL) -> None:
         for process in self.processes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from django.db.models import Count
 
-from examples.support.models import Refund, Ticket
+from examples.support.models import Handoff, Refund, Reply, Ticket
 from examples.support.seed import seed_shop
 from runs import services
 from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState, Step
@@ -51,7 +52,7 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
     reply, cancellation or hand-off is written twice.
     """
     seed_shop()
-    refunds_before = Refund.objects.count()
+    refunds_before = list(Refund.objects.values_list("pk", flat=True))
     model_endpoint.configure(latency_ms=40)
     tickets = list(Ticket.objects.order_by("ticket_id").values_list("ticket_id", flat=True)[:50])
     assert len(tickets) == 50
@@ -75,6 +76,11 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
         lambda: _terminal(run_ids) == len(run_ids),
         timeout_s=240,
         what="every run to end after the restart",
+        describe=lambda: list(
+            Run.objects.filter(pk__in=run_ids)
+            .exclude(state__in=TERMINAL_STATES)
+            .values("id", "state", "next_seq", "lease_expires_at", "enqueued_at", "step_attempts")
+        ),
     )
 
     runs = list(Run.objects.filter(pk__in=run_ids))
@@ -83,13 +89,27 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
     for run in runs:
         seqs = list(run.steps.order_by("seq").values_list("seq", flat=True))
         assert seqs == list(range(run.next_seq)), f"steps of {run.id} are {seqs}"
-    # Every effect is recorded once, under the key of the action that asked for it.
-    executed = Action.objects.filter(
-        run__in=run_ids, tool="issue_refund", status=ActionStatus.SUCCEEDED
+    # Every effect is recorded once, under the key of the action that asked for it: a
+    # refund under its issue_refund action's key, a cancellation's refund under
+    # "<cancel key>:refund".
+    succeeded = Action.objects.filter(run__in=run_ids, status=ActionStatus.SUCCEEDED)
+    expected_refund_keys = {
+        a.idempotency_key for a in succeeded.filter(tool="issue_refund")
+    } | {
+        f"{a.idempotency_key}:refund"
+        for a in succeeded.filter(tool="cancel_order")
+        if a.result["refunded_amount"] != "0.00"
+    }
+    new_refunds = Refund.objects.order_by().exclude(pk__in=refunds_before)
+    assert sorted(new_refunds.values_list("idempotency_key", flat=True)) == sorted(
+        expected_refund_keys
     )
-    keys = set(executed.values_list("idempotency_key", flat=True))
-    assert Refund.objects.filter(idempotency_key__in=keys).count() == len(keys)
-    assert Refund.objects.count() - refunds_before == len(keys)
+    for model, tool in ((Reply, "send_reply"), (Handoff, "handoff_to_human")):
+        keys = set(succeeded.filter(tool=tool).values_list("idempotency_key", flat=True))
+        assert set(model.objects.filter(idempotency_key__in=keys).values_list(
+            "idempotency_key", flat=True)) == keys
+        written_by_runs = model.objects.filter(idempotency_key__regex=r"^[0-9a-f-]{36}:")
+        assert written_by_runs.count() == len(keys)
     duplicated = Refund.objects.values("idempotency_key").annotate(n=Count("id")).filter(n__gt=1)
     assert list(duplicated) == []
     assert not Action.objects.filter(run__in=run_ids, status=ActionStatus.EXECUTING).exists()
@@ -144,22 +164,21 @@ def test_the_embedded_mode_boots_and_completes_a_run(tmp_path: Path, simulator: 
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        ticket = (
-            '{"ticket_id": "T-0002", "customer_email": "%s", "subject": "Broken mug", '
-            '"body": "My mug arrived broken."}'
-        )
         email = call(
             "shell",
             "-c",
             "from examples.support.models import Ticket; "
             "print(Ticket.objects.get(ticket_id='T-0002').customer_email)",
-        ).stdout.strip()
-        result = call("submit_run", "--agent", "support", "--input", ticket % email, "--wait", "90")
+        ).stdout.strip().splitlines()[-1]
+        ticket = {"ticket_id": "T-0002", "customer_email": email, "subject": "Broken mug",
+                  "body": "My mug arrived broken."}
+        result = call("submit_run", "--agent", "support", "--input", json.dumps(ticket),
+                      "--wait", "90")
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
