@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
-from marshmallow.validate import URL, Range
+from marshmallow.validate import URL, OneOf, Range
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,10 +29,12 @@ try:
     DATA_DIR = Path(env.str("AGENTDESK_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
     SECRET_KEY = env.str("AGENTDESK_SECRET_KEY", "")
     ALLOWED_HOSTS = env.list("AGENTDESK_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
-    CSRF_TRUSTED_ORIGINS = env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
+    CSRF_TRUSTED_ORIGINS: list[str] = env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
     DATABASE_URL = env.str("DATABASE_URL", "")
     REDIS_URL = env.str("REDIS_URL", "")
-    LOG_LEVEL = env.log_level("AGENTDESK_LOG_LEVEL", "INFO")
+    LOG_LEVEL = env.str(
+        "AGENTDESK_LOG_LEVEL", "INFO", validate=OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
+    )
     AGENTDESK_AGENTS = env.list("AGENTDESK_AGENTS", ["examples.support.agent.support_agent"])
     AGENTDESK_LLM_BASE_URL = env.str(
         "AGENTDESK_LLM_BASE_URL",
@@ -41,9 +43,7 @@ try:
     )
     AGENTDESK_LLM_API_KEY = env.str("AGENTDESK_LLM_API_KEY", "sk-simulator")
     AGENTDESK_LLM_TIMEOUT_S = env.float("AGENTDESK_LLM_TIMEOUT_S", 30.0, validate=_positive)
-    AGENTDESK_MAX_INPUT_BYTES = env.int(
-        "AGENTDESK_MAX_INPUT_BYTES", 64 * 1024, validate=_positive
-    )
+    AGENTDESK_MAX_INPUT_BYTES = env.int("AGENTDESK_MAX_INPUT_BYTES", 64 * 1024, validate=_positive)
     AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 120.0, validate=_positive)
     AGENTDESK_RECOVERY_INTERVAL_S = env.float(
         "AGENTDESK_RECOVERY_INTERVAL_S", 15.0, validate=_positive
@@ -124,7 +124,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "agentdesk.sqlite3",
+            "NAME": str(DATA_DIR / "agentdesk.sqlite3"),
             "OPTIONS": {
                 # The web server and the worker write at once: wait for the lock rather than
                 # fail, and take it at BEGIN so two writers never deadlock on an upgrade.
@@ -156,7 +156,7 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     # A message whose worker died unacknowledged comes back after this long; the stalled-run
     # sweeper usually gets there first (see runs.services.runs_recover_stalled).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,12 +20,10 @@ def _digest(key: str) -> str:
 
 
 @transaction.atomic
-def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
     """Create a token and return it with its key; the key is shown once and never stored."""
     key = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user, name=name, prefix=key[:12], key_hash=_digest(key)
-    )
+    token = ApiToken.objects.create(user=user, name=name, prefix=key[:12], key_hash=_digest(key))
     audit_record(
         actor=user,
         verb="api_token.created",
@@ -36,7 +34,7 @@ def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, st
     return token, key
 
 
-def api_token_authenticate(authorization: str | None) -> AbstractBaseUser | None:
+def api_token_authenticate(authorization: str | None) -> User | None:
     """The active user behind an ``Authorization: Bearer <key>`` header, or None."""
     if not authorization:
         return None

@@ -67,8 +67,9 @@ def runs_create(request: HttpRequest) -> JsonResponse:
     if not request.user.has_perm("runs.add_run"):
         return _error(403, "this token's user may not submit runs")
     if len(request.body) > settings.AGENTDESK_MAX_INPUT_BYTES + 1024:
-        return _error(400, f"the body is over the limit of {settings.AGENTDESK_MAX_INPUT_BYTES}"
-                           " bytes")
+        return _error(
+            400, f"the body is over the limit of {settings.AGENTDESK_MAX_INPUT_BYTES} bytes"
+        )
     try:
         body = parse_json_object(request.body)
     except ValueError as exc:

@@ -24,7 +24,9 @@ class SupportTicketForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = [(name, name) for name in sorted(agents())]
+        agent_field = self.fields["agent"]
+        assert isinstance(agent_field, forms.ChoiceField)
+        agent_field.choices = [(name, name) for name in sorted(agents())]
 
     def run_input(self) -> dict[str, Any]:
         data = self.cleaned_data

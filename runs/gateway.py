@@ -113,10 +113,11 @@ def model_complete(
     client = _client(settings.AGENTDESK_LLM_BASE_URL, settings.AGENTDESK_LLM_API_KEY)
     started = time.perf_counter()
     try:
-        completion = client.chat.completions.create(
+        # The conversation is stored as plain JSON; the SDK's TypedDicts describe the same.
+        completion = client.chat.completions.create(  # type: ignore[call-overload]
             model=model,
-            messages=messages,  # type: ignore[arg-type]
-            tools=tools,  # type: ignore[arg-type]
+            messages=messages,
+            tools=tools,
             tool_choice="auto",
             timeout=timeout_s or settings.AGENTDESK_LLM_TIMEOUT_S,
         )

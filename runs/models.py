@@ -70,7 +70,9 @@ class Run(models.Model):
         on_delete=models.SET_NULL,
         related_name="submitted_runs",
     )
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "", when absent: the unique constraint must not treat runs without a key
+    # as duplicates of each other.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -86,9 +88,7 @@ class Run(models.Model):
                 condition=Q(idempotency_key__isnull=False),
                 name="run_unique_idempotency_key_per_submitter",
             ),
-            models.CheckConstraint(
-                condition=Q(state__in=RunState.values), name="run_state_valid"
-            ),
+            models.CheckConstraint(condition=Q(state__in=RunState.values), name="run_state_valid"),
         ]
         indexes = [
             models.Index(fields=["state", "enqueued_at"], name="run_state_enqueued"),

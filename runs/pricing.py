@@ -18,9 +18,7 @@ _SIX_PLACES = Decimal("0.000001")
 
 def model_call_cost(*, model: str, tokens_in: int, tokens_out: int) -> Decimal | None:
     try:
-        price = calc_price(
-            Usage(input_tokens=tokens_in, output_tokens=tokens_out), model_ref=model
-        )
+        price = calc_price(Usage(input_tokens=tokens_in, output_tokens=tokens_out), model_ref=model)
     except LookupError:
         log.info("no price known for model %r; cost recorded as unknown", model)
         return None

@@ -247,8 +247,13 @@ def _claim(run_id: str, seq: int) -> Run | None:
             log.warning("step task for unknown run %s ignored", run_id)
             return None
         if run.state not in ACTIVE_STATES or run.next_seq != seq:
-            log.info("stale step task %s/%s ignored (run at %s, %s)", run_id, seq,
-                     run.next_seq, run.state)
+            log.info(
+                "stale step task %s/%s ignored (run at %s, %s)",
+                run_id,
+                seq,
+                run.next_seq,
+                run.state,
+            )
             return None
         if run.lease_token is not None and run.lease_expires_at and run.lease_expires_at > now:
             log.info("step %s/%s is held by another worker; ignored", run_id, seq)
@@ -318,8 +323,9 @@ def _fail(run: Run, error: dict[str, Any]) -> None:
     _finish(run, RunState.FAILED, error=error)
 
 
-def _finish(run: Run, state: RunState, *, output: str = "", error: dict[str, Any] | None = None
-            ) -> None:
+def _finish(
+    run: Run, state: RunState, *, output: str = "", error: dict[str, Any] | None = None
+) -> None:
     before = run.state
     run.state = state
     run.output = output
@@ -397,7 +403,11 @@ def _parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str, float | None
     confidence = parsed.pop(CONFIDENCE_FIELD, None)
     if not isinstance(rationale, str):
         rationale = str(rationale)
-    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not 0 <= confidence <= 1
+    ):
         confidence = None
     return parsed, rationale[:2000], float(confidence) if confidence is not None else None
 
@@ -432,14 +442,15 @@ def _model_step(run: Run, seq: int, agent: Agent) -> None:
 
         def apply_failure(locked: Run) -> None:
             record.create(locked, seq)
-            locked.model_latency_ms += exc.latency_ms
+            locked.model_latency_ms += record.latency_ms
             _fail(locked, error)
 
         _commit(run, seq, apply_failure)
         return
 
-    cost = model_call_cost(model=reply.model, tokens_in=reply.tokens_in,
-                           tokens_out=reply.tokens_out)
+    cost = model_call_cost(
+        model=reply.model, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out
+    )
     log.info(
         "model step %s: %s, %s+%s tokens, %s ms",
         seq,
@@ -468,10 +479,10 @@ def _model_step(run: Run, seq: int, agent: Agent) -> None:
         record.action = {"type": "final_answer"}
         record.reason = reply.content[:2000]
     record.outcome = {"finish_reason": reply.finish_reason, "content": reply.content}
-    error = _reply_error(reply)
-    if error is not None:
+    reply_error = _reply_error(reply)
+    if reply_error is not None:
         record.status = StepStatus.ERROR
-        record.error_class = error["class"]
+        record.error_class = reply_error["class"]
 
     def apply(locked: Run) -> None:
         record.create(locked, seq)
@@ -479,8 +490,8 @@ def _model_step(run: Run, seq: int, agent: Agent) -> None:
         locked.tokens_out += reply.tokens_out
         locked.cost_usd += cost or 0
         locked.model_latency_ms += reply.latency_ms
-        if error is not None:
-            _fail(locked, error)
+        if reply_error is not None:
+            _fail(locked, reply_error)
             return
         checkpoint = locked.checkpoint
         checkpoint["messages"].append(reply.assistant_message())
@@ -529,8 +540,7 @@ def _tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
         started_at=timezone.now(),
         action={
             "tool": action.tool,
-            "arguments": action.arguments if action.arguments is not None
-            else action.raw_arguments,
+            "arguments": action.arguments if action.arguments is not None else action.raw_arguments,
             "idempotency_key": action.idempotency_key,
         },
         reason=action.rationale,
@@ -619,9 +629,7 @@ def _tool_execute(
     try:
         result = tool.func(validated, context)
     except ToolError as exc:
-        return None, error_payload(
-            ErrorClass.TOOL_ERROR, exc.message, code=exc.code, **exc.details
-        )
+        return None, error_payload(ErrorClass.TOOL_ERROR, exc.message, code=exc.code, **exc.details)
     except Exception as exc:  # a bug in the tool: the agent is told, the worker survives
         log.exception("tool %s crashed", tool.name)
         return None, error_payload(ErrorClass.TOOL_CRASHED, f"{type(exc).__name__}: {exc}")
@@ -668,7 +676,6 @@ def runs_recover_stalled(*, limit: int = 500) -> int:
             run.lease_token = None
             run.lease_expires_at = None
             _enqueue_next_step(run)
-            run.save(update_fields=["lease_token", "lease_expires_at", "enqueued_at",
-                                    "updated_at"])
+            run.save(update_fields=["lease_token", "lease_expires_at", "enqueued_at", "updated_at"])
             recovered += 1
     return recovered

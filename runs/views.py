@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from agentdesk.http import HtmxHttpRequest
 from examples.support.models import Ticket
 from runs import selectors, services
 from runs.forms import SupportTicketForm
@@ -18,7 +19,7 @@ PAGE_SIZE = 50
 
 
 @login_required
-def run_list(request: HttpRequest) -> HttpResponse:
+def run_list(request: HtmxHttpRequest) -> HttpResponse:
     if not request.user.has_perm("runs.view_run"):
         raise PermissionDenied
     state = request.GET.get("state") or None
@@ -35,7 +36,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     run = selectors.run_get_visible(user=request.user, run_id=str(run_id))
     if run is None:
         raise Http404

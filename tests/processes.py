@@ -98,10 +98,22 @@ class WorkerPool:
         for started in range(count):
             index = len(self.processes)
             command = [
-                sys.executable, "-m", "celery", "-A", "agentdesk", "worker",
-                "--queues", self.queue, "--concurrency", str(concurrency),
-                "--hostname", f"test{index}-{os.getpid()}@%h", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "agentdesk",
+                "worker",
+                "--queues",
+                self.queue,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"test{index}-{os.getpid()}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
             ]
             if beat and started == 0:
                 assert self.log_dir is not None
@@ -109,7 +121,11 @@ class WorkerPool:
             log = open(self._log_path(index), "ab")  # noqa: SIM115 (closed with the process)
             self.processes.append(
                 subprocess.Popen(
-                    command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    command,
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )
@@ -122,7 +138,7 @@ class WorkerPool:
         """Every worker's log, each cut to its last ``tail_chars`` characters."""
         assert self.log_dir is not None
         return "\n".join(
-            f"===== {path.name} =====\n{path.read_text(errors='replace')[-(tail_chars or 0):]}"
+            f"===== {path.name} =====\n{path.read_text(errors='replace')[-(tail_chars or 0) :]}"
             for path in sorted(self.log_dir.glob("*.log"))
         )
 

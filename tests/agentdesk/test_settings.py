@@ -18,12 +18,22 @@ PRINT_MODE = (
 
 
 def _settings(env: dict[str, str], tmp_path: object) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")}
-    clean.update({"DJANGO_SETTINGS_MODULE": "agentdesk.settings",
-                  "AGENTDESK_DATA_DIR": str(tmp_path), **env})
-    return subprocess.run([sys.executable, "-c", PRINT_MODE], cwd=ROOT, env=clean,
-                          capture_output=True, text=True, timeout=60)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    clean.update(
+        {"DJANGO_SETTINGS_MODULE": "agentdesk.settings", "AGENTDESK_DATA_DIR": str(tmp_path), **env}
+    )
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_MODE],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_nothing_set_gives_the_embedded_mode(tmp_path: object) -> None:
@@ -31,18 +41,26 @@ def test_nothing_set_gives_the_embedded_mode(tmp_path: object) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "django.db.backends.sqlite3", "filesystem://", "channels.layers.InMemoryChannelLayer"
+        "django.db.backends.sqlite3",
+        "filesystem://",
+        "channels.layers.InMemoryChannelLayer",
     ]
 
 
 def test_urls_select_postgres_and_redis(tmp_path: object) -> None:
-    result = _settings({"AGENTDESK_SECRET_KEY": "k",
-                        "DATABASE_URL": "postgres://u@127.0.0.1:5432/x",
-                        "REDIS_URL": "redis://127.0.0.1:6379/3"}, tmp_path)
+    result = _settings(
+        {
+            "AGENTDESK_SECRET_KEY": "k",
+            "DATABASE_URL": "postgres://u@127.0.0.1:5432/x",
+            "REDIS_URL": "redis://127.0.0.1:6379/3",
+        },
+        tmp_path,
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "django.db.backends.postgresql", "redis://127.0.0.1:6379/3",
+        "django.db.backends.postgresql",
+        "redis://127.0.0.1:6379/3",
         "channels_redis.core.RedisChannelLayer",
     ]
 
@@ -52,18 +70,27 @@ def test_urls_select_postgres_and_redis(tmp_path: object) -> None:
     [
         ({}, "AGENTDESK_SECRET_KEY must be set unless AGENTDESK_DEBUG=true"),
         ({"AGENTDESK_DEBUG": "maybe"}, "AGENTDESK_DEBUG"),
-        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "soon"},
-         "AGENTDESK_LLM_TIMEOUT_S"),
-        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_MAX_INPUT_BYTES": "-5"},
-         "AGENTDESK_MAX_INPUT_BYTES"),
-        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_BASE_URL": "ftp://x"},
-         "AGENTDESK_LLM_BASE_URL"),
-        ({"AGENTDESK_DEBUG": "true", "DATABASE_URL": "mysql://u@h/db"},
-         "DATABASE_URL must be a postgres:// URL"),
-        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "200"},
-         "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S"),
-        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_AGENTS": "examples.nope.agent"},
-         "AGENTDESK_AGENTS: cannot import 'examples.nope.agent'"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "soon"}, "AGENTDESK_LLM_TIMEOUT_S"),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_MAX_INPUT_BYTES": "-5"},
+            "AGENTDESK_MAX_INPUT_BYTES",
+        ),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_BASE_URL": "ftp://x"},
+            "AGENTDESK_LLM_BASE_URL",
+        ),
+        (
+            {"AGENTDESK_DEBUG": "true", "DATABASE_URL": "mysql://u@h/db"},
+            "DATABASE_URL must be a postgres:// URL",
+        ),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "200"},
+            "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S",
+        ),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_AGENTS": "examples.nope.agent"},
+            "AGENTDESK_AGENTS: cannot import 'examples.nope.agent'",
+        ),
     ],
 )
 def test_invalid_values_fail_at_start(env: dict[str, str], message: str, tmp_path: object) -> None:

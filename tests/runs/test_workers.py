@@ -93,9 +93,7 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
     # refund under its issue_refund action's key, a cancellation's refund under
     # "<cancel key>:refund".
     succeeded = Action.objects.filter(run__in=run_ids, status=ActionStatus.SUCCEEDED)
-    expected_refund_keys = {
-        a.idempotency_key for a in succeeded.filter(tool="issue_refund")
-    } | {
+    expected_refund_keys = {a.idempotency_key for a in succeeded.filter(tool="issue_refund")} | {
         f"{a.idempotency_key}:refund"
         for a in succeeded.filter(tool="cancel_order")
         if a.result["refunded_amount"] != "0.00"
@@ -106,8 +104,14 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
     )
     for model, tool in ((Reply, "send_reply"), (Handoff, "handoff_to_human")):
         keys = set(succeeded.filter(tool=tool).values_list("idempotency_key", flat=True))
-        assert set(model.objects.filter(idempotency_key__in=keys).values_list(
-            "idempotency_key", flat=True)) == keys
+        assert (
+            set(
+                model.objects.filter(idempotency_key__in=keys).values_list(
+                    "idempotency_key", flat=True
+                )
+            )
+            == keys
+        )
         written_by_runs = model.objects.filter(idempotency_key__regex=r"^[0-9a-f-]{36}:")
         assert written_by_runs.count() == len(keys)
     duplicated = Refund.objects.values("idempotency_key").annotate(n=Count("id")).filter(n__gt=1)
@@ -169,16 +173,25 @@ def test_the_embedded_mode_boots_and_completes_a_run(tmp_path: Path, simulator: 
         start_new_session=True,
     )
     try:
-        email = call(
-            "shell",
-            "-c",
-            "from examples.support.models import Ticket; "
-            "print(Ticket.objects.get(ticket_id='T-0002').customer_email)",
-        ).stdout.strip().splitlines()[-1]
-        ticket = {"ticket_id": "T-0002", "customer_email": email, "subject": "Broken mug",
-                  "body": "My mug arrived broken."}
-        result = call("submit_run", "--agent", "support", "--input", json.dumps(ticket),
-                      "--wait", "90")
+        email = (
+            call(
+                "shell",
+                "-c",
+                "from examples.support.models import Ticket; "
+                "print(Ticket.objects.get(ticket_id='T-0002').customer_email)",
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        ticket = {
+            "ticket_id": "T-0002",
+            "customer_email": email,
+            "subject": "Broken mug",
+            "body": "My mug arrived broken.",
+        }
+        result = call(
+            "submit_run", "--agent", "support", "--input", json.dumps(ticket), "--wait", "90"
+        )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)

@@ -28,8 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--simulator-port", type=int, default=8001)
-        parser.add_argument("--latency-ms", type=int, default=400,
-                            help="simulated model latency, so steps can be watched")
+        parser.add_argument(
+            "--latency-ms",
+            type=int,
+            default=400,
+            help="simulated model latency, so steps can be watched",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
@@ -37,11 +41,29 @@ class Command(BaseCommand):
         env = {**os.environ, "AGENTDESK_LLM_BASE_URL": simulator_url}
         beat_schedule = settings.DATA_DIR / "celerybeat-schedule"
         commands = {
-            "simulator": [*manage, "simulate_llm", "--port", str(options["simulator_port"]),
-                          "--latency-ms", str(options["latency_ms"])],
-            "worker": [sys.executable, "-m", "celery", "-A", "agentdesk", "worker", "--beat",
-                       "--schedule", str(beat_schedule), "--loglevel", "INFO",
-                       "--concurrency", "2"],
+            "simulator": [
+                *manage,
+                "simulate_llm",
+                "--port",
+                str(options["simulator_port"]),
+                "--latency-ms",
+                str(options["latency_ms"]),
+            ],
+            "worker": [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "agentdesk",
+                "worker",
+                "--beat",
+                "--schedule",
+                str(beat_schedule),
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+            ],
             "web": [*manage, "runserver", f"{options['host']}:{options['port']}", "--noreload"],
         }
         processes: list[subprocess.Popen[bytes]] = []
@@ -66,7 +88,9 @@ class Command(BaseCommand):
             self._banner(url)
             while all(process.poll() is None for process in processes):
                 time.sleep(0.5)
-            names = [name for name, p in zip(commands, processes) if p.poll() is not None]
+            names = [
+                name for name, p in zip(commands, processes, strict=False) if p.poll() is not None
+            ]
             raise CommandError(f"{', '.join(names)} stopped; stopping the rest")
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")
@@ -88,6 +112,11 @@ class Command(BaseCommand):
     def _banner(self, url: str) -> None:
         lines = ["", "=" * 64, f"  AgentDesk is running at {url}", "", "  Logins:"]
         lines += [f"    {u:<9} / {p:<14} ({r or 'admin'})" for u, p, r in DEMO_ACCOUNTS]
-        lines += ["", "  Submit a ticket at " + url + "runs/new/", "  Ctrl-C stops everything.",
-                  "=" * 64, ""]
+        lines += [
+            "",
+            "  Submit a ticket at " + url + "runs/new/",
+            "  Ctrl-C stops everything.",
+            "=" * 64,
+            "",
+        ]
         self.stdout.write("\n".join(lines))
