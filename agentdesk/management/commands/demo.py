@@ -78,6 +78,9 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     process.kill()
 
+        # Ctrl-C and SIGTERM both stop everything, even when this process was started with
+        # SIGINT ignored (as a shell does for background jobs).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             for command in commands.values():
