@@ -22,6 +22,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def embedded_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without any AgentDesk setting: the embedded mode.
+
+    SQLite and the filesystem broker live in ``data_dir``; ``settings`` are added on top.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    return {**env, "AGENTDESK_DATA_DIR": str(data_dir), **settings}
+
+
 def _read_line_matching(process: subprocess.Popen[str], pattern: str, timeout_s: float) -> str:
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from tests.processes import ROOT, embedded_env
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +37,7 @@ def _children(pid: int) -> set[int]:
 
 
 def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env.update(AGENTDESK_DEBUG="true", AGENTDESK_DATA_DIR=str(tmp_path))
+    env = embedded_env(tmp_path, AGENTDESK_DEBUG="true")
     manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--no-input"], ["seed_demo"]):
         subprocess.run(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from tests.processes import ROOT, embedded_env
 
 PRINT_MODE = (
     "import django; django.setup(); from django.conf import settings as s; "
@@ -17,15 +17,8 @@ PRINT_MODE = (
 )
 
 
-def _settings(env: dict[str, str], tmp_path: object) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    clean.update(
-        {"DJANGO_SETTINGS_MODULE": "agentdesk.settings", "AGENTDESK_DATA_DIR": str(tmp_path), **env}
-    )
+def _settings(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    clean = embedded_env(tmp_path, DJANGO_SETTINGS_MODULE="agentdesk.settings", **env)
     return subprocess.run(
         [sys.executable, "-c", PRINT_MODE],
         cwd=ROOT,
@@ -36,7 +29,7 @@ def _settings(env: dict[str, str], tmp_path: object) -> subprocess.CompletedProc
     )
 
 
-def test_nothing_set_gives_the_embedded_mode(tmp_path: object) -> None:
+def test_nothing_set_gives_the_embedded_mode(tmp_path: Path) -> None:
     result = _settings({"AGENTDESK_DEBUG": "true"}, tmp_path)
 
     assert result.returncode == 0, result.stderr
@@ -47,7 +40,7 @@ def test_nothing_set_gives_the_embedded_mode(tmp_path: object) -> None:
     ]
 
 
-def test_urls_select_postgres_and_redis(tmp_path: object) -> None:
+def test_urls_select_postgres_and_redis(tmp_path: Path) -> None:
     result = _settings(
         {
             "AGENTDESK_SECRET_KEY": "k",
@@ -93,7 +86,7 @@ def test_urls_select_postgres_and_redis(tmp_path: object) -> None:
         ),
     ],
 )
-def test_invalid_values_fail_at_start(env: dict[str, str], message: str, tmp_path: object) -> None:
+def test_invalid_values_fail_at_start(env: dict[str, str], message: str, tmp_path: Path) -> None:
     result = _settings(env, tmp_path)
 
     assert result.returncode == 1

@@ -18,7 +18,7 @@ from examples.support.seed import seed_shop
 from runs import services
 from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState, Step
 from tests.conftest import wait_until
-from tests.processes import ROOT, Simulator, WorkerPool
+from tests.processes import ROOT, Simulator, WorkerPool, embedded_env
 from tests.runs.factories import seeded_ticket_input
 
 pytestmark = pytest.mark.slow
@@ -132,16 +132,7 @@ def test_the_embedded_mode_boots_and_completes_a_run(tmp_path: Path, simulator: 
         unknown_tool_rate=0,
         schema_invalid_rate=0,
     )
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AGENTDESK_") and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env.update(
-        AGENTDESK_DEBUG="true",
-        AGENTDESK_DATA_DIR=str(tmp_path),
-        AGENTDESK_LLM_BASE_URL=simulator.base_url,
-    )
+    env = embedded_env(tmp_path, AGENTDESK_DEBUG="true", AGENTDESK_LLM_BASE_URL=simulator.base_url)
     manage = [sys.executable, "manage.py"]
 
     def call(*args: str) -> subprocess.CompletedProcess[str]:
