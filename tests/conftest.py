@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,10 +110,13 @@ def worker_env(django_db_setup: None, model_endpoint: Simulator) -> dict[str, st
 
 @pytest.fixture
 def workers(
-    transactional_db: None, worker_env: dict[str, str], request: pytest.FixtureRequest
+    transactional_db: None,
+    worker_env: dict[str, str],
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerPool]:
     """Real Celery worker processes on this session's queue; start them with ``.start()``."""
-    log_dir = Path(tempfile.mkdtemp(prefix="workers-"))
+    log_dir = tmp_path_factory.mktemp("workers")
     pool = WorkerPool(env=worker_env, queue=SESSION_QUEUE, log_dir=log_dir)
     yield pool
     pool.stop()
