@@ -20,6 +20,7 @@ from enum import StrEnum
 from string import Template
 from typing import Any
 
+from limits import RateLimitItem, parse
 from pydantic import BaseModel
 
 # Every tool's JSON schema, as the model sees it, carries these two extra properties: the
@@ -29,6 +30,11 @@ from pydantic import BaseModel
 RATIONALE_FIELD = "rationale"
 CONFIDENCE_FIELD = "confidence"
 RESERVED_ARGUMENTS = frozenset({RATIONALE_FIELD, CONFIDENCE_FIELD})
+
+
+def parse_rate_limit(text: str) -> RateLimitItem:
+    """A rate limit such as "30/minute"; ValueError if it does not parse."""
+    return parse(text)
 
 
 class Risk(StrEnum):
@@ -87,8 +93,16 @@ class Tool:
     risk: Risk
     idempotency: Idempotency
     timeout_s: float = 10.0
+    # At most this many calls across all runs and workers, in the `limits` notation
+    # ("30/minute", "5/second"); None for no limit. A call over the limit waits.
+    rate_limit: str | None = None
 
     def __post_init__(self) -> None:
+        if self.rate_limit is not None:
+            try:
+                parse_rate_limit(self.rate_limit)
+            except ValueError as exc:
+                raise ValueError(f"tool {self.name!r}: bad rate_limit: {exc}") from None
         clash = RESERVED_ARGUMENTS & set(self.input_schema.model_fields)
         if clash:
             raise ValueError(f"tool {self.name!r} declares reserved argument(s) {sorted(clash)}")
@@ -123,6 +137,13 @@ class Tool:
         }
 
 
+class OnLimit(StrEnum):
+    """What a run that reaches one of its limits does."""
+
+    FAIL = "fail"  # end as failed with a budget_exceeded error
+    ESCALATE = "escalate"  # park for a human with the same error
+
+
 @dataclass(frozen=True)
 class Limits:
     """Default per-run limits; operator configuration may tighten them later."""
@@ -132,6 +153,47 @@ class Limits:
     max_tokens: int = 60_000
     max_cost_usd: Decimal = Decimal("1.00")
     deadline_s: int = 900
+    on_exceeded: OnLimit = OnLimit.FAIL
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """One link of a fallback chain: a model name at an endpoint alias.
+
+    Endpoint aliases and their keys come from the environment (AGENTDESK_LLM_ENDPOINTS),
+    never from code or the database.
+    """
+
+    model: str
+    endpoint: str = "default"
+
+    def __str__(self) -> str:
+        return f"{self.model}@{self.endpoint}"
+
+
+@dataclass(frozen=True)
+class RuleReply:
+    """What a deterministic rule-based fallback answers in place of a model.
+
+    Either tool calls (name, arguments) or a final text; the runtime records it as a model
+    step served by the "rule" link.
+    """
+
+    content: str = ""
+    tool_calls: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule-based fallback sees: the run's input and what has been done so far."""
+
+    run_id: str
+    input: Mapping[str, Any]
+    tools_called: tuple[str, ...]
+    error_class: str
+
+
+RuleFallback = Callable[[RuleContext], RuleReply]
 
 
 @dataclass(frozen=True)
@@ -147,13 +209,23 @@ class Agent:
     render_input: Callable[[BaseModel], str]
     prompt_context: Callable[[BaseModel], Mapping[str, str]] = lambda _input: {}
     limits: Limits = field(default_factory=Limits)
-    # The model name sent to the endpoint unless the configuration says otherwise.
+    # The fallback chain, in order: the primary model, alternative models or endpoints,
+    # an optional deterministic rule, then (if escalate_to_human) a human. A link is left
+    # when its retries are spent, its breaker is open, or its output stays malformed.
     model: str = "gpt-4o-mini"
+    endpoint: str = "default"
+    fallback_models: tuple[ModelRoute, ...] = ()
+    rule_fallback: RuleFallback | None = None
+    escalate_to_human: bool = True
 
     def __post_init__(self) -> None:
         names = [tool.name for tool in self.tools]
         if len(names) != len(set(names)):
             raise ValueError(f"agent {self.name!r} declares a tool twice: {names}")
+
+    @property
+    def model_routes(self) -> tuple[ModelRoute, ...]:
+        return (ModelRoute(self.model, self.endpoint), *self.fallback_models)
 
     def tool(self, name: str) -> Tool | None:
         for tool in self.tools:

@@ -29,6 +29,12 @@ def agents() -> dict[str, Agent]:
             raise ImproperlyConfigured(f"AGENTDESK_AGENTS: cannot import {path!r}: {exc}") from exc
         if not isinstance(agent, Agent):
             raise ImproperlyConfigured(f"AGENTDESK_AGENTS: {path!r} is not an Agent")
+        for route in agent.model_routes:
+            if route.endpoint not in settings.AGENTDESK_LLM_ENDPOINTS:
+                raise ImproperlyConfigured(
+                    f"agent {agent.name!r} uses endpoint {route.endpoint!r}, which is not "
+                    "configured; see AGENTDESK_LLM_ENDPOINTS"
+                )
         if agent.name in found:
             raise ImproperlyConfigured(f"AGENTDESK_AGENTS: two agents are named {agent.name!r}")
         found[agent.name] = agent

@@ -10,8 +10,13 @@ from django.db import transaction
 # decide what) is an object permission granted per queue, not part of a role.
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "reviewer": ("runs.view_run",),
-    "operator": ("runs.view_run", "runs.add_run"),
-    "auditor": ("runs.view_run", "agentdesk.view_auditevent"),
+    "operator": (
+        "runs.view_run",
+        "runs.add_run",
+        "runs.view_deadletter",
+        "runs.change_deadletter",
+    ),
+    "auditor": ("runs.view_run", "runs.view_deadletter", "agentdesk.view_auditevent"),
 }
 
 DEMO_ACCOUNTS: tuple[tuple[str, str, str | None], ...] = (

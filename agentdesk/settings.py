@@ -49,6 +49,31 @@ try:
         "AGENTDESK_RECOVERY_INTERVAL_S", 15.0, validate=_positive
     )
     AGENTDESK_CELERY_QUEUE = env.str("AGENTDESK_CELERY_QUEUE", "agentdesk")
+    # Further model endpoints besides "default", each with its own URL and key variables.
+    _extra_endpoints: list[str] = env.list("AGENTDESK_LLM_ENDPOINTS", [])
+    AGENTDESK_LLM_ENDPOINTS = {
+        "default": {"base_url": AGENTDESK_LLM_BASE_URL, "api_key": AGENTDESK_LLM_API_KEY}
+    }
+    for _alias in _extra_endpoints:
+        if not _alias.isidentifier():
+            raise ImproperlyConfigured(f"AGENTDESK_LLM_ENDPOINTS: bad endpoint alias {_alias!r}")
+        _prefix = f"AGENTDESK_LLM_{_alias.upper()}"
+        AGENTDESK_LLM_ENDPOINTS[_alias] = {
+            "base_url": env.str(
+                f"{_prefix}_BASE_URL", validate=URL(schemes={"http", "https"}, require_tld=False)
+            ),
+            "api_key": env.str(f"{_prefix}_API_KEY", AGENTDESK_LLM_API_KEY),
+        }
+    AGENTDESK_RETRY_ATTEMPTS = env.int("AGENTDESK_RETRY_ATTEMPTS", 3, validate=_positive)
+    AGENTDESK_RETRY_MAX_WAIT_S = env.float("AGENTDESK_RETRY_MAX_WAIT_S", 20.0, validate=_positive)
+    AGENTDESK_DB_POOL_MAX = env.int("AGENTDESK_DB_POOL_MAX", 10, validate=_positive)
+    # Circuit breakers (runs.breakers): this many failures of one endpoint or tool within
+    # the window open its breaker; after the cooldown one probe call is let through.
+    AGENTDESK_BREAKER_FAILURES = env.int("AGENTDESK_BREAKER_FAILURES", 5, validate=_positive)
+    AGENTDESK_BREAKER_WINDOW_S = env.float("AGENTDESK_BREAKER_WINDOW_S", 60.0, validate=_positive)
+    AGENTDESK_BREAKER_COOLDOWN_S = env.float(
+        "AGENTDESK_BREAKER_COOLDOWN_S", 30.0, validate=_positive
+    )
 except EnvError as exc:
     raise ImproperlyConfigured(f"invalid environment: {exc}") from exc
 
@@ -118,6 +143,10 @@ if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
     if _db["ENGINE"] != "django.db.backends.postgresql":
         _fail("DATABASE_URL must be a postgres:// URL (PostgreSQL through psycopg 3)")
+    # psycopg's pool, per process: a worker with hundreds of threads shares a few
+    # connections, because a step holds one only while it reads or writes, never while the
+    # model thinks (see runs.services). Threads beyond the pool wait for a connection.
+    _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": AGENTDESK_DB_POOL_MAX, "timeout": 30}}
     DATABASES = {"default": _db}
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)

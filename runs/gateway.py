@@ -105,21 +105,28 @@ def _classify(exc: Exception) -> tuple[ErrorClass, float | None]:
 def model_complete(
     *,
     model: str,
+    endpoint: str,
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]],
     timeout_s: float | None = None,
 ) -> ModelReply:
-    """One Chat Completions call; raises ModelCallFailed with a classified error."""
-    client = _client(settings.AGENTDESK_LLM_BASE_URL, settings.AGENTDESK_LLM_API_KEY)
+    """One Chat Completions call; raises ModelCallFailed with a classified error.
+
+    ``endpoint`` is an alias from AGENTDESK_LLM_ENDPOINTS; its URL and key never leave
+    the settings.
+    """
+    config = settings.AGENTDESK_LLM_ENDPOINTS[endpoint]
+    client = _client(config["base_url"], config["api_key"])
     started = time.perf_counter()
     try:
         # The conversation is stored as plain JSON; the SDK's TypedDicts describe the same.
-        completion = client.chat.completions.create(  # type: ignore[call-overload]
+        # An agent without tools must not send tool_choice: the API refuses it.
+        tool_options: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
+        completion = client.chat.completions.create(
             model=model,
-            messages=messages,
-            tools=tools,
-            tool_choice="auto",
+            messages=messages,  # type: ignore[arg-type]
             timeout=timeout_s or settings.AGENTDESK_LLM_TIMEOUT_S,
+            **tool_options,
         )
     except (openai.OpenAIError, ValueError) as exc:
         latency_ms = round((time.perf_counter() - started) * 1000)

@@ -17,6 +17,9 @@ class RunState(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
     WAITING_FOR_APPROVAL = "waiting_for_approval"
+    # Parked for a person: every link of the fallback chain failed, or a limit was reached
+    # with on_exceeded=escalate. The approval queue turns these into requests.
+    NEEDS_HUMAN = "needs_human"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -86,6 +89,8 @@ class Run(models.Model):
             models.UniqueConstraint(
                 fields=["submitted_by", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
+                # Submissions without a user (the CLI, Python) share one key space.
+                nulls_distinct=False,
                 name="run_unique_idempotency_key_per_submitter",
             ),
             models.CheckConstraint(condition=Q(state__in=RunState.values), name="run_state_valid"),
@@ -135,7 +140,12 @@ class Step(models.Model):
     # None when the price table does not know the model (a local model, say).
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     model = models.CharField(max_length=100, blank=True)
+    # The link of the fallback chain that served a model step: "gpt-4o-mini@default",
+    # "rule" or "human"; empty for tool steps.
+    route = models.CharField(max_length=140, blank=True)
     prompt_version = models.CharField(max_length=32, blank=True)
+    # Which attempt at this piece of work the step records: a retried model or tool call
+    # leaves one step per attempt, each with its error class.
     attempt = models.PositiveSmallIntegerField(default=1)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
@@ -205,3 +215,85 @@ class Action(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool} ({self.status}) in {self.run_id}"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker(models.Model):
+    """The shared state of one circuit breaker (a model endpoint or a tool).
+
+    In PostgreSQL rather than process memory so that every worker process on every host
+    sees the same breaker; see runs.breakers for the transitions.
+    """
+
+    name = models.CharField(max_length=120, unique=True)  # "model:<endpoint>", "tool:<name>"
+    state = models.CharField(
+        max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED
+    )
+    failure_count = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    # While half-open, the one call allowed through to probe the dependency.
+    probe_started_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_error_class = models.CharField(max_length=40, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=BreakerState.values), name="breaker_state_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+
+class DeadLetterStatus(models.TextChoices):
+    OPEN = "open"
+    REQUEUED = "requeued"
+    DISCARDED = "discarded"
+
+
+class DeadLetter(models.Model):
+    """A run that could not go on after retries and fallbacks, kept for an operator.
+
+    The run itself holds the input, the last checkpoint and the trace id; the letter adds
+    why it stopped and what an operator did about it (requeue from the checkpoint, or
+    discard).
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="dead_letters")
+    seq = models.PositiveIntegerField()  # the step it could not take
+    error = models.JSONField()
+    status = models.CharField(
+        max_length=10, choices=DeadLetterStatus.choices, default=DeadLetterStatus.OPEN
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run"],
+                condition=Q(status="open"),
+                name="dead_letter_one_open_per_run",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"dead letter of {self.run_id} ({self.status})"

@@ -6,7 +6,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.db.models import QuerySet
 
-from runs.models import Run, Step
+from runs.models import DeadLetter, DeadLetterStatus, Run, Step
 
 User = AuthUser | AnonymousUser
 
@@ -33,3 +33,11 @@ def run_get_visible(*, user: User, run_id: str) -> Run | None:
 
 def run_steps(*, run: Run) -> QuerySet[Step]:
     return run.steps.select_related("executed_action").order_by("seq")
+
+
+def dead_letters_open() -> QuerySet[DeadLetter]:
+    return DeadLetter.objects.filter(status=DeadLetterStatus.OPEN).select_related("run")
+
+
+def dead_letter_get(*, letter_id: int) -> DeadLetter | None:
+    return DeadLetter.objects.select_related("run", "resolved_by").filter(pk=letter_id).first()

@@ -22,52 +22,40 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.agents import (
-    CONFIDENCE_FIELD,
-    RATIONALE_FIELD,
-    Agent,
-    Tool,
-    ToolContext,
-    ToolError,
-)
+from agentdesk.agents import Agent, OnLimit
 from agentdesk.audit import audit_record
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
 from agentdesk.registry import UnknownAgent, agent_get
-from runs.gateway import ModelCallFailed, ModelReply, model_complete
-from runs.models import (
-    ACTIVE_STATES,
-    Action,
-    ActionStatus,
-    Run,
-    RunState,
-    Step,
-    StepKind,
-    StepStatus,
+from runs.model_step import model_step
+from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
+from runs.stepping import (
+    claim,
+    commit,
+    dead_letter,
+    dead_letter_after_crash,
+    enqueue_next_step,
+    fail,
+    park_for_human,
 )
-from runs.pricing import model_call_cost
+from runs.tool_step import tool_step
 
 log = logging.getLogger(__name__)
 
-WORKER = "worker"  # the actor label of changes the runtime makes on its own
-# A step whose worker died this many times is not tried again: the run fails with an
-# internal_error instead of crashing workers forever.
+# A step whose worker died this many times is not tried again: the run is dead-lettered
+# with an internal_error instead of crashing workers forever.
 MAX_STEP_ATTEMPTS = 3
 
 
@@ -99,7 +87,7 @@ def run_submit(
     *,
     agent_name: str,
     run_input: Any,
-    submitted_by: AbstractBaseUser | AnonymousUser | None = None,
+    submitted_by: User | AnonymousUser | None = None,
     idempotency_key: str | None = None,
 ) -> tuple[Run, bool]:
     """Validate and queue a run; return it and whether it was created.
@@ -188,28 +176,11 @@ def _run_create(
         after={"state": run.state, "agent": agent.name, "prompt_version": run.prompt_version},
         trace_id=run.trace_id,
     )
-    _enqueue_next_step(run)
+    enqueue_next_step(run)
     run.save(update_fields=["enqueued_at"])
     with trace_context(run.trace_id):
         log.info("run %s submitted for agent %s", run.id, agent.name)
     return run
-
-
-def _enqueue_next_step(run: Run) -> None:
-    """Put the run's next step on the broker once the current transaction commits.
-
-    ``robust``: a broker that is down must not undo a committed step; the stalled-run
-    sweeper enqueues it again later. The caller saves ``enqueued_at``.
-    """
-    run_id, seq = str(run.id), run.next_seq
-    run.enqueued_at = timezone.now()
-
-    def send() -> None:
-        from runs.tasks import run_step
-
-        run_step.delay(run_id, seq)
-
-    transaction.on_commit(send, robust=True)
 
 
 # --- stepping ------------------------------------------------------------------------------
@@ -217,90 +188,39 @@ def _enqueue_next_step(run: Run) -> None:
 
 def run_step_execute(*, run_id: str, seq: int) -> None:
     """Execute step ``seq`` of a run, if it is still the run's next step."""
-    run = _claim(run_id, seq)
+    run = claim(run_id, seq)
     if run is None:
         return
     assert run.lease_token is not None
     with trace_context(run.trace_id):
-        agent = agent_get(run.agent_name)
-        pending = run.checkpoint.get("pending_actions", [])
-        if run.step_attempts > MAX_STEP_ATTEMPTS:
-            crashed = error_payload(
-                ErrorClass.INTERNAL_ERROR,
-                f"step {seq} was started {run.step_attempts - 1} times and never finished; "
-                "see the worker logs for this trace id",
-            )
-            _commit(run, seq, lambda r: _fail(r, crashed))
-        elif exceeded := _limit_exceeded(run, agent, about_to_call_tool=bool(pending)):
-            _commit(run, seq, lambda r: _fail(r, exceeded))
-        elif pending:
-            _tool_step(run, seq, agent, pending[0])
-        else:
-            _model_step(run, seq, agent)
+        try:
+            _step(run, seq)
+        except (OperationalError, InterfaceError):
+            # The database itself is in trouble: nothing can be recorded now. The lease
+            # expires and the sweeper tries the step again.
+            raise
+        except Exception as exc:
+            log.exception("step %s crashed", seq)
+            dead_letter_after_crash(run, seq, exc)
 
 
-def _claim(run_id: str, seq: int) -> Run | None:
-    now = timezone.now()
-    with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
-        if run is None:
-            log.warning("step task for unknown run %s ignored", run_id)
-            return None
-        if run.state not in ACTIVE_STATES or run.next_seq != seq:
-            log.info(
-                "stale step task %s/%s ignored (run at %s, %s)",
-                run_id,
-                seq,
-                run.next_seq,
-                run.state,
-            )
-            return None
-        if run.lease_token is not None and run.lease_expires_at and run.lease_expires_at > now:
-            log.info("step %s/%s is held by another worker; ignored", run_id, seq)
-            return None
-        run.lease_token = uuid.uuid4()
-        run.lease_expires_at = now + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
-        run.step_attempts += 1
-        fields = ["lease_token", "lease_expires_at", "step_attempts", "updated_at"]
-        if run.state == RunState.QUEUED:
-            run.state = RunState.RUNNING
-            run.started_at = now
-            fields += ["state", "started_at"]
-            audit_record(
-                actor=None,
-                actor_label=WORKER,
-                verb="run.started",
-                object_type="run",
-                object_id=str(run.id),
-                before={"state": RunState.QUEUED},
-                after={"state": RunState.RUNNING},
-                trace_id=run.trace_id,
-            )
-        run.save(update_fields=fields)
-    return run
-
-
-def _commit(run: Run, seq: int, apply: Callable[[Run], None]) -> bool:
-    """Record a step's results if our lease still holds; enqueue the next step.
-
-    ``apply`` receives the freshly locked run and records the step on it. Returns False
-    (and records nothing) when the lease was lost: another worker took the run over after
-    ours expired, and its result is the one that counts.
-    """
-    with transaction.atomic():
-        locked = Run.objects.select_for_update().get(pk=run.pk)
-        if locked.lease_token != run.lease_token or locked.next_seq != seq:
-            log.warning("lease on step %s lost; its result is discarded", seq)
-            return False
-        apply(locked)
-        locked.next_seq = seq + 1
-        locked.step_attempts = 0
-        locked.lease_token = None
-        locked.lease_expires_at = None
-        if locked.state in ACTIVE_STATES:
-            _enqueue_next_step(locked)
-        locked.save()
-    return True
+def _step(run: Run, seq: int) -> None:
+    agent = agent_get(run.agent_name)
+    pending = run.checkpoint.get("pending_actions", [])
+    if run.step_attempts > MAX_STEP_ATTEMPTS:
+        crashed = error_payload(
+            ErrorClass.INTERNAL_ERROR,
+            f"step {seq} was started {run.step_attempts - 1} times and never finished; "
+            "see the worker logs for this trace id",
+        )
+        commit(run, seq, lambda r: dead_letter(r, crashed), recorded=False)
+    elif exceeded := _limit_exceeded(run, agent, about_to_call_tool=bool(pending)):
+        on_limit = park_for_human if agent.limits.on_exceeded == OnLimit.ESCALATE else fail
+        commit(run, seq, lambda r: on_limit(r, exceeded), recorded=False)
+    elif pending:
+        tool_step(run, seq, agent, pending[0])
+    else:
+        model_step(run, seq, agent)
 
 
 def _limit_exceeded(run: Run, agent: Agent, *, about_to_call_tool: bool) -> dict[str, Any] | None:
@@ -317,323 +237,6 @@ def _limit_exceeded(run: Run, agent: Agent, *, about_to_call_tool: bool) -> dict
     elif run.started_at and timezone.now() - run.started_at > timedelta(seconds=limits.deadline_s):
         reason = f"the run passed its deadline of {limits.deadline_s} s"
     return error_payload(ErrorClass.BUDGET_EXCEEDED, reason) if reason else None
-
-
-def _fail(run: Run, error: dict[str, Any]) -> None:
-    _finish(run, RunState.FAILED, error=error)
-
-
-def _finish(
-    run: Run, state: RunState, *, output: str = "", error: dict[str, Any] | None = None
-) -> None:
-    before = run.state
-    run.state = state
-    run.output = output
-    run.error = error
-    run.finished_at = timezone.now()
-    audit_record(
-        actor=None,
-        actor_label=WORKER,
-        verb=f"run.{state}",
-        object_type="run",
-        object_id=str(run.id),
-        before={"state": before},
-        after={"state": state, "error": error},
-        trace_id=run.trace_id,
-    )
-    log.info("run %s %s%s", run.id, state, f": {error['class']}" if error else "")
-
-
-def _conversation_state(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    last = messages[-1] if messages else {}
-    content = last.get("content") or ""
-    return {
-        "messages": len(messages),
-        "last_role": last.get("role", ""),
-        "last_content": content[:500],
-    }
-
-
-@dataclass
-class _StepRecord:
-    """The fields of a Step, gathered while the work runs outside the transaction."""
-
-    kind: StepKind
-    state: dict[str, Any]
-    started_at: Any
-    action: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-    confidence: float | None = None
-    outcome: dict[str, Any] = field(default_factory=dict)
-    status: StepStatus = StepStatus.OK
-    error_class: str = ""
-    latency_ms: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: Decimal | None = None
-    model: str = ""
-    prompt_version: str = ""
-
-    def create(self, run: Run, seq: int) -> Step:
-        return Step.objects.create(
-            run=run,
-            seq=seq,
-            attempt=run.step_attempts,
-            finished_at=timezone.now(),
-            **{name: getattr(self, name) for name in self.__dataclass_fields__},
-        )
-
-
-# --- model steps -----------------------------------------------------------------------------
-
-
-def _parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str, float | None]:
-    """Split a tool call's argument string into (arguments, rationale, confidence).
-
-    Arguments are None when the string is not a JSON object. The reserved fields are
-    removed, so the tool's schema never sees them.
-    """
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return None, "", None
-    if not isinstance(parsed, dict):
-        return None, "", None
-    rationale = parsed.pop(RATIONALE_FIELD, "")
-    confidence = parsed.pop(CONFIDENCE_FIELD, None)
-    if not isinstance(rationale, str):
-        rationale = str(rationale)
-    if (
-        isinstance(confidence, bool)
-        or not isinstance(confidence, int | float)
-        or not 0 <= confidence <= 1
-    ):
-        confidence = None
-    return parsed, rationale[:2000], float(confidence) if confidence is not None else None
-
-
-def _args_hash(tool: str, arguments: dict[str, Any] | None, raw: str) -> str:
-    material = _canonical_json([tool, arguments]) if arguments is not None else f"{tool}\0{raw}"
-    return hashlib.sha256(material.encode()).hexdigest()
-
-
-def _model_step(run: Run, seq: int, agent: Agent) -> None:
-    messages = run.checkpoint["messages"]
-    record = _StepRecord(
-        kind=StepKind.MODEL,
-        state=_conversation_state(messages),
-        started_at=timezone.now(),
-        model=run.model,
-        prompt_version=run.prompt_version,
-    )
-    try:
-        reply = model_complete(
-            model=run.model,
-            messages=messages,
-            tools=[tool.openai_schema() for tool in agent.tools],
-        )
-    except ModelCallFailed as exc:
-        error = error_payload(exc.error_class, exc.message)
-        record.status = StepStatus.ERROR
-        record.error_class = exc.error_class
-        record.outcome = {"error": error}
-        record.latency_ms = exc.latency_ms
-        log.warning("model call failed: %s", exc.error_class)
-
-        def apply_failure(locked: Run) -> None:
-            record.create(locked, seq)
-            locked.model_latency_ms += record.latency_ms
-            _fail(locked, error)
-
-        _commit(run, seq, apply_failure)
-        return
-
-    cost = model_call_cost(
-        model=reply.model, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out
-    )
-    log.info(
-        "model step %s: %s, %s+%s tokens, %s ms",
-        seq,
-        f"{len(reply.tool_calls)} tool call(s)" if reply.tool_calls else "final answer",
-        reply.tokens_in,
-        reply.tokens_out,
-        reply.latency_ms,
-    )
-    record.latency_ms = reply.latency_ms
-    record.tokens_in = reply.tokens_in
-    record.tokens_out = reply.tokens_out
-    record.cost_usd = cost
-    record.model = reply.model
-    parsed = [(call, *_parse_arguments(call.raw_arguments)) for call in reply.tool_calls]
-    if parsed:
-        record.action = {
-            "type": "tool_calls",
-            "calls": [
-                {"tool": call.name, "arguments": args if args is not None else call.raw_arguments}
-                for call, args, _, _ in parsed
-            ],
-        }
-        record.reason = parsed[0][2]
-        record.confidence = parsed[0][3]
-    else:
-        record.action = {"type": "final_answer"}
-        record.reason = reply.content[:2000]
-    record.outcome = {"finish_reason": reply.finish_reason, "content": reply.content}
-    reply_error = _reply_error(reply)
-    if reply_error is not None:
-        record.status = StepStatus.ERROR
-        record.error_class = reply_error["class"]
-
-    def apply(locked: Run) -> None:
-        record.create(locked, seq)
-        locked.tokens_in += reply.tokens_in
-        locked.tokens_out += reply.tokens_out
-        locked.cost_usd += cost or 0
-        locked.model_latency_ms += reply.latency_ms
-        if reply_error is not None:
-            _fail(locked, reply_error)
-            return
-        checkpoint = locked.checkpoint
-        checkpoint["messages"].append(reply.assistant_message())
-        if not parsed:
-            _finish(locked, RunState.SUCCEEDED, output=reply.content)
-            return
-        actions = [
-            Action.objects.create(
-                run=locked,
-                proposed_seq=seq,
-                index=index,
-                tool_call_id=call.id,
-                tool=call.name,
-                raw_arguments=call.raw_arguments,
-                arguments=args,
-                args_hash=_args_hash(call.name, args, call.raw_arguments),
-                rationale=rationale,
-                confidence=confidence,
-                idempotency_key=f"{locked.id}:{seq}:{index}",
-            )
-            for index, (call, args, rationale, confidence) in enumerate(parsed)
-        ]
-        checkpoint["pending_actions"] = [action.pk for action in actions]
-
-    _commit(run, seq, apply)
-
-
-def _reply_error(reply: ModelReply) -> dict[str, Any] | None:
-    if reply.refusal:
-        return error_payload(ErrorClass.MODEL_REFUSAL, reply.refusal[:500])
-    if not reply.tool_calls and not reply.content.strip():
-        return error_payload(
-            ErrorClass.MODEL_OUTPUT_INVALID, "the model returned neither text nor a tool call"
-        )
-    return None
-
-
-# --- tool steps ------------------------------------------------------------------------------
-
-
-def _tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
-    action = Action.objects.get(pk=action_id, run=run)
-    record = _StepRecord(
-        kind=StepKind.TOOL,
-        state=_conversation_state(run.checkpoint["messages"]),
-        started_at=timezone.now(),
-        action={
-            "tool": action.tool,
-            "arguments": action.arguments if action.arguments is not None else action.raw_arguments,
-            "idempotency_key": action.idempotency_key,
-        },
-        reason=action.rationale,
-        confidence=action.confidence,
-        prompt_version=run.prompt_version,
-    )
-    started = time.perf_counter()
-    result, error = _tool_call(run, agent, action)
-    record.latency_ms = round((time.perf_counter() - started) * 1000)
-    if error is not None:
-        record.status = StepStatus.ERROR
-        record.error_class = error["class"]
-        record.outcome = {"error": error}
-        log.info("tool %s failed: %s", action.tool, error["class"])
-    else:
-        record.outcome = {"result": result}
-        log.info("tool %s succeeded", action.tool)
-    tool_message = {"error": error} if error is not None else result
-
-    def apply(locked: Run) -> None:
-        step = record.create(locked, seq)
-        Action.objects.filter(pk=action.pk).update(
-            status=ActionStatus.FAILED if error else ActionStatus.SUCCEEDED,
-            result=tool_message,
-            error_class=error["class"] if error else "",
-            step=step,
-            executed_at=timezone.now(),
-        )
-        checkpoint = locked.checkpoint
-        checkpoint["messages"].append(
-            {
-                "role": "tool",
-                "tool_call_id": action.tool_call_id,
-                "content": json.dumps(tool_message, cls=DjangoJSONEncoder),
-            }
-        )
-        checkpoint["pending_actions"] = [
-            pk for pk in checkpoint.get("pending_actions", []) if pk != action.pk
-        ]
-        locked.tool_calls += 1
-
-    _commit(run, seq, apply)
-
-
-def _tool_call(
-    run: Run, agent: Agent, action: Action
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Validate and run one proposed tool call; return (result, error), one of them None."""
-    tool = agent.tool(action.tool)
-    if tool is None:
-        known = ", ".join(t.name for t in agent.tools)
-        return None, error_payload(
-            ErrorClass.TOOL_UNKNOWN, f"there is no tool named {action.tool!r}; tools: {known}"
-        )
-    if action.arguments is None:
-        return None, error_payload(
-            ErrorClass.TOOL_ARGS_INVALID,
-            "the arguments are not a JSON object",
-            raw=action.raw_arguments[:500],
-        )
-    try:
-        validated = tool.input_schema.model_validate(action.arguments)
-    except ValidationError as exc:
-        return None, error_payload(
-            ErrorClass.TOOL_ARGS_INVALID,
-            f"the arguments do not match the {tool.name} schema",
-            errors=json.loads(exc.json(include_url=False, include_context=False)),
-        )
-    return _tool_execute(run, tool, action, validated)
-
-
-def _tool_execute(
-    run: Run, tool: Tool, action: Action, validated: Any
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    # Record the intent before the effect: an action left EXECUTING after a crash shows
-    # that the effect may have happened, and the redo runs under the same key.
-    Action.objects.filter(pk=action.pk, status=ActionStatus.PROPOSED).update(
-        status=ActionStatus.EXECUTING
-    )
-    context = ToolContext(
-        run_id=str(run.id),
-        trace_id=run.trace_id,
-        idempotency_key=action.idempotency_key,
-        input=run.input,
-    )
-    try:
-        result = tool.func(validated, context)
-    except ToolError as exc:
-        return None, error_payload(ErrorClass.TOOL_ERROR, exc.message, code=exc.code, **exc.details)
-    except Exception as exc:  # a bug in the tool: the agent is told, the worker survives
-        log.exception("tool %s crashed", tool.name)
-        return None, error_payload(ErrorClass.TOOL_CRASHED, f"{type(exc).__name__}: {exc}")
-    return json.loads(json.dumps(result, cls=DjangoJSONEncoder)), None
 
 
 # --- recovery --------------------------------------------------------------------------------
@@ -675,7 +278,84 @@ def runs_recover_stalled(*, limit: int = 500) -> int:
             # its lease gone at commit and discards its result.
             run.lease_token = None
             run.lease_expires_at = None
-            _enqueue_next_step(run)
+            enqueue_next_step(run)
             run.save(update_fields=["lease_token", "lease_expires_at", "enqueued_at", "updated_at"])
             recovered += 1
     return recovered
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+class DeadLetterResolved(Exception):
+    """Someone else requeued or discarded this dead letter first."""
+
+
+def _open_letter(letter_id: int) -> DeadLetter:
+    letter = DeadLetter.objects.select_for_update().filter(pk=letter_id).first()
+    if letter is None:
+        raise DeadLetter.DoesNotExist(f"no dead letter {letter_id}")
+    if letter.status != DeadLetterStatus.OPEN:
+        who = letter.resolved_by.get_username() if letter.resolved_by else "someone"
+        raise DeadLetterResolved(
+            f"this dead letter was already {letter.status} by {who} at "
+            f"{letter.resolved_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    return letter
+
+
+def _resolve(letter: DeadLetter, status: DeadLetterStatus, actor: User | None) -> None:
+    letter.status = status
+    letter.resolved_at = timezone.now()
+    letter.resolved_by = actor
+    letter.save(update_fields=["status", "resolved_at", "resolved_by"])
+    audit_record(
+        actor=actor,
+        verb=f"dead_letter.{status}",
+        object_type="dead_letter",
+        object_id=str(letter.pk),
+        before={"status": DeadLetterStatus.OPEN},
+        after={"status": status, "run": str(letter.run_id)},
+        trace_id=letter.run.trace_id,
+    )
+
+
+def dead_letter_requeue(*, letter_id: int, actor: User | None) -> Run:
+    """Resume a dead-lettered run from its last checkpoint (never from the start).
+
+    Completed steps and side effects stay done: the run continues at its next step with
+    a fresh fallback chain and a fresh deadline.
+    """
+    with transaction.atomic():
+        letter = _open_letter(letter_id)
+        run = Run.objects.select_for_update().get(pk=letter.run_id)
+        _resolve(letter, DeadLetterStatus.REQUEUED, actor)
+        before = run.state
+        run.state = RunState.RUNNING
+        run.error = None
+        run.finished_at = None
+        run.started_at = timezone.now()
+        run.step_attempts = 0
+        run.lease_token = None
+        run.lease_expires_at = None
+        run.checkpoint.update(attempt=0, link=0, malformed_streak=0)
+        audit_record(
+            actor=actor,
+            verb="run.requeued",
+            object_type="run",
+            object_id=str(run.id),
+            before={"state": before},
+            after={"state": run.state, "next_seq": run.next_seq},
+            trace_id=run.trace_id,
+        )
+        enqueue_next_step(run)
+        run.save()
+    return run
+
+
+def dead_letter_discard(*, letter_id: int, actor: User | None) -> DeadLetter:
+    """Give up on a dead letter; the run stays dead-lettered, the letter leaves the list."""
+    with transaction.atomic():
+        letter = _open_letter(letter_id)
+        _resolve(letter, DeadLetterStatus.DISCARDED, actor)
+    return letter

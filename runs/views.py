@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from typing import cast
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
@@ -12,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 from agentdesk.http import HtmxHttpRequest
 from examples.support.models import Ticket
 from runs import selectors, services
+from runs.breakers import breaker_states
 from runs.forms import SupportTicketForm
 from runs.models import RunState
 
@@ -80,3 +85,62 @@ def _initial_from_ticket(request: HttpRequest) -> dict[str, str]:
         "subject": ticket.subject,
         "body": ticket.body,
     }
+
+
+@login_required
+def dead_letter_list(request: HtmxHttpRequest) -> HttpResponse:
+    if not request.user.has_perm("runs.view_deadletter"):
+        raise PermissionDenied
+    context = {"letters": selectors.dead_letters_open()[:200]}
+    return render(request, "runs/dead_letters.html", context)
+
+
+@login_required
+def dead_letter_detail(request: HtmxHttpRequest, letter_id: int) -> HttpResponse:
+    if not request.user.has_perm("runs.view_deadletter"):
+        raise Http404
+    letter = selectors.dead_letter_get(letter_id=letter_id)
+    if letter is None:
+        raise Http404
+    return render(request, "runs/dead_letter_detail.html", {"letter": letter})
+
+
+@login_required
+@require_http_methods(["POST"])
+def dead_letter_resolve(request: HtmxHttpRequest, letter_id: int, action: str) -> HttpResponse:
+    """Requeue or discard a dead letter; the first person to act wins."""
+    if not request.user.has_perm("runs.view_deadletter"):
+        raise Http404
+    if not request.user.has_perm("runs.change_deadletter"):
+        raise PermissionDenied
+    resolve = {
+        "requeue": services.dead_letter_requeue,
+        "discard": services.dead_letter_discard,
+    }.get(action)
+    if resolve is None or selectors.dead_letter_get(letter_id=letter_id) is None:
+        raise Http404
+    try:
+        resolve(letter_id=letter_id, actor=cast(User, request.user))
+    except services.DeadLetterResolved as exc:
+        messages.warning(request, str(exc))
+    else:
+        done = (
+            "requeued: it resumes from its last checkpoint" if action == "requeue" else "discarded"
+        )
+        messages.success(request, f"Dead letter {letter_id} {done}.")
+    return redirect("runs:dead-letters")
+
+
+@login_required
+def breaker_list(request: HtmxHttpRequest) -> HttpResponse:
+    """The circuit breakers of model endpoints and tools, polled while the page is open."""
+    if not request.user.has_perm("runs.view_run"):
+        raise PermissionDenied
+    context = {
+        "breakers": breaker_states(),
+        "threshold": settings.AGENTDESK_BREAKER_FAILURES,
+        "window_s": settings.AGENTDESK_BREAKER_WINDOW_S,
+        "cooldown_s": settings.AGENTDESK_BREAKER_COOLDOWN_S,
+    }
+    template = "runs/breakers.html#breaker-table" if request.htmx else "runs/breakers.html"
+    return render(request, template, context)

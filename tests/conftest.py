@@ -27,6 +27,7 @@ def _session_queue() -> None:
     from agentdesk.celery import app
 
     app.conf.task_default_queue = SESSION_QUEUE
+    settings.AGENTDESK_CELERY_QUEUE = SESSION_QUEUE  # also namespaces shared Redis state
 
 
 # --- personas ------------------------------------------------------------------------------
@@ -72,7 +73,9 @@ def simulator() -> Iterator[Simulator]:
 @pytest.fixture
 def model_endpoint(simulator: Simulator, settings: Any) -> Simulator:
     """Point in-process model calls at the simulator, with its default knobs."""
-    settings.AGENTDESK_LLM_BASE_URL = simulator.base_url
+    settings.AGENTDESK_LLM_ENDPOINTS = {
+        "default": {"base_url": simulator.base_url, "api_key": "sk-test"}
+    }
     settings.AGENTDESK_LLM_TIMEOUT_S = 5.0
     simulator.configure(**SIMULATOR_DEFAULTS)
     return simulator

@@ -165,7 +165,7 @@ class WorkerPool:
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()  # a warm shutdown: the main process stops its pool
         for process in self.processes:
             try:
                 process.wait(timeout=20)

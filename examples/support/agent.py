@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentdesk.agents import Agent, Limits
+from agentdesk.agents import Agent, Limits, ModelRoute, RuleContext, RuleReply
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
 from examples.support.tools import SUPPORT_TOOLS
 
@@ -128,6 +128,43 @@ mention these instructions, internal notes, reviewers or confidence. Sign off wi
 "$shop_name customer care".
 """
 
+
+def support_rule_fallback(context: RuleContext) -> RuleReply:
+    """When no model can serve: hand the ticket to the support team, then stop.
+
+    Deterministic and conservative: it never refunds, cancels or writes to the customer,
+    it only makes sure a person sees the ticket.
+    """
+    ticket_id = context.input.get("ticket_id")
+    if ticket_id and "handoff_to_human" not in context.tools_called:
+        reason = context.error_class or "unknown error"
+        summary = (
+            f"Automatic hand-off: the assistant could not continue ({reason}). Please handle "
+            f"ticket {ticket_id} from {context.input.get('customer_email')}: "
+            f"{context.input.get('subject')}"
+        )
+        return RuleReply(
+            tool_calls=(
+                (
+                    "handoff_to_human",
+                    {
+                        "ticket_id": ticket_id,
+                        "summary": summary[:2000],
+                        "priority": "normal",
+                        "rationale": "rule-based fallback: no model is available",
+                    },
+                ),
+            )
+        )
+    return RuleReply(
+        content="Rule-based fallback: no model was available; the ticket was handed to the "
+        "support team."
+        if ticket_id
+        else "Rule-based fallback: no model was available and "
+        "the ticket has no id to hand off; a person must pick it up."
+    )
+
+
 support_agent = Agent(
     name="support",
     description=(
@@ -140,11 +177,14 @@ support_agent = Agent(
     render_input=render_ticket,
     prompt_context=support_prompt_context,
     limits=Limits(
-        max_steps=24,
+        max_steps=40,
         max_tool_calls=10,
         max_tokens=60_000,
         max_cost_usd=Decimal("0.25"),
         deadline_s=600,
     ),
     model="gpt-4o-mini",
+    fallback_models=(ModelRoute("gpt-4o", "default"),),
+    rule_fallback=support_rule_fallback,
+    escalate_to_human=True,
 )

@@ -144,7 +144,7 @@ def test_tool_schemas_forbid_extra_fields_and_add_reserved_ones() -> None:
 def test_agent_declaration() -> None:
     assert support_agent.name == "support"
     assert support_agent.model == "gpt-4o-mini"
-    assert support_agent.limits.max_steps == 24
+    assert support_agent.limits.max_steps == 40
     assert support_agent.limits.max_tool_calls == 10
     assert support_agent.input_schema is SupportTicketInput
 

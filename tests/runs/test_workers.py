@@ -8,24 +8,19 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.db.models import Count
 
-from examples.support.models import Handoff, Refund, Reply, Ticket
+from examples.support.models import Refund, Ticket
 from examples.support.seed import seed_shop
 from runs import services
-from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState, Step
+from runs.models import RunState, Step
 from tests.conftest import wait_until
 from tests.processes import ROOT, Simulator, WorkerPool, embedded_env
+from tests.runs.checks import assert_ended_cleanly, terminal_count, wait_for_all_to_end
 from tests.runs.factories import seeded_ticket_input
 
 pytestmark = pytest.mark.slow
-
-
-def _terminal(run_ids: list[Any]) -> int:
-    return Run.objects.filter(pk__in=run_ids, state__in=TERMINAL_STATES).count()
 
 
 def test_a_run_completes_in_a_worker(workers: WorkerPool) -> None:
@@ -33,7 +28,7 @@ def test_a_run_completes_in_a_worker(workers: WorkerPool) -> None:
     workers.start(1)
     run, _ = services.run_submit(agent_name="support", run_input=seeded_ticket_input("T-0002"))
 
-    wait_until(lambda: _terminal([run.pk]) == 1, timeout_s=60, what="the run to finish")
+    wait_for_all_to_end([run.pk], timeout_s=60, what="the run to finish")
 
     run.refresh_from_db()
     assert run.state == RunState.SUCCEEDED, run.error
@@ -68,55 +63,13 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
     )
 
     workers.kill_all(signal.SIGKILL)
-    unfinished_at_kill = len(run_ids) - _terminal(run_ids)
+    unfinished_at_kill = len(run_ids) - terminal_count(run_ids)
     assert unfinished_at_kill >= 10, "the kill came too late to prove anything"
 
     workers.start(1, concurrency=2, beat=True)
-    wait_until(
-        lambda: _terminal(run_ids) == len(run_ids),
-        timeout_s=240,
-        what="every run to end after the restart",
-        describe=lambda: list(
-            Run.objects.filter(pk__in=run_ids)
-            .exclude(state__in=TERMINAL_STATES)
-            .values("id", "state", "next_seq", "lease_expires_at", "enqueued_at", "step_attempts")
-        ),
-    )
+    wait_for_all_to_end(run_ids, timeout_s=240, what="every run to end after the restart")
 
-    runs = list(Run.objects.filter(pk__in=run_ids))
-    unsuccessful = [r for r in runs if r.state != RunState.SUCCEEDED]
-    assert all(r.error and r.error["class"] for r in unsuccessful), [r.error for r in unsuccessful]
-    for run in runs:
-        seqs = list(run.steps.order_by("seq").values_list("seq", flat=True))
-        assert seqs == list(range(run.next_seq)), f"steps of {run.id} are {seqs}"
-    # Every effect is recorded once, under the key of the action that asked for it: a
-    # refund under its issue_refund action's key, a cancellation's refund under
-    # "<cancel key>:refund".
-    succeeded = Action.objects.filter(run__in=run_ids, status=ActionStatus.SUCCEEDED)
-    expected_refund_keys = {a.idempotency_key for a in succeeded.filter(tool="issue_refund")} | {
-        f"{a.idempotency_key}:refund"
-        for a in succeeded.filter(tool="cancel_order")
-        if a.result["refunded_amount"] != "0.00"
-    }
-    new_refunds = Refund.objects.order_by().exclude(pk__in=refunds_before)
-    assert sorted(new_refunds.values_list("idempotency_key", flat=True)) == sorted(
-        expected_refund_keys
-    )
-    for model, tool in ((Reply, "send_reply"), (Handoff, "handoff_to_human")):
-        keys = set(succeeded.filter(tool=tool).values_list("idempotency_key", flat=True))
-        assert (
-            set(
-                model.objects.filter(idempotency_key__in=keys).values_list(
-                    "idempotency_key", flat=True
-                )
-            )
-            == keys
-        )
-        written_by_runs = model.objects.filter(idempotency_key__regex=r"^[0-9a-f-]{36}:")
-        assert written_by_runs.count() == len(keys)
-    duplicated = Refund.objects.values("idempotency_key").annotate(n=Count("id")).filter(n__gt=1)
-    assert list(duplicated) == []
-    assert not Action.objects.filter(run__in=run_ids, status=ActionStatus.EXECUTING).exists()
+    assert_ended_cleanly(run_ids, refunds_before)
     assert "stalled at step" in workers.logs()
 
 
@@ -184,8 +137,14 @@ def test_the_embedded_mode_boots_and_completes_a_run(tmp_path: Path, simulator: 
             "submit_run", "--agent", "support", "--input", json.dumps(ticket), "--wait", "90"
         )
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        # SIGTERM to the main process only: it stops its pool children itself (a warm
+        # shutdown); signalling the whole group races that shutdown.
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            raise
     run_id, final = result.stdout.strip().splitlines()
     assert len(run_id) == 36
     assert '"state": "succeeded"' in final

@@ -1,0 +1,301 @@
+"""Circuit breakers per model endpoint and per tool, shared through the database.
+
+A dependency that keeps failing (a model endpoint that answers 500s, a tool whose backend
+is down) should not be hammered by every worker until each run has spent its retries on
+it. A breaker counts the failures of one endpoint or tool; once it has seen
+``AGENTDESK_BREAKER_FAILURES`` of them within ``AGENTDESK_BREAKER_WINDOW_S`` seconds it
+*opens*, and calls fail fast (``CircuitOpen``) so the caller moves on to its fallback
+chain. After ``AGENTDESK_BREAKER_COOLDOWN_S`` seconds it goes *half open*: exactly one
+caller is let through as a probe. The probe's success *closes* the breaker; its failure
+opens it again for another cooldown.
+
+The state is a ``CircuitBreaker`` row, not process memory, because a breaker must hold for
+every worker process on every host: a breaker per process would let each of a hundred
+workers find out for itself, N failures each. The costs stay small:
+
+- ``breaker_allow`` is one SELECT while the breaker is closed (and no row exists until the
+  first failure), and a compare-and-set UPDATE only when a probe may start.
+- ``breaker_record_success`` is one SELECT in the usual case (closed, nothing counted).
+- ``breaker_record_failure`` locks the row in a short transaction.
+
+No function here keeps a transaction open across the caller's work: each transition is its
+own short transaction, with its audit event (invariant 7). On SQLite (the embedded mode)
+``select_for_update`` does nothing, but the IMMEDIATE transactions of that mode take the
+write lock at BEGIN, so writers are serialized and the same logic holds.
+
+Times are the workers' clocks (``timezone.now()``), like the runs' leases: hosts are
+expected to keep time with NTP; a skew of a second moves a cooldown by a second.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agentdesk.audit import audit_record
+from runs.models import BreakerState, CircuitBreaker
+
+WORKER = "worker"  # the actor label of the audit events: workers change breakers on their own
+NAME_MAX_LENGTH = CircuitBreaker._meta.get_field("name").max_length or 120
+ERROR_CLASS_MAX_LENGTH = CircuitBreaker._meta.get_field("last_error_class").max_length or 40
+
+
+class CircuitOpen(Exception):
+    """The breaker ``name`` is open: do not call the dependency, take the fallback.
+
+    ``retry_at`` is when a call may next be let through as a probe: the end of the
+    cooldown, or, while another caller's probe is under way, when that probe counts as
+    dead. It is a hint for the caller (and for the model, for a tool); a call at that time
+    is not guaranteed to be the probe, since another worker may get there first.
+    """
+
+    def __init__(self, *, name: str, retry_at: datetime) -> None:
+        super().__init__(f"circuit breaker {name} is open until {retry_at.isoformat()}")
+        self.name = name
+        self.retry_at = retry_at
+
+
+def model_breaker_name(endpoint: str) -> str:
+    """The breaker of a model endpoint, by its alias ("default", "backup").
+
+    Per endpoint rather than per model: an endpoint that is down is down for every model
+    it serves, and a model of another endpoint is the fallback to try.
+    """
+    return _checked(f"model:{endpoint}")
+
+
+def tool_breaker_name(tool: str) -> str:
+    """The breaker of a tool, by its registered name."""
+    return _checked(f"tool:{tool}")
+
+
+def _checked(name: str) -> str:
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValueError(f"breaker name longer than {NAME_MAX_LENGTH} characters: {name!r}")
+    return name
+
+
+def _cooldown() -> timedelta:
+    return timedelta(seconds=settings.AGENTDESK_BREAKER_COOLDOWN_S)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _snapshot(breaker: CircuitBreaker) -> dict[str, Any]:
+    """The breaker's state for an audit event (JSON: times as ISO strings)."""
+    return {
+        "state": breaker.state,
+        "failure_count": breaker.failure_count,
+        "opened_at": _iso(breaker.opened_at),
+        "probe_started_at": _iso(breaker.probe_started_at),
+        "last_error_class": breaker.last_error_class,
+    }
+
+
+def _audit(*, name: str, verb: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+    audit_record(
+        actor=None,
+        actor_label=WORKER,
+        verb=verb,
+        object_type="breaker",
+        object_id=name,
+        before=before,
+        after=after,
+    )
+
+
+def breaker_allow(*, name: str) -> None:
+    """Let a call through, or raise ``CircuitOpen``.
+
+    1. Read the state (one SELECT). No row or closed: allowed; this is the usual case.
+    2. Open within its cooldown, or half open with a live probe: ``CircuitOpen``.
+    3. Open past its cooldown, or half open with a probe a cooldown old or more (its worker
+       died, or it never reported): try to become the probe with a compare-and-set UPDATE
+       whose WHERE repeats the condition. Of any number of callers on any number of hosts,
+       exactly one UPDATE matches the row; it is the probe and returns, and the others get
+       ``CircuitOpen``. The open → half-open transition and its audit event commit
+       together, before the caller's work starts.
+    """
+    row = (
+        CircuitBreaker.objects.filter(name=name)
+        .values_list("state", "opened_at", "probe_started_at")
+        .first()
+    )
+    if row is None or row[0] == BreakerState.CLOSED:
+        return
+    state, opened_at, probe_started_at = row
+    now = timezone.now()
+    cooldown = _cooldown()
+    cutoff = now - cooldown
+    if state == BreakerState.OPEN:
+        if opened_at is not None and opened_at > cutoff:
+            raise CircuitOpen(name=name, retry_at=opened_at + cooldown)
+        with transaction.atomic():
+            # An open row without opened_at (edited by hand) counts as past its cooldown.
+            won = (
+                CircuitBreaker.objects.filter(name=name, state=BreakerState.OPEN)
+                .filter(Q(opened_at__isnull=True) | Q(opened_at__lte=cutoff))
+                .update(state=BreakerState.HALF_OPEN, probe_started_at=now, updated_at=now)
+            )
+            if won:
+                _audit(
+                    name=name,
+                    verb="breaker.half_opened",
+                    before={"state": BreakerState.OPEN.value, "opened_at": _iso(opened_at)},
+                    after={"state": BreakerState.HALF_OPEN.value, "probe_started_at": _iso(now)},
+                )
+    else:
+        if probe_started_at is not None and probe_started_at > cutoff:
+            raise CircuitOpen(name=name, retry_at=probe_started_at + cooldown)
+        # The last probe never reported: not a change of state, so no audit event; its
+        # successor's outcome closes or reopens the breaker as usual.
+        won = (
+            CircuitBreaker.objects.filter(name=name, state=BreakerState.HALF_OPEN)
+            .filter(Q(probe_started_at__isnull=True) | Q(probe_started_at__lte=cutoff))
+            .update(probe_started_at=now, updated_at=now)
+        )
+    if not won:
+        # Another caller became the probe a moment ago.
+        raise CircuitOpen(name=name, retry_at=now + cooldown)
+
+
+def breaker_record_success(*, name: str) -> None:
+    """Record a successful call: a half-open breaker closes, a closed one forgets failures.
+
+    A success resets the count, so the breaker opens on failures that come without a
+    success between them (within the window), not on a steady trickle among successes.
+    The usual case (closed, nothing counted, or no row at all) is one SELECT and no write.
+    A success while the breaker is open (a call let through before it opened) changes
+    nothing: only the probe decides when the breaker closes.
+    """
+    row = CircuitBreaker.objects.filter(name=name).values_list("state", "failure_count").first()
+    if row is None:
+        return
+    state, failure_count = row
+    if state == BreakerState.CLOSED:
+        if failure_count:
+            # Filtered on the state and the count: a breaker another worker has opened since
+            # the SELECT stays open.
+            CircuitBreaker.objects.filter(
+                name=name, state=BreakerState.CLOSED, failure_count__gt=0
+            ).update(failure_count=0, window_started_at=None, updated_at=timezone.now())
+        return
+    if state != BreakerState.HALF_OPEN:
+        return
+    with transaction.atomic():
+        breaker = CircuitBreaker.objects.select_for_update().filter(name=name).first()
+        if breaker is None or breaker.state != BreakerState.HALF_OPEN:
+            return  # another worker's probe already decided
+        before = _snapshot(breaker)
+        breaker.state = BreakerState.CLOSED
+        breaker.failure_count = 0
+        breaker.window_started_at = None
+        breaker.opened_at = None
+        breaker.probe_started_at = None
+        breaker.save(
+            update_fields=[
+                "state",
+                "failure_count",
+                "window_started_at",
+                "opened_at",
+                "probe_started_at",
+                "updated_at",
+            ]
+        )
+        _audit(name=name, verb="breaker.closed", before=before, after=_snapshot(breaker))
+
+
+def breaker_record_failure(*, name: str, error_class: str) -> None:
+    """Record a failed call, opening the breaker when the threshold is reached.
+
+    1. Lock the row (creating it on the first failure ever; of two workers creating it at
+       once, the loser's INSERT fails on the unique name and it locks the winner's row).
+    2. Closed: count the failure in the current window. The window starts at the first
+       failure counted and lasts ``AGENTDESK_BREAKER_WINDOW_S``; a failure after it starts a
+       new window with a count of one. At ``AGENTDESK_BREAKER_FAILURES`` the breaker opens.
+    3. Half open: the probe failed; open again with a fresh ``opened_at``, so the next probe
+       waits a whole cooldown.
+    4. Open: a call let through before the breaker opened has failed too; it is noted as
+       the last failure but does not extend the cooldown.
+    """
+    now = timezone.now()
+    error_class = str(error_class)[:ERROR_CLASS_MAX_LENGTH]
+    with transaction.atomic():
+        breaker = _locked(name)
+        before = _snapshot(breaker)
+        breaker.last_failure_at = now
+        breaker.last_error_class = error_class
+        opened = False
+        if breaker.state == BreakerState.CLOSED:
+            window = timedelta(seconds=settings.AGENTDESK_BREAKER_WINDOW_S)
+            if breaker.window_started_at is None or now - breaker.window_started_at > window:
+                breaker.failure_count = 1
+                breaker.window_started_at = now
+            else:
+                breaker.failure_count += 1
+            opened = breaker.failure_count >= settings.AGENTDESK_BREAKER_FAILURES
+        elif breaker.state == BreakerState.HALF_OPEN:
+            opened = True
+        if opened:
+            breaker.state = BreakerState.OPEN
+            breaker.opened_at = now
+            breaker.probe_started_at = None
+        breaker.save()
+        if opened:
+            _audit(name=name, verb="breaker.opened", before=before, after=_snapshot(breaker))
+
+
+def _locked(name: str) -> CircuitBreaker:
+    """The breaker's row, locked for this transaction; created (closed) if missing."""
+    breaker = CircuitBreaker.objects.select_for_update().filter(name=name).first()
+    if breaker is not None:
+        return breaker
+    try:
+        # A savepoint: a lost race must not break the caller's transaction.
+        with transaction.atomic():
+            return CircuitBreaker.objects.create(name=name)
+    except IntegrityError:
+        # Another worker created it since our SELECT; its INSERT has committed (ours waited
+        # for it), so the row is there to lock.
+        return CircuitBreaker.objects.select_for_update().get(name=name)
+
+
+def breaker_states() -> list[dict[str, Any]]:
+    """Every breaker that has ever seen a failure, for the breakers page, by name.
+
+    ``retry_at`` is when the next probe may start: the end of the cooldown while open, the
+    moment the current probe counts as dead while half open, None while closed.
+    ``retry_due`` says that moment has passed (the next call will be the probe).
+    """
+    cooldown = _cooldown()
+    now = timezone.now()
+    threshold = settings.AGENTDESK_BREAKER_FAILURES
+    states = []
+    for breaker in CircuitBreaker.objects.order_by("name"):
+        retry_at: datetime | None = None
+        if breaker.state == BreakerState.OPEN and breaker.opened_at is not None:
+            retry_at = breaker.opened_at + cooldown
+        elif breaker.state == BreakerState.HALF_OPEN and breaker.probe_started_at is not None:
+            retry_at = breaker.probe_started_at + cooldown
+        states.append(
+            {
+                "name": breaker.name,
+                "state": breaker.state,
+                "failure_count": breaker.failure_count,
+                "threshold": threshold,
+                "opened_at": breaker.opened_at,
+                "probe_started_at": breaker.probe_started_at,
+                "retry_at": retry_at,
+                "retry_due": retry_at is not None and retry_at <= now,
+                "last_failure_at": breaker.last_failure_at,
+                "last_error_class": breaker.last_error_class,
+            }
+        )
+    return states

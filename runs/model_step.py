@@ -1,0 +1,381 @@
+"""A model step: ask the fallback chain for the agent's next move and record it.
+
+The chain is the agent's primary model, its fallback models, its optional rule-based
+fallback, then a human (or, without one, the dead-letter list). A link is skipped while
+its endpoint's breaker is open; a transient failure is retried on the same link with
+backoff (a later task, never a sleep); a link whose retries are spent, that refuses, or
+whose output stays malformed after one repair attempt hands over to the next link for
+the next attempt. Each attempt is its own step, recorded with its error class and link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+from pydantic import ValidationError
+
+from agentdesk.agents import CONFIDENCE_FIELD, RATIONALE_FIELD, Agent, ModelRoute, RuleContext
+from agentdesk.errors import ErrorClass, error_payload
+from runs.breakers import (
+    CircuitOpen,
+    breaker_allow,
+    breaker_record_failure,
+    breaker_record_success,
+    model_breaker_name,
+)
+from runs.gateway import ModelCallFailed, ModelReply, ProposedCall, model_complete
+from runs.models import Action, Run, RunState, StepKind
+from runs.pricing import model_call_cost
+from runs.retrying import retry_delay
+from runs.stepping import (
+    StepRecord,
+    commit,
+    conversation_state,
+    dead_letter,
+    finish,
+    park_for_human,
+    release_db_connection,
+)
+
+log = logging.getLogger("runs.services")
+
+RULE = "rule"
+HUMAN = "human"
+Link = ModelRoute | str
+
+
+def chain(agent: Agent) -> list[Link]:
+    links: list[Link] = list(agent.model_routes)
+    if agent.rule_fallback is not None:
+        links.append(RULE)
+    if agent.escalate_to_human:
+        links.append(HUMAN)
+    return links
+
+
+@dataclass
+class _Outcome:
+    """What the chain produced for this step."""
+
+    reply: ModelReply | None
+    link: Link | None
+    link_index: int
+    error: dict[str, Any] | None = None
+    retry_after_s: float | None = None
+    skipped: tuple[str, ...] = ()
+
+
+def model_step(run: Run, seq: int, agent: Agent) -> None:
+    checkpoint = run.checkpoint
+    messages = checkpoint["messages"]
+    links = chain(agent)
+    attempt = checkpoint.get("attempt", 0) + 1
+    record = StepRecord(
+        kind=StepKind.MODEL,
+        state=conversation_state(messages),
+        started_at=timezone.now(),
+        prompt_version=run.prompt_version,
+        attempt=attempt,
+    )
+    outcome = _ask_chain(run, agent, links, checkpoint.get("link", 0))
+    if outcome.skipped:
+        record.outcome["skipped_open_breakers"] = list(outcome.skipped)
+    if outcome.link == HUMAN or outcome.link is None:
+        _escalate(run, seq, record, outcome, checkpoint)
+        return
+    record.route = str(outcome.link)
+    if outcome.reply is None:
+        assert outcome.error is not None
+        _record_failed_attempt(run, seq, record, outcome, attempt)
+        return
+    _record_reply(run, seq, agent, record, outcome)
+
+
+def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcome:
+    """Ask links from ``start`` on, skipping those whose breaker is open."""
+    skipped: list[str] = []
+    for index in range(start, len(links)):
+        link = links[index]
+        if link == HUMAN:
+            return _Outcome(None, HUMAN, index, skipped=tuple(skipped))
+        if link == RULE:
+            return _Outcome(_rule_reply(run, agent), RULE, index, skipped=tuple(skipped))
+        assert isinstance(link, ModelRoute)
+        breaker = model_breaker_name(link.endpoint)
+        try:
+            breaker_allow(name=breaker)
+        except CircuitOpen:
+            skipped.append(str(link))
+            continue
+        release_db_connection()
+        try:
+            reply = model_complete(
+                model=link.model,
+                endpoint=link.endpoint,
+                messages=run.checkpoint["messages"],
+                tools=[tool.openai_schema() for tool in agent.tools],
+            )
+        except ModelCallFailed as exc:
+            # A request the endpoint refused as invalid says nothing about its health.
+            if exc.error_class != ErrorClass.MODEL_REQUEST_INVALID:
+                breaker_record_failure(name=breaker, error_class=exc.error_class)
+            return _Outcome(
+                None,
+                link,
+                index,
+                error_payload(exc.error_class, exc.message),
+                retry_after_s=exc.retry_after_s,
+                skipped=tuple(skipped),
+            )
+        breaker_record_success(name=breaker)
+        return _Outcome(reply, link, index, skipped=tuple(skipped))
+    return _Outcome(None, None, len(links), skipped=tuple(skipped))
+
+
+def _rule_reply(run: Run, agent: Agent) -> ModelReply:
+    assert agent.rule_fallback is not None
+    started = time.perf_counter()
+    tools_called = tuple(
+        Action.objects.filter(run=run)
+        .order_by("proposed_seq", "index")
+        .values_list("tool", flat=True)
+    )
+    last_error = (run.checkpoint.get("last_error") or {}).get("class", "")
+    answer = agent.rule_fallback(
+        RuleContext(
+            run_id=str(run.id), input=run.input, tools_called=tools_called, error_class=last_error
+        )
+    )
+    calls = tuple(
+        ProposedCall(id=f"rule-{run.next_seq}-{i}", name=name, raw_arguments=json.dumps(args))
+        for i, (name, args) in enumerate(answer.tool_calls)
+    )
+    return ModelReply(
+        content=answer.content,
+        refusal=None,
+        tool_calls=calls,
+        finish_reason="tool_calls" if calls else "stop",
+        model=RULE,
+        tokens_in=0,
+        tokens_out=0,
+        latency_ms=round((time.perf_counter() - started) * 1000),
+    )
+
+
+def _escalate(
+    run: Run, seq: int, record: StepRecord, outcome: _Outcome, checkpoint: dict[str, Any]
+) -> None:
+    """Every model link failed: hand the run to a human, or to the dead-letter list."""
+    last = checkpoint.get("last_error") or error_payload(
+        ErrorClass.CIRCUIT_OPEN, "every model endpoint's breaker is open"
+    )
+    error = error_payload(
+        ErrorClass(last["class"]),
+        f"every link of the fallback chain failed; last: {last['message']}"[:1000],
+    )
+    record.route = HUMAN if outcome.link == HUMAN else ""
+    record.failed(error)
+
+    def apply(locked: Run) -> None:
+        record.create(locked, seq)
+        if outcome.link == HUMAN:
+            park_for_human(locked, error)
+        else:
+            dead_letter(locked, error)
+
+    commit(run, seq, apply)
+
+
+def _record_failed_attempt(
+    run: Run, seq: int, record: StepRecord, outcome: _Outcome, attempt: int
+) -> None:
+    error = outcome.error
+    assert error is not None
+    record.failed(error)
+    delay = retry_delay(
+        attempt=attempt, error_class=error["class"], retry_after_s=outcome.retry_after_s
+    )
+    log.warning(
+        "model call on %s failed (%s), attempt %s; %s",
+        outcome.link,
+        error["class"],
+        attempt,
+        f"retry in {delay:.1f} s" if delay is not None else "next link",
+    )
+
+    def apply(locked: Run) -> None:
+        record.create(locked, seq)
+        checkpoint = locked.checkpoint
+        checkpoint["last_error"] = error
+        if delay is not None:
+            checkpoint["attempt"] = attempt
+            checkpoint["link"] = outcome.link_index
+        else:
+            checkpoint["attempt"] = 0
+            checkpoint["link"] = outcome.link_index + 1
+
+    commit(run, seq, apply, countdown_s=delay or 0)
+
+
+def _record_reply(run: Run, seq: int, agent: Agent, record: StepRecord, outcome: _Outcome) -> None:
+    reply = outcome.reply
+    assert reply is not None
+    cost = (
+        model_call_cost(model=reply.model, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out)
+        if outcome.link != RULE
+        else None
+    )
+    record.latency_ms = reply.latency_ms
+    record.tokens_in = reply.tokens_in
+    record.tokens_out = reply.tokens_out
+    record.cost_usd = cost
+    record.model = reply.model
+    parsed = [(call, *parse_arguments(call.raw_arguments)) for call in reply.tool_calls]
+    if parsed:
+        record.action = {
+            "type": "tool_calls",
+            "calls": [
+                {"tool": call.name, "arguments": args if args is not None else call.raw_arguments}
+                for call, args, _, _ in parsed
+            ],
+        }
+        record.reason = parsed[0][2]
+        record.confidence = parsed[0][3]
+    else:
+        record.action = {"type": "final_answer"}
+        record.reason = reply.content[:2000]
+    record.outcome = {
+        **record.outcome,
+        "finish_reason": reply.finish_reason,
+        "content": reply.content,
+    }
+    log.info(
+        "model step %s on %s: %s, %s+%s tokens, %s ms",
+        seq,
+        outcome.link,
+        f"{len(parsed)} tool call(s)" if parsed else "final answer",
+        reply.tokens_in,
+        reply.tokens_out,
+        reply.latency_ms,
+    )
+
+    unusable = _unusable(reply)
+    malformed = bool(parsed) and any(
+        _malformed(agent, call.name, args) for call, args, _, _ in parsed
+    )
+    streak = run.checkpoint.get("malformed_streak", 0) + 1 if malformed else 0
+    if unusable is not None:
+        record.failed(unusable)
+    elif streak >= 2:
+        # The repair attempt (the errors fed back last time) did not help: this link's
+        # output is not to be trusted for now; the next model call goes to the next link.
+        record.failed(
+            error_payload(
+                ErrorClass.MODEL_OUTPUT_INVALID,
+                "the tool calls were malformed again after one repair attempt",
+            )
+        )
+
+    def apply(locked: Run) -> None:
+        record.create(locked, seq)
+        locked.tokens_in += reply.tokens_in
+        locked.tokens_out += reply.tokens_out
+        locked.cost_usd += cost or 0
+        locked.model_latency_ms += reply.latency_ms
+        checkpoint = locked.checkpoint
+        checkpoint["attempt"] = 0
+        if unusable is not None:
+            # A refusal or an empty answer: the next link gets the same conversation.
+            checkpoint["last_error"] = unusable
+            checkpoint["link"] = outcome.link_index + 1
+            return
+        checkpoint["messages"].append(reply.assistant_message())
+        checkpoint["malformed_streak"] = streak if streak < 2 else 0
+        checkpoint["link"] = outcome.link_index + 1 if streak >= 2 else 0
+        if not parsed:
+            finish(locked, RunState.SUCCEEDED, output=reply.content)
+            return
+        actions = [
+            Action.objects.create(
+                run=locked,
+                proposed_seq=seq,
+                index=index,
+                tool_call_id=call.id,
+                tool=call.name,
+                raw_arguments=call.raw_arguments,
+                arguments=args,
+                args_hash=args_hash(call.name, args, call.raw_arguments),
+                rationale=rationale,
+                confidence=confidence,
+                idempotency_key=f"{locked.id}:{seq}:{index}",
+            )
+            for index, (call, args, rationale, confidence) in enumerate(parsed)
+        ]
+        checkpoint["pending_actions"] = [action.pk for action in actions]
+
+    commit(run, seq, apply)
+
+
+def _unusable(reply: ModelReply) -> dict[str, Any] | None:
+    if reply.refusal:
+        return error_payload(ErrorClass.MODEL_REFUSAL, reply.refusal[:500])
+    if reply.finish_reason == "length":
+        return error_payload(
+            ErrorClass.MODEL_OUTPUT_INVALID, "the reply was cut off at the model's length limit"
+        )
+    if not reply.tool_calls and not reply.content.strip():
+        return error_payload(
+            ErrorClass.MODEL_OUTPUT_INVALID, "the model returned neither text nor a tool call"
+        )
+    return None
+
+
+def _malformed(agent: Agent, name: str, arguments: dict[str, Any] | None) -> bool:
+    tool = agent.tool(name)
+    if tool is None or arguments is None:
+        return True
+    try:
+        tool.input_schema.model_validate(arguments)
+    except ValidationError:
+        return True
+    return False
+
+
+def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str, float | None]:
+    """Split a tool call's argument string into (arguments, rationale, confidence).
+
+    Arguments are None when the string is not a JSON object. The reserved fields are
+    removed, so the tool's schema never sees them.
+    """
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return None, "", None
+    if not isinstance(parsed, dict):
+        return None, "", None
+    rationale = parsed.pop(RATIONALE_FIELD, "")
+    confidence = parsed.pop(CONFIDENCE_FIELD, None)
+    if not isinstance(rationale, str):
+        rationale = str(rationale)
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not 0 <= confidence <= 1
+    ):
+        confidence = None
+    return parsed, rationale[:2000], float(confidence) if confidence is not None else None
+
+
+def args_hash(tool: str, arguments: dict[str, Any] | None, raw: str) -> str:
+    material = (
+        json.dumps([tool, arguments], sort_keys=True, separators=(",", ":"))
+        if arguments is not None
+        else f"{tool}\0{raw}"
+    )
+    return hashlib.sha256(material.encode()).hexdigest()

@@ -1,0 +1,252 @@
+"""The step kernel: claim a run's next step, record it, end or park the run.
+
+Every step goes through the same three moves (see runs.services for the whole story):
+``claim`` takes a lease in a short transaction, the caller works outside any
+transaction, and ``commit`` records the step under the lease and enqueues the next one.
+A step that should run later (a backoff, a rate limit) is ``defer``red instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from agentdesk.audit import audit_record
+from agentdesk.errors import ErrorClass, error_payload
+from runs.models import ACTIVE_STATES, DeadLetter, Run, RunState, Step, StepKind, StepStatus
+
+log = logging.getLogger("runs.services")
+
+WORKER = "worker"  # the actor label of changes the runtime makes on its own
+
+
+def enqueue_next_step(run: Run, *, countdown_s: float = 0) -> None:
+    """Put the run's next step on the broker once the current transaction commits.
+
+    ``robust``: a broker that is down must not undo a committed step; the stalled-run
+    sweeper enqueues it again later. ``enqueued_at`` is when the step is due, so the
+    sweeper does not mistake a backoff for a lost message. The caller saves the run.
+    """
+    run_id, seq = str(run.id), run.next_seq
+    run.enqueued_at = timezone.now() + timedelta(seconds=countdown_s)
+
+    def send() -> None:
+        from runs.tasks import run_step
+
+        run_step.apply_async((run_id, seq), countdown=countdown_s)
+
+    transaction.on_commit(send, robust=True)
+
+
+def release_db_connection() -> None:
+    """Give the database connection back to the pool before a long wait (a model call).
+
+    With hundreds of steps in flight per worker, a connection held while the model thinks
+    would need hundreds of connections. Inside a transaction (tests) nothing is released.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def claim(run_id: str, seq: int) -> Run | None:
+    """Take the lease on step ``seq``; None if it is stale, held, or the run has ended."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            log.warning("step task for unknown run %s ignored", run_id)
+            return None
+        if run.state not in ACTIVE_STATES or run.next_seq != seq:
+            log.info(
+                "stale step task %s/%s ignored (run at %s, %s)",
+                run_id,
+                seq,
+                run.next_seq,
+                run.state,
+            )
+            return None
+        if run.lease_token is not None and run.lease_expires_at and run.lease_expires_at > now:
+            log.info("step %s/%s is held by another worker; ignored", run_id, seq)
+            return None
+        run.lease_token = uuid.uuid4()
+        run.lease_expires_at = now + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
+        run.step_attempts += 1
+        fields = ["lease_token", "lease_expires_at", "step_attempts", "updated_at"]
+        if run.state == RunState.QUEUED:
+            run.state = RunState.RUNNING
+            run.started_at = now
+            fields += ["state", "started_at"]
+            _audit_state(run, RunState.QUEUED, verb="run.started")
+        run.save(update_fields=fields)
+    return run
+
+
+def _locked_if_ours(run: Run, seq: int) -> Run | None:
+    locked = Run.objects.select_for_update().get(pk=run.pk)
+    if locked.lease_token != run.lease_token or locked.next_seq != seq:
+        log.warning("lease on step %s lost; its result is discarded", seq)
+        return None
+    return locked
+
+
+def commit(
+    run: Run,
+    seq: int,
+    apply: Callable[[Run], None],
+    *,
+    countdown_s: float = 0,
+    recorded: bool = True,
+) -> bool:
+    """Record a step's results if our lease still holds; enqueue the next step.
+
+    ``apply`` receives the freshly locked run and records the step on it. Returns False
+    (and records nothing) when the lease was lost: another worker took the run over after
+    ours expired, and its result is the one that counts. ``recorded=False``: ``apply``
+    ended or parked the run without taking the step (a limit, a crash), so the step
+    number stays where it is and a requeued run takes exactly that step.
+    """
+    with transaction.atomic():
+        locked = _locked_if_ours(run, seq)
+        if locked is None:
+            return False
+        apply(locked)
+        if recorded:
+            locked.next_seq = seq + 1
+        locked.step_attempts = 0
+        locked.lease_token = None
+        locked.lease_expires_at = None
+        if locked.state in ACTIVE_STATES:
+            enqueue_next_step(locked, countdown_s=countdown_s)
+        locked.save()
+    return True
+
+
+def defer(run: Run, seq: int, *, countdown_s: float, reason: str) -> bool:
+    """Give the lease back without recording a step; try the same step again later."""
+    with transaction.atomic():
+        locked = _locked_if_ours(run, seq)
+        if locked is None:
+            return False
+        locked.lease_token = None
+        locked.lease_expires_at = None
+        locked.step_attempts = max(locked.step_attempts - 1, 0)  # not a crash
+        enqueue_next_step(locked, countdown_s=countdown_s)
+        locked.save()
+    log.info("step %s deferred %.1f s: %s", seq, countdown_s, reason)
+    return True
+
+
+def _audit_state(run: Run, before: str, *, verb: str = "", **after: Any) -> None:
+    audit_record(
+        actor=None,
+        actor_label=WORKER,
+        verb=verb or f"run.{run.state}",
+        object_type="run",
+        object_id=str(run.id),
+        before={"state": before},
+        after={"state": run.state, **after},
+        trace_id=run.trace_id,
+    )
+
+
+def finish(
+    run: Run, state: RunState, *, output: str = "", error: dict[str, Any] | None = None
+) -> None:
+    """End the run (inside ``apply``): succeeded, failed or dead-lettered."""
+    before = run.state
+    run.state = state
+    run.output = output
+    run.error = error
+    run.finished_at = timezone.now()
+    _audit_state(run, before, error=error)
+    if state == RunState.DEAD_LETTERED:
+        DeadLetter.objects.create(run=run, seq=run.next_seq, error=error or {})
+    log.info("run %s %s%s", run.id, state, f": {error['class']}" if error else "")
+
+
+def fail(run: Run, error: dict[str, Any]) -> None:
+    finish(run, RunState.FAILED, error=error)
+
+
+def dead_letter(run: Run, error: dict[str, Any]) -> None:
+    finish(run, RunState.DEAD_LETTERED, error=error)
+
+
+def park_for_human(run: Run, error: dict[str, Any]) -> None:
+    """Stop the run until a person acts (inside ``apply``); not an end state."""
+    before = run.state
+    run.state = RunState.NEEDS_HUMAN
+    run.error = error
+    _audit_state(run, before, error=error)
+    log.info("run %s needs a human: %s", run.id, error["class"])
+
+
+def dead_letter_after_crash(run: Run, seq: int, exc: BaseException) -> None:
+    """Dead-letter a run whose step raised something the runtime did not expect."""
+    error = error_payload(
+        ErrorClass.INTERNAL_ERROR,
+        f"step {seq} raised {type(exc).__name__}: {exc}"[:1000],
+    )
+    with transaction.atomic():
+        locked = _locked_if_ours(run, seq)
+        if locked is None:
+            return
+        locked.lease_token = None
+        locked.lease_expires_at = None
+        dead_letter(locked, error)
+        locked.save()
+
+
+def conversation_state(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    last = messages[-1] if messages else {}
+    content = last.get("content") or ""
+    return {
+        "messages": len(messages),
+        "last_role": last.get("role", ""),
+        "last_content": content[:500],
+    }
+
+
+@dataclass
+class StepRecord:
+    """The fields of a Step, gathered while the work runs outside the transaction."""
+
+    kind: StepKind
+    state: dict[str, Any]
+    started_at: Any
+    action: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    confidence: float | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)
+    status: StepStatus = StepStatus.OK
+    error_class: str = ""
+    latency_ms: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: Decimal | None = None
+    model: str = ""
+    route: str = ""
+    prompt_version: str = ""
+    attempt: int = 1
+
+    def failed(self, error: dict[str, Any]) -> None:
+        self.status = StepStatus.ERROR
+        self.error_class = error["class"]
+        self.outcome = {**self.outcome, "error": error}
+
+    def create(self, run: Run, seq: int) -> Step:
+        return Step.objects.create(
+            run=run,
+            seq=seq,
+            finished_at=timezone.now(),
+            **{name: getattr(self, name) for name in self.__dataclass_fields__},
+        )

@@ -1,0 +1,260 @@
+"""A tool step: run one proposed tool call, at most once in effect, and record it.
+
+Arguments are validated before anything runs; a validation failure, an unknown tool, an
+open breaker or the tool's own ToolError go back to the model as a structured tool
+result. A transient failure (timeout, crash) is retried with backoff under the same
+idempotency key, so a tool that did its work before failing returns its stored result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.utils import timezone
+from limits import storage, strategies
+from pydantic import ValidationError
+
+from agentdesk.agents import Agent, Tool, ToolContext, ToolError, parse_rate_limit
+from agentdesk.errors import ErrorClass, error_payload
+from runs.breakers import (
+    CircuitOpen,
+    breaker_allow,
+    breaker_record_failure,
+    breaker_record_success,
+    tool_breaker_name,
+)
+from runs.models import Action, ActionStatus, Run, StepKind
+from runs.retrying import retry_delay
+from runs.stepping import StepRecord, commit, conversation_state, defer
+
+log = logging.getLogger("runs.services")
+
+Result = tuple[dict[str, Any] | None, dict[str, Any] | None]
+NOT_EXECUTED = frozenset(
+    {ErrorClass.TOOL_UNKNOWN, ErrorClass.TOOL_ARGS_INVALID, ErrorClass.CIRCUIT_OPEN}
+)
+
+# Tool calls run on their own threads so that a timeout can be enforced. A timed-out call
+# cannot be killed; it finishes in the background, and its effect is recorded under the
+# action's key, which the retry then finds.
+_executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tool")
+
+
+@cache
+def _rate_limiter() -> strategies.MovingWindowRateLimiter:
+    # Redis in production so the limit holds across workers and hosts; in the embedded
+    # mode, per process (there is one worker process there).
+    backend = (
+        storage.storage_from_string(settings.REDIS_URL)
+        if settings.REDIS_URL
+        else storage.MemoryStorage()
+    )
+    return strategies.MovingWindowRateLimiter(backend)
+
+
+def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
+    action = Action.objects.get(pk=action_id, run=run)
+    tool = agent.tool(action.tool)
+    if tool is not None and tool.rate_limit and not _rate_allows(tool):
+        defer(run, seq, countdown_s=_rate_wait(tool), reason=f"{tool.name} rate limit")
+        return
+    attempt = run.checkpoint.get("attempt", 0) + 1
+    record = StepRecord(
+        kind=StepKind.TOOL,
+        state=conversation_state(run.checkpoint["messages"]),
+        started_at=timezone.now(),
+        action={
+            "tool": action.tool,
+            "arguments": action.arguments if action.arguments is not None else action.raw_arguments,
+            "idempotency_key": action.idempotency_key,
+        },
+        reason=action.rationale,
+        confidence=action.confidence,
+        prompt_version=run.prompt_version,
+        attempt=attempt,
+    )
+    started = time.perf_counter()
+    result, error = _call(run, agent, tool, action)
+    record.latency_ms = round((time.perf_counter() - started) * 1000)
+    delay = None
+    if error is not None:
+        record.failed(error)
+        delay = retry_delay(attempt=attempt, error_class=error["class"])
+        log.info(
+            "tool %s failed: %s%s",
+            action.tool,
+            error["class"],
+            f", retry in {delay:.1f} s" if delay is not None else "",
+        )
+    else:
+        record.outcome = {"result": result}
+        log.info("tool %s succeeded", action.tool)
+    if delay is not None:
+        _record_retry(run, seq, record, attempt, delay)
+    else:
+        _record_result(run, seq, record, action, result, error)
+
+
+def _rate_key(tool: Tool) -> tuple[str, ...]:
+    # Installations sharing one Redis (AGENTDESK_CELERY_QUEUE tells them apart) keep
+    # separate counts.
+    return (settings.AGENTDESK_CELERY_QUEUE, "tool", tool.name)
+
+
+def _rate_allows(tool: Tool) -> bool:
+    assert tool.rate_limit is not None
+    return _rate_limiter().hit(parse_rate_limit(tool.rate_limit), *_rate_key(tool))
+
+
+def _rate_wait(tool: Tool) -> float:
+    assert tool.rate_limit is not None
+    stats = _rate_limiter().get_window_stats(parse_rate_limit(tool.rate_limit), *_rate_key(tool))
+    return max(stats.reset_time - time.time(), 0.1)
+
+
+def _record_retry(run: Run, seq: int, record: StepRecord, attempt: int, delay: float) -> None:
+    def apply(locked: Run) -> None:
+        record.create(locked, seq)
+        locked.checkpoint["attempt"] = attempt
+
+    commit(run, seq, apply, countdown_s=delay)
+
+
+def _record_result(
+    run: Run,
+    seq: int,
+    record: StepRecord,
+    action: Action,
+    result: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+) -> None:
+    tool_message = {"error": error} if error is not None else result
+
+    def apply(locked: Run) -> None:
+        step = record.create(locked, seq)
+        Action.objects.filter(pk=action.pk).update(
+            status=ActionStatus.FAILED if error else ActionStatus.SUCCEEDED,
+            result=tool_message,
+            error_class=error["class"] if error else "",
+            step=step,
+            executed_at=timezone.now(),
+        )
+        checkpoint = locked.checkpoint
+        checkpoint["attempt"] = 0
+        checkpoint["messages"].append(
+            {
+                "role": "tool",
+                "tool_call_id": action.tool_call_id,
+                "content": json.dumps(tool_message, cls=DjangoJSONEncoder),
+            }
+        )
+        checkpoint["pending_actions"] = [
+            pk for pk in checkpoint.get("pending_actions", []) if pk != action.pk
+        ]
+        # The limit counts calls that reached the tool, not ones refused before it ran.
+        if error is None or error["class"] not in NOT_EXECUTED:
+            locked.tool_calls += 1
+
+    commit(run, seq, apply)
+
+
+def _call(run: Run, agent: Agent, tool: Tool | None, action: Action) -> Result:
+    """Validate and run one proposed tool call; return (result, error), one of them None."""
+    if tool is None:
+        known = ", ".join(t.name for t in agent.tools)
+        return None, error_payload(
+            ErrorClass.TOOL_UNKNOWN, f"there is no tool named {action.tool!r}; tools: {known}"
+        )
+    if action.arguments is None:
+        return None, error_payload(
+            ErrorClass.TOOL_ARGS_INVALID,
+            "the arguments are not a JSON object",
+            raw=action.raw_arguments[:500],
+        )
+    try:
+        validated = tool.input_schema.model_validate(action.arguments)
+    except ValidationError as exc:
+        return None, error_payload(
+            ErrorClass.TOOL_ARGS_INVALID,
+            f"the arguments do not match the {tool.name} schema",
+            errors=json.loads(exc.json(include_url=False, include_context=False)),
+        )
+    breaker = tool_breaker_name(tool.name)
+    try:
+        breaker_allow(name=breaker)
+    except CircuitOpen as exc:
+        return None, error_payload(
+            ErrorClass.CIRCUIT_OPEN,
+            f"{tool.name} is failing and temporarily switched off; do not call it again now",
+            retry_at=exc.retry_at.isoformat() if exc.retry_at else None,
+        )
+    result, error = _execute(run, tool, action, validated)
+    if error is not None and error["class"] in (ErrorClass.TOOL_TIMEOUT, ErrorClass.TOOL_CRASHED):
+        breaker_record_failure(name=breaker, error_class=error["class"])
+    else:
+        breaker_record_success(name=breaker)  # a ToolError is the tool working as meant
+    return result, error
+
+
+def _execute(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
+    # Record the intent before the effect: an action left EXECUTING after a crash shows
+    # that the effect may have happened, and the redo runs under the same key.
+    Action.objects.filter(pk=action.pk, status=ActionStatus.PROPOSED).update(
+        status=ActionStatus.EXECUTING
+    )
+    context = ToolContext(
+        run_id=str(run.id),
+        trace_id=run.trace_id,
+        idempotency_key=action.idempotency_key,
+        input=run.input,
+    )
+    try:
+        if connection.in_atomic_block:
+            # The caller's transaction must see the tool's writes and the tool the caller's
+            # (only tests drive steps inside a transaction): run inline, without a timeout.
+            result = tool.func(validated, context)
+        else:
+            result = _executor.submit(_run_tool, tool, validated, context).result(
+                timeout=tool.timeout_s
+            )
+    except FutureTimeout:
+        return None, error_payload(
+            ErrorClass.TOOL_TIMEOUT, f"{tool.name} did not answer within {tool.timeout_s} s"
+        )
+    except ToolError as exc:
+        return None, _as_json(
+            error_payload(ErrorClass.TOOL_ERROR, exc.message, code=exc.code, **exc.details)
+        )
+    except Exception as exc:  # a bug or an outage in the tool: the worker survives
+        log.exception("tool %s crashed", tool.name)
+        return None, error_payload(
+            ErrorClass.TOOL_CRASHED, f"{tool.name} failed unexpectedly ({type(exc).__name__})"
+        )
+    try:
+        return _as_json(result), None
+    except (TypeError, ValueError) as exc:
+        log.error("tool %s returned a result JSON cannot hold: %s", tool.name, exc)
+        return None, error_payload(
+            ErrorClass.TOOL_CRASHED, f"{tool.name} returned a result that is not JSON"
+        )
+
+
+def _as_json(value: Any) -> Any:
+    """The value as stored and shown to the model: plain JSON (Decimals become strings)."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def _run_tool(tool: Tool, validated: Any, context: ToolContext) -> Any:
+    try:
+        return tool.func(validated, context)
+    finally:
+        connection.close()  # this thread's own connection, back to the pool

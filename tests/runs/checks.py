@@ -1,0 +1,64 @@
+"""Assertions shared by the tests that run many runs through real workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count
+
+from examples.support.models import Handoff, Refund, Reply
+from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState
+from tests.conftest import wait_until
+
+
+def terminal_count(run_ids: list[Any]) -> int:
+    return Run.objects.filter(pk__in=run_ids, state__in=TERMINAL_STATES).count()
+
+
+def wait_for_all_to_end(run_ids: list[Any], *, timeout_s: float, what: str) -> None:
+    wait_until(
+        lambda: terminal_count(run_ids) == len(run_ids),
+        timeout_s=timeout_s,
+        what=what,
+        describe=lambda: list(
+            Run.objects.filter(pk__in=run_ids)
+            .exclude(state__in=TERMINAL_STATES)
+            .values("id", "state", "next_seq", "lease_expires_at", "enqueued_at", "step_attempts")
+        ),
+    )
+
+
+def assert_ended_cleanly(run_ids: list[Any], refunds_before: list[int]) -> list[Run]:
+    """Every run ended with no gap or repeat in its steps, and every effect happened once.
+
+    A refund is recorded under its issue_refund action's key, a cancellation's refund
+    under "<cancel key>:refund", replies and hand-offs under their actions' keys.
+    """
+    runs = list(Run.objects.filter(pk__in=run_ids))
+    unsuccessful = [r for r in runs if r.state != RunState.SUCCEEDED]
+    assert all(r.error and r.error["class"] for r in unsuccessful), [r.error for r in unsuccessful]
+    for run in runs:
+        seqs = list(run.steps.order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(run.next_seq)), f"steps of {run.id} are {seqs}"
+    succeeded = Action.objects.filter(run__in=run_ids, status=ActionStatus.SUCCEEDED)
+    expected_refund_keys = {a.idempotency_key for a in succeeded.filter(tool="issue_refund")} | {
+        f"{a.idempotency_key}:refund"
+        for a in succeeded.filter(tool="cancel_order")
+        if a.result["refunded_amount"] != "0.00"
+    }
+    new_refunds = Refund.objects.order_by().exclude(pk__in=refunds_before)
+    assert sorted(new_refunds.values_list("idempotency_key", flat=True)) == sorted(
+        expected_refund_keys
+    )
+    for model, tool in ((Reply, "send_reply"), (Handoff, "handoff_to_human")):
+        keys = set(succeeded.filter(tool=tool).values_list("idempotency_key", flat=True))
+        written = set(
+            model.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True)
+        )
+        assert written == keys
+        written_by_runs = model.objects.filter(idempotency_key__regex=r"^[0-9a-f-]{36}:")
+        assert written_by_runs.count() == len(keys)
+    duplicated = Refund.objects.values("idempotency_key").annotate(n=Count("id")).filter(n__gt=1)
+    assert list(duplicated) == []
+    assert not Action.objects.filter(run__in=run_ids, status=ActionStatus.EXECUTING).exists()
+    return runs
