@@ -69,6 +69,7 @@ class _Outcome:
     error: dict[str, Any] | None = None
     retry_after_s: float | None = None
     skipped: tuple[str, ...] = ()
+    latency_ms: int = 0
 
 
 def model_step(run: Run, seq: int, agent: Agent) -> None:
@@ -132,6 +133,7 @@ def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcom
                 error_payload(exc.error_class, exc.message),
                 retry_after_s=exc.retry_after_s,
                 skipped=tuple(skipped),
+                latency_ms=exc.latency_ms,
             )
         breaker_record_success(name=breaker)
         return _Outcome(reply, link, index, skipped=tuple(skipped))
@@ -198,6 +200,7 @@ def _record_failed_attempt(
     error = outcome.error
     assert error is not None
     record.failed(error)
+    record.latency_ms = outcome.latency_ms
     delay = retry_delay(
         attempt=attempt, error_class=error["class"], retry_after_s=outcome.retry_after_s
     )
@@ -211,6 +214,7 @@ def _record_failed_attempt(
 
     def apply(locked: Run) -> None:
         record.create(locked, seq)
+        locked.model_latency_ms += outcome.latency_ms
         checkpoint = locked.checkpoint
         checkpoint["last_error"] = error
         if delay is not None:
