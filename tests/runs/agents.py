@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from decimal import Decimal
@@ -90,4 +91,28 @@ rate_limited = replace(
     support_agent,
     name="rate_limited",
     tools=(_limited_lookup, *[t for t in support_agent.tools if t.name != "lookup_order"]),
+)
+
+
+# A lookup that fails while a flag file exists: a tool outage the test switches on and off
+# for every worker process at once.
+FLAKY_FLAG_ENV = "AGENTDESK_TEST_FLAKY_FLAG"
+
+
+def _flaky_lookup(args: Any, ctx: ToolContext) -> dict[str, Any]:
+    flag = os.environ.get(FLAKY_FLAG_ENV, "")
+    if flag and os.path.exists(flag):
+        raise ConnectionError("the order database is unreachable")
+    lookup = support_agent.tool("lookup_order")
+    assert lookup is not None
+    return dict(lookup.func(args, ctx))
+
+
+flaky = replace(
+    support_agent,
+    name="flaky",
+    tools=(
+        replace(support_agent.tool("lookup_order"), func=_flaky_lookup),
+        *[t for t in support_agent.tools if t.name != "lookup_order"],
+    ),
 )

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from agentdesk import registry
 from examples.support.models import Refund, Ticket
 from examples.support.seed import seed_shop
 from runs import services
-from runs.models import RunState, Step
+from runs.models import CircuitBreaker, RunState, Step
 from tests.conftest import wait_until
 from tests.processes import ROOT, Simulator, WorkerPool
 from tests.runs.checks import assert_ended_cleanly, wait_for_all_to_end
@@ -111,3 +112,54 @@ def test_runs_go_on_after_redis_restarts(workers: WorkerPool, model_endpoint: Si
     runs = assert_ended_cleanly(run_ids, refunds_before)
     assert Step.objects.filter(run__in=run_ids).count() > steps_while_down
     assert all(run.state == RunState.SUCCEEDED for run in runs), Counter(r.state for r in runs)
+
+
+def test_a_failing_tool_opens_its_breaker_for_every_worker_and_recovery_closes_it(
+    workers: WorkerPool, model_endpoint: Simulator, settings: Any, tmp_path: Any
+) -> None:
+    """Two worker processes; the tool fails in both, both then see its breaker open."""
+    flag = tmp_path / "outage"
+    flag.touch()
+    settings.AGENTDESK_AGENTS = [*settings.AGENTDESK_AGENTS, "tests.runs.agents.flaky"]
+    registry.agents.cache_clear()
+    workers.env.update(
+        AGENTDESK_AGENTS=",".join(settings.AGENTDESK_AGENTS),
+        AGENTDESK_TEST_FLAKY_FLAG=str(flag),
+        AGENTDESK_RETRY_ATTEMPTS="1",
+        AGENTDESK_BREAKER_FAILURES="3",
+        AGENTDESK_BREAKER_COOLDOWN_S="2",
+    )
+    seed_shop()
+    workers.start(2, concurrency=1)
+    try:
+        outage = [
+            services.run_submit(agent_name="flaky", run_input=seeded_ticket_input(t))[0].pk
+            for t in [f"T-{n:04d}" for n in range(1, 13)]
+        ]
+        wait_for_all_to_end(outage, timeout_s=120, what="the runs during the outage to end")
+        tool_errors = Counter(
+            Step.objects.filter(
+                run__in=outage, kind="tool", action__tool="lookup_order"
+            ).values_list("error_class", flat=True)
+        )
+        # The breaker opens at the third failure; the other worker may be mid-call then.
+        assert 3 <= tool_errors["tool_crashed"] <= 4, tool_errors
+        assert tool_errors["circuit_open"] >= 1, tool_errors
+        assert CircuitBreaker.objects.get(name="tool:lookup_order").state == "open"
+        logs = [path.read_text() for path in sorted(workers.log_dir.glob("worker-*.log"))]
+        assert all("tool lookup_order failed: circuit_open" in log for log in logs), (
+            "each worker process should have met the open breaker"
+        )
+
+        flag.unlink()
+        time.sleep(2.5)  # the cooldown
+        after = services.run_submit(agent_name="flaky", run_input=seeded_ticket_input("T-0001"))[
+            0
+        ].pk
+        wait_for_all_to_end([after], timeout_s=60, what="a run after the recovery to end")
+        assert CircuitBreaker.objects.get(name="tool:lookup_order").state == "closed"
+        assert Step.objects.filter(
+            run=after, kind="tool", action__tool="lookup_order", error_class=""
+        ).exists()
+    finally:
+        registry.agents.cache_clear()
