@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
-from marshmallow.validate import URL, OneOf, Range
+from marshmallow.validate import URL, Length, OneOf, Range
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,14 +28,30 @@ try:
     DEBUG = env.bool("AGENTDESK_DEBUG", False)
     DATA_DIR = Path(env.str("AGENTDESK_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
     SECRET_KEY = env.str("AGENTDESK_SECRET_KEY", "")
-    ALLOWED_HOSTS = env.list("AGENTDESK_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
-    CSRF_TRUSTED_ORIGINS: list[str] = env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
+    ALLOWED_HOSTS = [
+        host.strip() for host in env.list("AGENTDESK_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+    ]
+    CSRF_TRUSTED_ORIGINS: list[str] = [
+        origin.strip() for origin in env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
+    ]
+    # Behind a TLS-terminating proxy: trust its X-Forwarded-Proto, secure cookies, HSTS.
+    AGENTDESK_HTTPS = env.bool("AGENTDESK_HTTPS", False)
+    # Further Django apps, e.g. the one holding your own agents' models.
+    AGENTDESK_EXTRA_APPS: list[str] = env.list("AGENTDESK_EXTRA_APPS", [])
     DATABASE_URL = env.str("DATABASE_URL", "")
-    REDIS_URL = env.str("REDIS_URL", "")
+    REDIS_URL = env.str(
+        "REDIS_URL",
+        "",
+        validate=lambda v: not v or URL(schemes={"redis", "rediss"}, require_tld=False)(v),
+    )
     LOG_LEVEL = env.str(
         "AGENTDESK_LOG_LEVEL", "INFO", validate=OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
-    AGENTDESK_AGENTS = env.list("AGENTDESK_AGENTS", ["examples.support.agent.support_agent"])
+    AGENTDESK_AGENTS: list[str] = [
+        path.strip()
+        for path in env.list("AGENTDESK_AGENTS", ["examples.support.agent.support_agent"])
+        if path.strip()
+    ]
     AGENTDESK_LLM_BASE_URL = env.str(
         "AGENTDESK_LLM_BASE_URL",
         "http://127.0.0.1:8001/v1",
@@ -48,7 +64,9 @@ try:
     AGENTDESK_RECOVERY_INTERVAL_S = env.float(
         "AGENTDESK_RECOVERY_INTERVAL_S", 15.0, validate=_positive
     )
-    AGENTDESK_CELERY_QUEUE = env.str("AGENTDESK_CELERY_QUEUE", "agentdesk")
+    AGENTDESK_CELERY_QUEUE = env.str(
+        "AGENTDESK_CELERY_QUEUE", "agentdesk", validate=Length(min=1, max=100)
+    )
     # Further model endpoints besides "default", each with its own URL and key variables.
     _extra_endpoints: list[str] = env.list("AGENTDESK_LLM_ENDPOINTS", [])
     AGENTDESK_LLM_ENDPOINTS = {
@@ -82,6 +100,9 @@ if not SECRET_KEY:
         _fail("AGENTDESK_SECRET_KEY must be set unless AGENTDESK_DEBUG=true")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
+if not AGENTDESK_AGENTS:
+    _fail("AGENTDESK_AGENTS names no agent")
+
 if AGENTDESK_LLM_TIMEOUT_S >= AGENTDESK_STEP_LEASE_S:
     _fail(
         "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S, or a slow model "
@@ -104,7 +125,15 @@ INSTALLED_APPS = [
     "runs",
     "reviews",
     "examples.support",
+    *AGENTDESK_EXTRA_APPS,
 ]
+
+if AGENTDESK_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 31_536_000
+    SECURE_SSL_REDIRECT = True
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -140,7 +169,10 @@ TEMPLATES = [
 if DATABASE_URL:
     import dj_database_url
 
-    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    try:
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL does not parse: {exc}") from None
     if _db["ENGINE"] != "django.db.backends.postgresql":
         _fail("DATABASE_URL must be a postgres:// URL (PostgreSQL through psycopg 3)")
     # psycopg's pool, per process: a worker with hundreds of threads shares a few

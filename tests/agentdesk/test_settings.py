@@ -80,6 +80,14 @@ def test_urls_select_postgres_and_redis(tmp_path: Path) -> None:
             {"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "200"},
             "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S",
         ),
+        ({"AGENTDESK_DEBUG": "true", "REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+        ({"AGENTDESK_DEBUG": "true", "DATABASE_URL": "junk"}, "DATABASE_URL does not parse"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_CELERY_QUEUE": ""}, "AGENTDESK_CELERY_QUEUE"),
+        ({"AGENTDESK_DEBUG": "true", "AGENTDESK_AGENTS": " , "}, "AGENTDESK_AGENTS names no"),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_ENDPOINTS": "backup"},
+            "AGENTDESK_LLM_BACKUP_BASE_URL",
+        ),
         (
             {"AGENTDESK_DEBUG": "true", "AGENTDESK_AGENTS": "examples.nope.agent"},
             "AGENTDESK_AGENTS: cannot import 'examples.nope.agent'",
