@@ -32,7 +32,7 @@ try:
         host.strip() for host in env.list("AGENTDESK_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
     ]
     CSRF_TRUSTED_ORIGINS: list[str] = [
-        origin.strip() for origin in env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
+        str(origin).strip() for origin in env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
     ]
     # Behind a TLS-terminating proxy: trust its X-Forwarded-Proto, secure cookies, HSTS.
     AGENTDESK_HTTPS = env.bool("AGENTDESK_HTTPS", False)
