@@ -31,9 +31,8 @@ try:
     ALLOWED_HOSTS = [
         host.strip() for host in env.list("AGENTDESK_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
     ]
-    CSRF_TRUSTED_ORIGINS: list[str] = [
-        str(origin).strip() for origin in env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
-    ]
+    _origins: list[str] = env.list("AGENTDESK_CSRF_TRUSTED_ORIGINS", [])
+    CSRF_TRUSTED_ORIGINS = [origin.strip() for origin in _origins]
     # Behind a TLS-terminating proxy: trust its X-Forwarded-Proto, secure cookies, HSTS.
     AGENTDESK_HTTPS = env.bool("AGENTDESK_HTTPS", False)
     # Further Django apps, e.g. the one holding your own agents' models.
