@@ -177,7 +177,10 @@ if DATABASE_URL:
     # psycopg's pool, per process: a worker with hundreds of threads shares a few
     # connections, because a step holds one only while it reads or writes, never while the
     # model thinks (see runs.services). Threads beyond the pool wait for a connection.
-    _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": AGENTDESK_DB_POOL_MAX, "timeout": 30}}
+    _db["OPTIONS"] = {
+        **_db.get("OPTIONS", {}),  # e.g. ?sslmode=require in the URL
+        "pool": {"min_size": 1, "max_size": AGENTDESK_DB_POOL_MAX, "timeout": 30},
+    }
     DATABASES = {"default": _db}
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -85,6 +85,9 @@ def model_step(run: Run, seq: int, agent: Agent) -> None:
         attempt=attempt,
     )
     outcome = _ask_chain(run, agent, links, checkpoint.get("link", 0))
+    if outcome.link_index != checkpoint.get("link", 0):
+        # An open breaker moved the step to a later link: that link starts afresh.
+        attempt = record.attempt = 1
     if outcome.skipped:
         record.outcome["skipped_open_breakers"] = list(outcome.skipped)
     if outcome.link == HUMAN or outcome.link is None:
@@ -300,6 +303,10 @@ def _record_reply(run: Run, seq: int, agent: Agent, record: StepRecord, outcome:
             checkpoint["link"] = outcome.link_index + 1
             return
         checkpoint["messages"].append(reply.assistant_message())
+        if streak >= 2:
+            checkpoint["last_error"] = record.outcome["error"]
+        else:
+            checkpoint.pop("last_error", None)
         checkpoint["malformed_streak"] = streak if streak < 2 else 0
         checkpoint["link"] = outcome.link_index + 1 if streak >= 2 else 0
         if not parsed:

@@ -107,6 +107,11 @@ class Run(models.Model):
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def is_active(self) -> bool:
+        """Queued or running: a worker will move it on without anyone acting."""
+        return self.state in ACTIVE_STATES
+
 
 class StepKind(models.TextChoices):
     MODEL = "model"

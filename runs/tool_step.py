@@ -8,6 +8,7 @@ idempotency key, so a tool that did its work before failing returns its stored r
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -52,7 +53,7 @@ _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tool")
 @cache
 def _rate_limiter() -> strategies.MovingWindowRateLimiter:
     # Redis in production so the limit holds across workers and hosts; in the embedded
-    # mode, per process (there is one worker process there).
+    # mode the count is per worker process, so a limit is only approximate there.
     backend = (
         storage.storage_from_string(settings.REDIS_URL)
         if settings.REDIS_URL
@@ -64,9 +65,16 @@ def _rate_limiter() -> strategies.MovingWindowRateLimiter:
 def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
     action = Action.objects.get(pk=action_id, run=run)
     tool = agent.tool(action.tool)
-    if tool is not None and tool.rate_limit and not _rate_allows(tool):
-        defer(run, seq, countdown_s=_rate_wait(tool), reason=f"{tool.name} rate limit")
-        return
+    if tool is not None and tool.rate_limit:
+        try:
+            allowed = _rate_allows(tool)
+        except Exception:  # the limiter's store (Redis) is down: wait, do not fail the run
+            log.warning("rate limiter for %s unavailable; step deferred", tool.name)
+            defer(run, seq, countdown_s=5, reason="rate limiter unavailable")
+            return
+        if not allowed:
+            defer(run, seq, countdown_s=_rate_wait(tool), reason=f"{tool.name} rate limit")
+            return
     attempt = run.checkpoint.get("attempt", 0) + 1
     record = StepRecord(
         kind=StepKind.TOOL,
@@ -223,9 +231,10 @@ def _execute(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
             # (only tests drive steps inside a transaction): run inline, without a timeout.
             result = tool.func(validated, context)
         else:
-            result = _executor.submit(_run_tool, tool, validated, context).result(
-                timeout=tool.timeout_s
-            )
+            # copy_context: the tool's log lines carry the run's trace id too.
+            result = _executor.submit(
+                contextvars.copy_context().run, _run_tool, tool, validated, context
+            ).result(timeout=tool.timeout_s)
     except FutureTimeout:
         return None, error_payload(
             ErrorClass.TOOL_TIMEOUT, f"{tool.name} did not answer within {tool.timeout_s} s"

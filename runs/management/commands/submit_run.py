@@ -44,7 +44,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             run.refresh_from_db()
-            if run.is_terminal:
+            if not run.is_active:  # ended, or parked for a person
                 self.stdout.write(
                     json.dumps({"state": run.state, "steps": run.next_seq, "error": run.error})
                 )

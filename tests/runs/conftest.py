@@ -1,0 +1,41 @@
+"""Fixtures for the runtime tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agentdesk import registry
+
+TEST_AGENTS = [
+    "examples.support.agent.support_agent",
+    *(
+        f"tests.runs.agents.{name}"
+        for name in (
+            "bare",
+            "humane",
+            "buggy",
+            "tight_steps",
+            "tight_tools",
+            "tight_tokens",
+            "tight_cost",
+            "tight_deadline",
+            "tight_escalating",
+            "slow",
+            "rate_limited",
+        )
+    ),
+]
+
+
+@pytest.fixture
+def use_test_agents(settings: Any) -> Iterator[None]:
+    """Register the variants of the example agent in tests/runs/agents.py."""
+    settings.AGENTDESK_AGENTS = TEST_AGENTS
+    settings.AGENTDESK_RETRY_ATTEMPTS = 3
+    settings.AGENTDESK_BREAKER_FAILURES = 5
+    registry.agents.cache_clear()
+    yield
+    registry.agents.cache_clear()
