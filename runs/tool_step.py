@@ -35,7 +35,7 @@ from runs.breakers import (
 )
 from runs.models import Action, ActionStatus, Run, StepKind
 from runs.retrying import retry_delay
-from runs.stepping import StepRecord, commit, conversation_state, defer
+from runs.stepping import StepRecord, commit, conversation_state, defer, release_db_connection
 
 log = logging.getLogger("runs.services")
 
@@ -231,6 +231,10 @@ def _execute(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
             # (only tests drive steps inside a transaction): run inline, without a timeout.
             result = tool.func(validated, context)
         else:
+            # The tool's thread takes a connection of its own: give this one back while
+            # waiting, or callers holding every connection of the pool would starve the
+            # very tools they wait for, and each would time out.
+            release_db_connection()
             # copy_context: the tool's log lines carry the run's trace id too.
             result = _executor.submit(
                 contextvars.copy_context().run, _run_tool, tool, validated, context
