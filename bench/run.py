@@ -1,0 +1,51 @@
+"""``make bench``: the benchmarks of the performance budgets, one JSON line each.
+
+1. ``step_overhead.py``: orchestration overhead per step (budget <= 5 ms median).
+2. ``in_flight.py``: runs in flight on one 2-core worker host with 1 s model latency, in
+   the recommended worker configuration (budget >= 200).
+
+Each runs in its own process against the bench's own database, Redis database and queue
+(see harness.py), whatever DATABASE_URL and REDIS_URL ``make`` passes, and starts and stops
+its own simulator and workers. About 3 minutes in all. The sweep of worker pools behind
+docs/concurrency.md is not part of it: ``python bench/in_flight.py --sweep``.
+
+Exits non-zero if a benchmark fails to run, not when a figure misses its budget: budgets
+are read off docs/benchmarks.md, never asserted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ("step_overhead.py", "in_flight.py")
+TIME_LIMIT_S = 600
+
+
+def main() -> int:
+    failed = []
+    for script in BENCHMARKS:
+        # stdout (the JSON line) and stderr (progress) pass through.
+        process = subprocess.Popen([sys.executable, str(HERE / script)])
+        try:
+            returncode = process.wait(timeout=TIME_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            # SIGTERM lets the benchmark stop its simulator and workers on the way out.
+            process.terminate()
+            try:
+                returncode = process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                returncode = process.wait()
+            print(f"{script}: stopped after {TIME_LIMIT_S} s", file=sys.stderr)
+        if returncode != 0:
+            failed.append(script)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
