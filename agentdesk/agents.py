@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItem, parse
 from pydantic import BaseModel
@@ -30,6 +30,15 @@ from pydantic import BaseModel
 RATIONALE_FIELD = "rationale"
 CONFIDENCE_FIELD = "confidence"
 RESERVED_ARGUMENTS = frozenset({RATIONALE_FIELD, CONFIDENCE_FIELD})
+
+if TYPE_CHECKING:
+    from agentdesk.policy import Policy
+
+
+def _default_policy() -> Policy:
+    from agentdesk.policy import Policy  # policy.py imports Risk from here
+
+    return Policy()
 
 
 def parse_rate_limit(text: str) -> RateLimitItem:
@@ -194,6 +203,10 @@ class RuleContext:
 
 
 RuleFallback = Callable[[RuleContext], RuleReply]
+# What a reviewer needs to see besides the call: the records it touches (the order, the
+# customer's refund history). Called by the worker when a call is routed to review, with
+# the tool's name, the validated arguments and the run's input; returns JSON-able data.
+ReviewContext = Callable[[str, Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -217,11 +230,16 @@ class Agent:
     fallback_models: tuple[ModelRoute, ...] = ()
     rule_fallback: RuleFallback | None = None
     escalate_to_human: bool = True
+    # Which calls run, wait for a person or are refused (agentdesk.policy). The default
+    # reviews every irreversible call in the "default" queue.
+    policy: Policy = field(default_factory=_default_policy)
+    review_context: ReviewContext | None = None
 
     def __post_init__(self) -> None:
         names = [tool.name for tool in self.tools]
         if len(names) != len(set(names)):
             raise ValueError(f"agent {self.name!r} declares a tool twice: {names}")
+        self.policy.validate_for(set(names))
 
     @property
     def model_routes(self) -> tuple[ModelRoute, ...]:

@@ -24,6 +24,7 @@ class ErrorClass(StrEnum):
     TOOL_TIMEOUT = "tool_timeout"
     TOOL_CRASHED = "tool_crashed"
     POLICY_BLOCKED = "policy_blocked"
+    REVIEW_REJECTED = "review_rejected"
     BUDGET_EXCEEDED = "budget_exceeded"
     CIRCUIT_OPEN = "circuit_open"
     INTERNAL_ERROR = "internal_error"

@@ -8,6 +8,8 @@ from django.db import transaction
 
 # Model permissions of each role, as "app_label.codename". Queue-level access (who may
 # decide what) is an object permission granted per queue, not part of a role.
+# A model permission on Queue (``reviews.view_queue``) is a global grant: it shows every
+# queue, which is what auditors need; reviewers get theirs queue by queue.
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "reviewer": ("runs.view_run",),
     "operator": (
@@ -15,13 +17,22 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "runs.add_run",
         "runs.view_deadletter",
         "runs.change_deadletter",
+        "reviews.change_queue",
+        "reviews.view_goldencandidate",
     ),
-    "auditor": ("runs.view_run", "runs.view_deadletter", "agentdesk.view_auditevent"),
+    "auditor": (
+        "runs.view_run",
+        "runs.view_deadletter",
+        "agentdesk.view_auditevent",
+        "reviews.view_queue",
+        "reviews.view_goldencandidate",
+    ),
 }
 
 DEMO_ACCOUNTS: tuple[tuple[str, str, str | None], ...] = (
     # username, password, role (None: superuser)
     ("reviewer", "reviewer-demo", "reviewer"),
+    ("senior", "senior-demo", "reviewer"),
     ("operator", "operator-demo", "operator"),
     ("auditor", "auditor-demo", "auditor"),
     ("admin", "admin-demo", None),
@@ -58,3 +69,36 @@ def demo_accounts_create() -> None:
         user.is_staff = role is None
         user.save()
         user.groups.set([groups[role]] if role else [])
+    _demo_queues_create()
+
+
+# slug, name, SLA minutes, escalates to, who views and decides, who only views
+DEMO_QUEUES: tuple[tuple[str, str, int, str | None, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("refunds-senior", "Refunds (senior)", 60, None, ("senior",), ("reviewer",)),
+    ("refunds", "Refunds", 30, "refunds-senior", ("reviewer", "senior"), ()),
+    ("support", "Support", 120, None, ("reviewer", "senior"), ()),
+)
+
+
+def _demo_queues_create() -> None:
+    """The example agent's queues, and which demo reviewer may see and decide in each."""
+    from guardian.shortcuts import assign_perm
+
+    from reviews.models import Queue
+
+    User = get_user_model()
+    for slug, name, sla, escalate_to, deciders, viewers in DEMO_QUEUES:
+        queue, _ = Queue.objects.update_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "sla_minutes": sla,
+                "escalate_to": Queue.objects.get(slug=escalate_to) if escalate_to else None,
+            },
+        )
+        for username in deciders:
+            user = User.objects.get(username=username)
+            assign_perm("reviews.view_queue", user, queue)
+            assign_perm("reviews.decide_queue", user, queue)
+        for username in viewers:
+            assign_perm("reviews.view_queue", User.objects.get(username=username), queue)

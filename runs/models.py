@@ -178,6 +178,8 @@ class ActionStatus(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     BLOCKED = "blocked"
+    # A reviewer (or the SLA clock) said no; the feedback went back to the model.
+    REJECTED = "rejected"
 
 
 class Action(models.Model):
@@ -198,7 +200,11 @@ class Action(models.Model):
     confidence = models.FloatField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=120, unique=True)
     verdict = models.CharField(max_length=8, choices=Verdict.choices, default=Verdict.EXECUTE)
-    verdict_reason = models.CharField(max_length=200, blank=True)
+    verdict_reason = models.CharField(max_length=500, blank=True)
+    # Which rule fired ("scope", "risk", "threshold" or a review rule's name) and the
+    # content hash of the policy that gave the verdict; empty until the policy has run.
+    policy_rule = models.CharField(max_length=64, blank=True)
+    policy_version = models.CharField(max_length=32, blank=True)
     status = models.CharField(
         max_length=10, choices=ActionStatus.choices, default=ActionStatus.PROPOSED
     )

@@ -1,6 +1,9 @@
 """A tool step: run one proposed tool call, at most once in effect, and record it.
 
-Arguments are validated before anything runs; a validation failure, an unknown tool, an
+Arguments are validated before anything runs, then the policy (agentdesk.policy) gives
+its verdict: execute, block, or review, which opens an approval request and parks the
+run; after a person decided, the step runs the approved arguments or returns the
+reviewer's feedback. A validation failure, an unknown tool, a block, a rejection, an
 open breaker or the tool's own ToolError go back to the model as a structured tool
 result. A transient failure (timeout, crash) is retried with backoff under the same
 idempotency key, so a tool that did its work before failing returns its stored result.
@@ -14,6 +17,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -26,6 +30,12 @@ from pydantic import ValidationError
 
 from agentdesk.agents import Agent, Tool, ToolContext, ToolError, parse_rate_limit
 from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.policy import Decision as PolicyDecision
+from agentdesk.policy import Verdict as PolicyVerdict
+from agentdesk.policy import policy_evaluate
+from reviews.context import review_context_build
+from reviews.models import ApprovalRequest, RequestState
+from reviews.services import approval_is_granted, approval_request_open, request_hash
 from runs.breakers import (
     CircuitOpen,
     breaker_allow,
@@ -41,8 +51,18 @@ log = logging.getLogger("runs.services")
 
 Result = tuple[dict[str, Any] | None, dict[str, Any] | None]
 NOT_EXECUTED = frozenset(
-    {ErrorClass.TOOL_UNKNOWN, ErrorClass.TOOL_ARGS_INVALID, ErrorClass.CIRCUIT_OPEN}
+    {
+        ErrorClass.TOOL_UNKNOWN,
+        ErrorClass.TOOL_ARGS_INVALID,
+        ErrorClass.CIRCUIT_OPEN,
+        ErrorClass.POLICY_BLOCKED,
+        ErrorClass.REVIEW_REJECTED,
+    }
 )
+ERROR_STATUS = {
+    ErrorClass.POLICY_BLOCKED: ActionStatus.BLOCKED,
+    ErrorClass.REVIEW_REJECTED: ActionStatus.REJECTED,
+}
 
 # Tool calls run on their own threads so that a timeout can be enforced. A timed-out call
 # cannot be killed; it finishes in the background, and its effect is recorded under the
@@ -62,10 +82,25 @@ def _rate_limiter() -> strategies.MovingWindowRateLimiter:
     return strategies.MovingWindowRateLimiter(backend)
 
 
+@dataclass
+class _Gate:
+    """What stands between a proposed call and its execution: validation and the policy."""
+
+    validated: Any = None  # the arguments to run, validated (the approved ones after a review)
+    error: dict[str, Any] | None = None  # refused before running: returned to the model
+    verdict: PolicyDecision | None = None  # to record on the action; None after a review
+    review: PolicyDecision | None = None  # the call must wait for a person
+
+
 def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
     action = Action.objects.get(pk=action_id, run=run)
     tool = agent.tool(action.tool)
-    if tool is not None and tool.rate_limit:
+    gate = _gate(run, agent, tool, action)
+    if gate.review is not None:
+        assert tool is not None
+        _park_for_review(run, seq, agent, tool, action, gate)
+        return
+    if gate.error is None and tool is not None and tool.rate_limit:
         try:
             allowed = _rate_allows(tool)
         except Exception:  # the limiter's store (Redis) is down: wait, do not fail the run
@@ -76,22 +111,12 @@ def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
             defer(run, seq, countdown_s=_rate_wait(tool), reason=f"{tool.name} rate limit")
             return
     attempt = run.checkpoint.get("attempt", 0) + 1
-    record = StepRecord(
-        kind=StepKind.TOOL,
-        state=conversation_state(run.checkpoint["messages"]),
-        started_at=timezone.now(),
-        action={
-            "tool": action.tool,
-            "arguments": action.arguments if action.arguments is not None else action.raw_arguments,
-            "idempotency_key": action.idempotency_key,
-        },
-        reason=action.rationale,
-        confidence=action.confidence,
-        prompt_version=run.prompt_version,
-        attempt=attempt,
-    )
+    record = _record_for(run, action, gate, attempt=attempt)
     started = time.perf_counter()
-    result, error = _call(run, agent, tool, action)
+    if gate.error is not None or tool is None:
+        result, error = None, gate.error
+    else:
+        result, error = _call(run, tool, action, gate.validated)
     record.latency_ms = round((time.perf_counter() - started) * 1000)
     delay = None
     if error is not None:
@@ -109,7 +134,142 @@ def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
     if delay is not None:
         _record_retry(run, seq, record, attempt, delay)
     else:
-        _record_result(run, seq, record, action, result, error)
+        _record_result(run, seq, record, action, result, error, gate.verdict)
+
+
+def _record_for(run: Run, action: Action, gate: _Gate, *, attempt: int) -> StepRecord:
+    if gate.validated is not None:
+        arguments: Any = json.loads(gate.validated.model_dump_json())
+    else:
+        arguments = action.arguments if action.arguments is not None else action.raw_arguments
+    return StepRecord(
+        kind=StepKind.TOOL,
+        state=conversation_state(run.checkpoint["messages"]),
+        started_at=timezone.now(),
+        action={
+            "tool": action.tool,
+            "arguments": arguments,
+            "idempotency_key": action.idempotency_key,
+        },
+        reason=action.rationale,
+        confidence=action.confidence,
+        prompt_version=run.prompt_version,
+        attempt=attempt,
+    )
+
+
+def _gate(run: Run, agent: Agent, tool: Tool | None, action: Action) -> _Gate:
+    """Validate the call, then ask the policy, or read the decision a person already made."""
+    if tool is None:
+        known = ", ".join(t.name for t in agent.tools)
+        return _Gate(
+            error=error_payload(
+                ErrorClass.TOOL_UNKNOWN, f"there is no tool named {action.tool!r}; tools: {known}"
+            )
+        )
+    if action.arguments is None:
+        return _Gate(
+            error=error_payload(
+                ErrorClass.TOOL_ARGS_INVALID,
+                "the arguments are not a JSON object",
+                raw=action.raw_arguments[:500],
+            )
+        )
+    try:
+        validated = tool.input_schema.model_validate(action.arguments)
+    except ValidationError as exc:
+        return _Gate(
+            error=error_payload(
+                ErrorClass.TOOL_ARGS_INVALID,
+                f"the arguments do not match the {tool.name} schema",
+                errors=json.loads(exc.json(include_url=False, include_context=False)),
+            )
+        )
+    request = ApprovalRequest.objects.filter(action=action).first()
+    if request is not None:
+        return _reviewed(tool, request)
+    verdict = policy_evaluate(
+        policy=agent.policy,
+        tool_name=tool.name,
+        risk=tool.risk,
+        arguments=validated.model_dump(),
+        confidence=action.confidence,
+        run_input=run.input,
+        run_facts={
+            "steps": run.next_seq,
+            "tool_calls": run.tool_calls,
+            "cost_usd": float(run.cost_usd),
+        },
+    )
+    if verdict.verdict == PolicyVerdict.BLOCK:
+        return _Gate(
+            verdict=verdict,
+            error=error_payload(
+                ErrorClass.POLICY_BLOCKED,
+                f"{verdict.reason}; this call was not made. Do not call {tool.name} again.",
+                rule=verdict.rule,
+            ),
+        )
+    if verdict.verdict == PolicyVerdict.REVIEW:
+        return _Gate(validated=validated, verdict=verdict, review=verdict)
+    return _Gate(validated=validated, verdict=verdict)
+
+
+def _reviewed(tool: Tool, request: ApprovalRequest) -> _Gate:
+    """After a person decided: the approved arguments, exactly as approved, or the feedback."""
+    if approval_is_granted(request):
+        # The hash check is the last line of defence: run only what the approval covered.
+        if request_hash(tool.name, request.arguments) != request.args_hash:
+            raise RuntimeError(f"request {request.pk}: the arguments do not match their hash")
+        return _Gate(validated=tool.input_schema.model_validate(request.arguments))
+    if request.state == RequestState.PENDING:
+        raise RuntimeError(f"request {request.pk} is still pending; the run should be parked")
+    return _Gate(
+        error=error_payload(
+            ErrorClass.REVIEW_REJECTED,
+            f"A reviewer rejected this call. Their feedback: {request.feedback}",
+            feedback=request.feedback,
+        )
+    )
+
+
+def _park_for_review(
+    run: Run, seq: int, agent: Agent, tool: Tool, action: Action, gate: _Gate
+) -> None:
+    """Open an approval request and park the run; the task ends here (nothing waits)."""
+    review = gate.review
+    assert review is not None
+    arguments = json.loads(gate.validated.model_dump_json())
+    context = review_context_build(run=run, agent=agent, tool=tool, arguments=arguments)
+    record = _record_for(run, action, gate, attempt=1)
+    record.outcome = {
+        "review": {"queue": review.queue, "rule": review.rule, "reason": review.reason}
+    }
+
+    def apply(locked: Run) -> None:
+        record.create(locked, seq)
+        _record_verdict(action, review)
+        approval_request_open(
+            run=locked,
+            action=action,
+            tool=tool,
+            arguments=arguments,
+            verdict=review,
+            context=context,
+        )
+        locked.checkpoint["attempt"] = 0
+
+    commit(run, seq, apply)
+    log.info("tool %s sent to review in %s: %s", tool.name, review.queue, review.reason)
+
+
+def _record_verdict(action: Action, verdict: PolicyDecision) -> None:
+    Action.objects.filter(pk=action.pk).update(
+        verdict=str(verdict.verdict),
+        verdict_reason=verdict.reason[:500],
+        policy_rule=verdict.rule,
+        policy_version=verdict.policy_version,
+    )
 
 
 def _rate_key(tool: Tool) -> tuple[str, ...]:
@@ -144,13 +304,19 @@ def _record_result(
     action: Action,
     result: dict[str, Any] | None,
     error: dict[str, Any] | None,
+    verdict: PolicyDecision | None,
 ) -> None:
     tool_message = {"error": error} if error is not None else result
+    status = ActionStatus.SUCCEEDED
+    if error is not None:
+        status = ERROR_STATUS.get(error["class"], ActionStatus.FAILED)
 
     def apply(locked: Run) -> None:
         step = record.create(locked, seq)
+        if verdict is not None:
+            _record_verdict(action, verdict)
         Action.objects.filter(pk=action.pk).update(
-            status=ActionStatus.FAILED if error else ActionStatus.SUCCEEDED,
+            status=status,
             result=tool_message,
             error_class=error["class"] if error else "",
             step=step,
@@ -175,27 +341,8 @@ def _record_result(
     commit(run, seq, apply)
 
 
-def _call(run: Run, agent: Agent, tool: Tool | None, action: Action) -> Result:
-    """Validate and run one proposed tool call; return (result, error), one of them None."""
-    if tool is None:
-        known = ", ".join(t.name for t in agent.tools)
-        return None, error_payload(
-            ErrorClass.TOOL_UNKNOWN, f"there is no tool named {action.tool!r}; tools: {known}"
-        )
-    if action.arguments is None:
-        return None, error_payload(
-            ErrorClass.TOOL_ARGS_INVALID,
-            "the arguments are not a JSON object",
-            raw=action.raw_arguments[:500],
-        )
-    try:
-        validated = tool.input_schema.model_validate(action.arguments)
-    except ValidationError as exc:
-        return None, error_payload(
-            ErrorClass.TOOL_ARGS_INVALID,
-            f"the arguments do not match the {tool.name} schema",
-            errors=json.loads(exc.json(include_url=False, include_context=False)),
-        )
+def _call(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
+    """Run one validated, permitted call behind its breaker; return (result, error)."""
     breaker = tool_breaker_name(tool.name)
     try:
         breaker_allow(name=breaker)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentdesk.agents import Agent, Limits, ModelRoute, RuleContext, RuleReply
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
+from examples.support.review import SUPPORT_POLICY, support_review_context
 from examples.support.tools import SUPPORT_TOOLS
 
 
@@ -187,4 +188,6 @@ support_agent = Agent(
     fallback_models=(ModelRoute("gpt-4o", "default"),),
     rule_fallback=support_rule_fallback,
     escalate_to_human=True,
+    policy=SUPPORT_POLICY,
+    review_context=support_review_context,
 )

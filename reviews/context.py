@@ -1,0 +1,58 @@
+"""What a reviewer sees besides the call: the run's input, what the agent did, the records.
+
+Built by the worker when a call is routed to review and stored on the request, so the
+inbox reads one row and shows the world as the agent saw it when it asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from agentdesk.agents import Agent, Tool
+from runs.models import Action, Run
+
+log = logging.getLogger(__name__)
+
+HISTORY_MAX = 20
+
+
+def _history(run: Run) -> list[dict[str, Any]]:
+    """The calls made so far, oldest first: tool, arguments, and how each ended."""
+    actions = Action.objects.filter(run=run).exclude(status="proposed").order_by("pk")
+    rows = []
+    for action in actions[:HISTORY_MAX]:
+        result = action.result or {}
+        error = result.get("error") if isinstance(result, dict) else None
+        rows.append(
+            {
+                "tool": action.tool,
+                "arguments": action.arguments,
+                "status": action.status,
+                "error": error.get("message", "")[:300] if isinstance(error, dict) else "",
+            }
+        )
+    return rows
+
+
+def review_context_build(
+    *, run: Run, agent: Agent, tool: Tool, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    """The context of one request. A failing records hook costs the records, not the review."""
+    records: Any = {}
+    if agent.review_context is not None:
+        try:
+            records = json.loads(
+                json.dumps(
+                    agent.review_context(tool.name, arguments, run.input), cls=DjangoJSONEncoder
+                )
+            )
+        except Exception:
+            log.exception(
+                "the review context of %s failed; the request shows no records", tool.name
+            )
+            records = {"error": "the records could not be loaded"}
+    return {"input": run.input, "history": _history(run), "records": records}

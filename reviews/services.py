@@ -1,0 +1,600 @@
+"""Approval requests: open, claim, decide, escalate, expire, and resume the run once.
+
+Every transition locks the request row (``select_for_update``) and checks its state
+before it changes anything, so two reviewers pressing "approve" at the same moment make
+one decision: the second waits for the first's commit, then finds the request decided
+and is told who decided and how. Each transition writes its audit event in the same
+transaction, and a decision that completes a request moves the run from
+waiting_for_approval back to running and enqueues its next step on commit: exactly one
+resume, because only the transaction that changes the run's state enqueues it.
+
+The run then executes the call as approved (the request's arguments, which an edit
+replaced and whose hash the approval covered) or, on a rejection, hands the reviewer's
+feedback to the model as the tool's result: see runs.tool_step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from pydantic import ValidationError
+
+from agentdesk.agents import Tool
+from agentdesk.audit import audit_record
+from agentdesk.policy import Decision as PolicyDecision
+from agentdesk.registry import UnknownAgent, agent_get
+from reviews.broadcast import queue_changed
+from reviews.models import (
+    ApprovalRequest,
+    Decision,
+    DecisionKind,
+    ExpiryOutcome,
+    GoldenCandidate,
+    Queue,
+    RequestState,
+)
+from runs.model_step import args_hash
+from runs.models import Action, Run, RunState
+from runs.stepping import enqueue_next_step
+
+log = logging.getLogger(__name__)
+
+CLAIM_MINUTES = 5
+FEEDBACK_MAX = 2000
+
+
+class DecisionRefused(Exception):
+    """A decision that cannot be taken; nothing was saved. ``message`` says why."""
+
+    def __init__(self, message: str, *, field_errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field_errors = field_errors or {}
+
+
+class AlreadyDecided(DecisionRefused):
+    """Someone else decided first; ``request`` is the decided request."""
+
+    def __init__(self, request: ApprovalRequest) -> None:
+        who = request.decisions.exclude(kind=DecisionKind.ESCALATE).last()
+        by = who.decided_by.get_username() if who and who.decided_by else "the SLA clock"
+        when = (
+            timezone.localtime(request.decided_at).strftime("%H:%M:%S")
+            if request.decided_at
+            else ""
+        )
+        super().__init__(f"Already {request.outcome.replace('_', ' ')} by {by} at {when}.")
+        self.request = request
+
+
+def shown_arguments(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Validated arguments as JSON, the form a reviewer sees and an approval hashes."""
+    validated = tool.input_schema.model_validate(arguments)
+    shown: dict[str, Any] = json.loads(validated.model_dump_json())
+    return shown
+
+
+def request_hash(tool: str, arguments: dict[str, Any]) -> str:
+    return args_hash(tool, arguments, "")
+
+
+# --- opening (called by the worker, inside the step's commit) ------------------------------
+
+
+def queue_for_slug(slug: str) -> Queue:
+    """The queue a policy names; created (visible to no one yet) if an operator has not.
+
+    A review must never be lost to a typo in a queue name: it lands in a new queue that
+    superusers see on the queues page and can assign.
+    """
+    queue, created = Queue.objects.get_or_create(
+        slug=slug, defaults={"name": slug.replace("-", " ").replace("_", " ").title()}
+    )
+    if created:
+        log.warning("queue %r did not exist; created it with no reviewers", slug)
+        audit_record(
+            actor=None,
+            actor_label="worker",
+            verb="queue.created",
+            object_type="queue",
+            object_id=str(queue.pk),
+            after={"slug": slug, "reason": "named by a policy"},
+        )
+    return queue
+
+
+def approval_request_open(
+    *,
+    run: Run,
+    action: Action,
+    tool: Tool,
+    arguments: dict[str, Any],
+    verdict: PolicyDecision,
+    context: dict[str, Any],
+) -> ApprovalRequest:
+    """Open the request for one call and park the run. Inside the step's transaction."""
+    queue = queue_for_slug(verdict.queue)
+    request = ApprovalRequest.objects.create(
+        queue=queue,
+        run=run,
+        action=action,
+        agent_name=run.agent_name,
+        tool=tool.name,
+        risk=str(tool.risk),
+        arguments=arguments,
+        args_hash=request_hash(tool.name, arguments),
+        rule=verdict.rule,
+        routing_reason=verdict.reason,
+        threshold=verdict.threshold,
+        policy_version=verdict.policy_version,
+        approvals_required=verdict.approvals,
+        rationale=action.rationale,
+        confidence=action.confidence,
+        context=context,
+        due_at=timezone.now() + timedelta(minutes=queue.sla_minutes),
+    )
+    audit_record(
+        actor=None,
+        actor_label="worker",
+        verb="request.opened",
+        object_type="approval_request",
+        object_id=str(request.pk),
+        after={
+            "queue": queue.slug,
+            "tool": tool.name,
+            "args_hash": request.args_hash,
+            "rule": verdict.rule,
+            "approvals_required": verdict.approvals,
+            "due_at": request.due_at.isoformat(),
+        },
+        trace_id=run.trace_id,
+    )
+    before = run.state
+    run.state = RunState.WAITING_FOR_APPROVAL
+    audit_record(
+        actor=None,
+        actor_label="worker",
+        verb="run.waiting_for_approval",
+        object_type="run",
+        object_id=str(run.pk),
+        before={"state": before},
+        after={"state": run.state, "request": request.pk},
+        trace_id=run.trace_id,
+    )
+    queue_changed(queue_id=queue.pk, request_id=request.pk, event="opened")
+    return request
+
+
+# --- claiming ------------------------------------------------------------------------------
+
+
+def approval_claim(*, request_id: int, user: User) -> ApprovalRequest:
+    """Claim a pending request for CLAIM_MINUTES, unless someone else holds a live claim.
+
+    Claims are advisory: they tell others who is on it; anyone allowed may still decide.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        request = ApprovalRequest.objects.select_for_update().get(pk=request_id)
+        if not request.is_pending:
+            return request
+        held = request.claimed_until is not None and request.claimed_until > now
+        if held and request.claimed_by_id not in (None, user.pk):
+            return request
+        request.claimed_by = user
+        request.claimed_until = now + timedelta(minutes=CLAIM_MINUTES)
+        request.save(update_fields=["claimed_by", "claimed_until"])
+        if not held:
+            audit_record(
+                actor=user,
+                verb="request.claimed",
+                object_type="approval_request",
+                object_id=str(request.pk),
+                after={"claimed_until": request.claimed_until.isoformat()},
+                trace_id=request.run.trace_id,
+            )
+            queue_changed(queue_id=request.queue_id, request_id=request.pk, event="claimed")
+    return request
+
+
+# --- deciding ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request: ApprovalRequest
+    decision: Decision
+    completed: bool  # the request is decided (not waiting for more approvers)
+
+
+def _locked_pending(request_id: int) -> ApprovalRequest:
+    request = (
+        ApprovalRequest.objects.select_for_update(of=("self",))
+        .select_related("queue", "run")
+        .get(pk=request_id)
+    )
+    if not request.is_pending:
+        raise AlreadyDecided(request)
+    return request
+
+
+def _tool_of(request: ApprovalRequest) -> Tool:
+    try:
+        tool = agent_get(request.agent_name).tool(request.tool)
+    except UnknownAgent:
+        tool = None
+    if tool is None:
+        raise DecisionRefused(
+            f"the agent {request.agent_name!r} no longer has the tool {request.tool!r}"
+        )
+    return tool
+
+
+def approval_approve(*, request_id: int, user: User, seen_hash: str, reason: str = "") -> Outcome:
+    """Approve the arguments whose hash the reviewer saw. Used once; a stale hash is refused."""
+    with transaction.atomic():
+        request = _locked_pending(request_id)
+        if seen_hash != request.args_hash:
+            raise DecisionRefused(
+                "The arguments changed since you opened this request (someone edited them). "
+                "Review the current arguments and decide again."
+            )
+        decision = _add_approval(request, user, DecisionKind.APPROVE, None, reason)
+        return _after_approval(request, decision, outcome="approved")
+
+
+def approval_edit(
+    *,
+    request_id: int,
+    user: User,
+    seen_hash: str,
+    arguments: dict[str, Any],
+    reason: str = "",
+) -> Outcome:
+    """Approve edited arguments, validated against the tool's schema before anything is saved.
+
+    With a two-person rule the edit counts as the editor's approval of the new arguments;
+    approvals given to the old arguments no longer count.
+    """
+    with transaction.atomic():
+        request = _locked_pending(request_id)
+        if seen_hash != request.args_hash:
+            raise DecisionRefused(
+                "The arguments changed since you opened this request. Review them again."
+            )
+        tool = _tool_of(request)
+        try:
+            edited = shown_arguments(tool, arguments)
+        except ValidationError as exc:
+            errors: dict[str, list[str]] = {}
+            for error in exc.errors(include_url=False):
+                name = ".".join(str(part) for part in error["loc"]) or "__all__"
+                errors.setdefault(name, []).append(error["msg"])
+            raise DecisionRefused(
+                f"The edited arguments do not match the {tool.name} schema.", field_errors=errors
+            ) from None
+        new_hash = request_hash(tool.name, edited)
+        if new_hash == request.args_hash:
+            raise DecisionRefused("Nothing was changed: approve instead of editing.")
+        before = {"arguments": request.arguments, "args_hash": request.args_hash}
+        request.arguments = edited
+        request.args_hash = new_hash
+        request.save(update_fields=["arguments", "args_hash"])
+        decision = _add_approval(request, user, DecisionKind.EDIT, edited, reason, before=before)
+        return _after_approval(request, decision, outcome="edited")
+
+
+def _add_approval(
+    request: ApprovalRequest,
+    user: User,
+    kind: DecisionKind,
+    arguments: dict[str, Any] | None,
+    reason: str,
+    *,
+    before: dict[str, Any] | None = None,
+) -> Decision:
+    try:
+        with transaction.atomic():  # a savepoint: the outer transaction survives the refusal
+            decision = Decision.objects.create(
+                request=request,
+                kind=kind,
+                decided_by=user,
+                args_hash=request.args_hash,
+                arguments=arguments,
+                reason=reason[:FEEDBACK_MAX],
+                from_queue=request.queue,
+            )
+    except IntegrityError:
+        raise DecisionRefused(
+            "You have already approved these arguments; a second person must approve them."
+        ) from None
+    audit_record(
+        actor=user,
+        verb=f"request.{kind}",
+        object_type="approval_request",
+        object_id=str(request.pk),
+        before=before,
+        after={"args_hash": request.args_hash, "decision": decision.pk, "reason": reason},
+        trace_id=request.run.trace_id,
+    )
+    return decision
+
+
+def _after_approval(request: ApprovalRequest, decision: Decision, *, outcome: str) -> Outcome:
+    approvers = (
+        request.decisions.filter(
+            kind__in=[DecisionKind.APPROVE, DecisionKind.EDIT], args_hash=request.args_hash
+        )
+        .values("decided_by")
+        .distinct()
+        .count()
+    )
+    if decision.kind == DecisionKind.EDIT:
+        _file_candidate(request, decision)
+    if approvers < request.approvals_required:
+        queue_changed(queue_id=request.queue_id, request_id=request.pk, event="approved_once")
+        return Outcome(request, decision, completed=False)
+    _complete(request, RequestState.APPROVED, outcome=outcome, actor=decision.decided_by)
+    return Outcome(request, decision, completed=True)
+
+
+def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
+    """Reject with feedback; the agent receives the feedback as the tool's result."""
+    feedback = feedback.strip()
+    if not feedback:
+        raise DecisionRefused(
+            "Say why: the feedback goes back to the agent.",
+            field_errors={"feedback": ["This field is required."]},
+        )
+    with transaction.atomic():
+        request = _locked_pending(request_id)
+        decision = Decision.objects.create(
+            request=request,
+            kind=DecisionKind.REJECT,
+            decided_by=user,
+            args_hash=request.args_hash,
+            reason=feedback[:FEEDBACK_MAX],
+            from_queue=request.queue,
+        )
+        request.feedback = feedback[:FEEDBACK_MAX]
+        audit_record(
+            actor=user,
+            verb="request.reject",
+            object_type="approval_request",
+            object_id=str(request.pk),
+            after={"decision": decision.pk, "feedback": request.feedback},
+            trace_id=request.run.trace_id,
+        )
+        _file_candidate(request, decision)
+        _complete(request, RequestState.REJECTED, outcome="rejected", actor=user)
+        return Outcome(request, decision, completed=True)
+
+
+def approval_escalate(*, request_id: int, user: User, to_queue: Queue, reason: str) -> Outcome:
+    """Move a pending request to another queue; its due time starts again there."""
+    with transaction.atomic():
+        request = _locked_pending(request_id)
+        if to_queue.pk == request.queue_id:
+            raise DecisionRefused("The request is already in that queue.")
+        decision = Decision.objects.create(
+            request=request,
+            kind=DecisionKind.ESCALATE,
+            decided_by=user,
+            args_hash=request.args_hash,
+            reason=reason[:FEEDBACK_MAX],
+            from_queue=request.queue,
+            to_queue=to_queue,
+        )
+        _move(request, to_queue, actor=user, reason=reason)
+        return Outcome(request, decision, completed=False)
+
+
+def _move(request: ApprovalRequest, to_queue: Queue, *, actor: User | None, reason: str) -> None:
+    from_queue = request.queue
+    request.queue = to_queue
+    request.due_at = timezone.now() + timedelta(minutes=to_queue.sla_minutes)
+    request.reminded_at = None
+    request.claimed_by = None
+    request.claimed_until = None
+    request.save(update_fields=["queue", "due_at", "reminded_at", "claimed_by", "claimed_until"])
+    audit_record(
+        actor=actor,
+        actor_label="" if actor else "sla",
+        verb="request.escalated",
+        object_type="approval_request",
+        object_id=str(request.pk),
+        before={"queue": from_queue.slug},
+        after={"queue": to_queue.slug, "due_at": request.due_at.isoformat(), "reason": reason},
+        trace_id=request.run.trace_id,
+    )
+    queue_changed(queue_id=from_queue.pk, request_id=request.pk, event="left")
+    queue_changed(queue_id=to_queue.pk, request_id=request.pk, event="opened")
+
+
+def _complete(
+    request: ApprovalRequest, state: RequestState, *, outcome: str, actor: User | None
+) -> None:
+    """Close the request and move its run from waiting to running, once."""
+    request.state = state
+    request.outcome = outcome
+    request.decided_at = timezone.now()
+    request.claimed_until = None
+    request.save(update_fields=["state", "outcome", "feedback", "decided_at", "claimed_until"])
+    run = Run.objects.select_for_update().get(pk=request.run_id)
+    if run.state != RunState.WAITING_FOR_APPROVAL:
+        # Cancelled (or otherwise ended) while the request waited: nothing to resume.
+        log.info("run %s is %s; request %s closed without resuming", run.pk, run.state, request.pk)
+    else:
+        run.state = RunState.RUNNING
+        enqueue_next_step(run)
+        run.save(update_fields=["state", "enqueued_at", "updated_at"])
+        audit_record(
+            actor=actor,
+            actor_label="" if actor else "sla",
+            verb="run.resumed",
+            object_type="run",
+            object_id=str(run.pk),
+            before={"state": RunState.WAITING_FOR_APPROVAL},
+            after={"state": run.state, "request": request.pk, "outcome": outcome},
+            trace_id=run.trace_id,
+        )
+    queue_changed(queue_id=request.queue_id, request_id=request.pk, event="decided")
+
+
+def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
+    """An edit or a rejection is a correction: keep it as a golden-example candidate."""
+    action = request.action
+    proposed = action.arguments
+    correction: dict[str, Any] = (
+        {"kind": "edit", "arguments": request.arguments}
+        if decision.kind == DecisionKind.EDIT
+        else {"kind": "reject", "feedback": decision.reason}
+    )
+    GoldenCandidate.objects.create(
+        run=request.run,
+        request=request,
+        decision=decision,
+        agent_name=request.agent_name,
+        input=request.run.input,
+        proposal={
+            "tool": request.tool,
+            "arguments": proposed,
+            "rationale": action.rationale,
+            "confidence": action.confidence,
+        },
+        correction=correction,
+        reason=decision.reason,
+    )
+
+
+# --- bulk ----------------------------------------------------------------------------------
+
+
+class BulkRefused(DecisionRefused):
+    pass
+
+
+def approval_bulk_approve(
+    *, request_ids: list[int], user: User, seen_hashes: dict[int, str]
+) -> list[Outcome]:
+    """Approve several low-risk requests of one tool under one rule, all or nothing.
+
+    Refused when they mix tools or rules, when one is irreversible or needs more than one
+    approver, or when one was decided or edited meanwhile.
+    """
+    if not request_ids:
+        raise BulkRefused("Select at least one request.")
+    with transaction.atomic():
+        requests = list(
+            ApprovalRequest.objects.select_for_update(of=("self",))
+            .select_related("queue", "run")
+            .filter(pk__in=request_ids)
+            .order_by("pk")
+        )
+        if len(requests) != len(set(request_ids)):
+            raise BulkRefused("Some of the selected requests do not exist.")
+        if len({(r.tool, r.rule) for r in requests}) != 1:
+            raise BulkRefused("Bulk approval takes requests of one tool under one rule only.")
+        for request in requests:
+            if request.risk == "irreversible" or request.approvals_required > 1:
+                raise BulkRefused(
+                    "Bulk approval is for low-risk requests: irreversible calls and "
+                    "two-person rules are decided one by one."
+                )
+            if not request.is_pending:
+                raise AlreadyDecided(request)
+            if seen_hashes.get(request.pk) != request.args_hash:
+                raise BulkRefused(f"Request {request.pk} changed since you saw it.")
+        return [
+            _after_approval(
+                request,
+                _add_approval(request, user, DecisionKind.APPROVE, None, "bulk approval"),
+                outcome="approved",
+            )
+            for request in requests
+        ]
+
+
+# --- the SLA clock -------------------------------------------------------------------------
+
+
+def approvals_expire_overdue(*, limit: int = 200) -> int:
+    """Escalate or decide requests past their due time. Safe on several beat hosts at once.
+
+    ``skip_locked``: a request a reviewer is deciding right now is left to them; the next
+    sweep sees it again if it is still pending.
+    """
+    handled = 0
+    now = timezone.now()
+    ids = list(
+        ApprovalRequest.objects.filter(state=RequestState.PENDING, due_at__lt=now)
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for request_id in ids:
+        with transaction.atomic():
+            request = (
+                ApprovalRequest.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("queue", "run", "queue__escalate_to")
+                .filter(pk=request_id, state=RequestState.PENDING, due_at__lt=now)
+                .first()
+            )
+            if request is None:
+                continue
+            _expire(request)
+            handled += 1
+    return handled
+
+
+def _expire(request: ApprovalRequest) -> None:
+    queue = request.queue
+    target = queue.escalate_to
+    reason = f"not decided within {queue.sla_minutes} minutes in {queue.name}"
+    if target is not None:
+        Decision.objects.create(
+            request=request,
+            kind=DecisionKind.ESCALATE,
+            args_hash=request.args_hash,
+            reason=reason,
+            from_queue=queue,
+            to_queue=target,
+        )
+        _move(request, target, actor=None, reason=reason)
+        return
+    approve = queue.expiry_outcome == ExpiryOutcome.APPROVE
+    Decision.objects.create(
+        request=request,
+        kind=DecisionKind.EXPIRE,
+        args_hash=request.args_hash,
+        reason=reason,
+        from_queue=queue,
+    )
+    if not approve:
+        request.feedback = f"No reviewer approved this call in time ({reason}). Do not retry it."
+    audit_record(
+        actor=None,
+        actor_label="sla",
+        verb="request.expired",
+        object_type="approval_request",
+        object_id=str(request.pk),
+        after={"outcome": queue.expiry_outcome, "reason": reason},
+        trace_id=request.run.trace_id,
+    )
+    _complete(
+        request,
+        RequestState.EXPIRED,
+        outcome="expired_approved" if approve else "expired_rejected",
+        actor=None,
+    )
+
+
+def approval_is_granted(request: ApprovalRequest) -> bool:
+    """Whether the worker may execute the request's arguments."""
+    return request.state == RequestState.APPROVED or request.outcome == "expired_approved"
