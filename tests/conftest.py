@@ -108,6 +108,8 @@ def worker_env(django_db_setup: None, model_endpoint: Simulator) -> dict[str, st
         "AGENTDESK_STEP_LEASE_S": "4",
         "AGENTDESK_RECOVERY_INTERVAL_S": "1",
         "AGENTDESK_LOG_LEVEL": "INFO",
+        # The agents this test registered (tests/runs registers unreviewed variants).
+        "AGENTDESK_AGENTS": ",".join(settings.AGENTDESK_AGENTS),
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 from agentdesk import registry
 
 TEST_AGENTS = [
-    "examples.support.agent.support_agent",
+    "tests.runs.agents.support_agent",
     *(
         f"tests.runs.agents.{name}"
         for name in (
@@ -30,9 +30,13 @@ TEST_AGENTS = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def use_test_agents(settings: Any) -> Iterator[None]:
-    """Register the variants of the example agent in tests/runs/agents.py."""
+    """Register the variants of the example agent in tests/runs/agents.py, unreviewed.
+
+    Autouse: every runtime test runs the example agent without review (see agents.py).
+    Worker processes get the same list through ``worker_env``.
+    """
     settings.AGENTDESK_AGENTS = TEST_AGENTS
     settings.AGENTDESK_RETRY_ATTEMPTS = 3
     settings.AGENTDESK_BREAKER_FAILURES = 5

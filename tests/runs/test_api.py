@@ -76,7 +76,7 @@ def test_idempotency_key_reused_for_another_request_is_refused(client: Client, t
         ({"agent": "support"}, "missing field(s): input"),
         ({"agent": "support", "input": {}, "extra": 1}, "unknown field(s): extra"),
         ({"agent": 7, "input": {}}, "'agent' must be a string"),
-        ({"agent": "nope", "input": {}}, "unknown agent 'nope'; registered agents: support"),
+        ({"agent": "nope", "input": {}}, "unknown agent 'nope'; registered agents: bare, buggy, "),
         ({"agent": "support", "input": "text"}, "input must be a JSON object"),
         (
             {"agent": "support", "input": {"subject": "x"}},
