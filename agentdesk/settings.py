@@ -91,6 +91,31 @@ try:
     AGENTDESK_BREAKER_COOLDOWN_S = env.float(
         "AGENTDESK_BREAKER_COOLDOWN_S", 30.0, validate=_positive
     )
+    # SLAs (reviews.tasks): how often beat sweeps overdue requests and due reminders.
+    AGENTDESK_SLA_SWEEP_S = env.float("AGENTDESK_SLA_SWEEP_S", 30.0, validate=_positive)
+    # Where people reach this installation; links in reminders and webhooks start here.
+    AGENTDESK_BASE_URL = env.str(
+        "AGENTDESK_BASE_URL",
+        "http://127.0.0.1:8000",
+        validate=URL(schemes={"http", "https"}, require_tld=False),
+    ).rstrip("/")
+    # A signed webhook for reviewers' chat tools (docs/sla.md); unset: no webhook.
+    AGENTDESK_REVIEW_WEBHOOK_URL = env.str(
+        "AGENTDESK_REVIEW_WEBHOOK_URL",
+        "",
+        validate=lambda v: not v or URL(schemes={"http", "https"}, require_tld=False)(v),
+    )
+    AGENTDESK_REVIEW_WEBHOOK_SECRET = env.str("AGENTDESK_REVIEW_WEBHOOK_SECRET", "")
+    AGENTDESK_REVIEW_WEBHOOK_TIMEOUT_S = env.float(
+        "AGENTDESK_REVIEW_WEBHOOK_TIMEOUT_S", 5.0, validate=_positive
+    )
+    AGENTDESK_REVIEW_WEBHOOK_RETRIES = env.int(
+        "AGENTDESK_REVIEW_WEBHOOK_RETRIES", 6, validate=Range(min=0, max=20)
+    )
+    # Django's mail backend as a URL (dj-email-url): console:// prints mail to the log,
+    # smtp://user:password@host:587/?tls=True sends it.
+    _email = env.dj_email_url("EMAIL_URL", "console://")
+    DEFAULT_FROM_EMAIL = env.str("AGENTDESK_EMAIL_FROM", "AgentDesk <agentdesk@localhost>")
 except EnvError as exc:
     raise ImproperlyConfigured(f"invalid environment: {exc}") from exc
 
@@ -101,6 +126,25 @@ if not SECRET_KEY:
 
 if not AGENTDESK_AGENTS:
     _fail("AGENTDESK_AGENTS names no agent")
+
+if AGENTDESK_REVIEW_WEBHOOK_URL and len(AGENTDESK_REVIEW_WEBHOOK_SECRET) < 16:
+    _fail(
+        "AGENTDESK_REVIEW_WEBHOOK_SECRET must be set, at least 16 characters, when "
+        "AGENTDESK_REVIEW_WEBHOOK_URL is: receivers verify every webhook with it"
+    )
+
+if "EMAIL_BACKEND" not in _email:
+    _fail("EMAIL_URL has an unknown scheme; use console://, smtp://, submission:// or smtps://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+# A mail server that does not answer must not hold a worker for long.
+EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or 10
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 if AGENTDESK_LLM_TIMEOUT_S >= AGENTDESK_STEP_LEASE_S:
     _fail(
@@ -212,6 +256,18 @@ CELERY_BEAT_SCHEDULE = {
     "recover-stalled-runs": {
         "task": "runs.tasks.recover_stalled_runs",
         "schedule": AGENTDESK_RECOVERY_INTERVAL_S,
+    },
+    # Both sweeps are safe on several beat hosts; a tick older than one interval is dropped
+    # rather than piling up behind a busy worker.
+    "approvals-expire": {
+        "task": "reviews.tasks.approvals_expire",
+        "schedule": AGENTDESK_SLA_SWEEP_S,
+        "options": {"expires": AGENTDESK_SLA_SWEEP_S},
+    },
+    "approvals-remind": {
+        "task": "reviews.tasks.approvals_remind",
+        "schedule": AGENTDESK_SLA_SWEEP_S,
+        "options": {"expires": AGENTDESK_SLA_SWEEP_S},
     },
 }
 

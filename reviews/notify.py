@@ -1,0 +1,370 @@
+"""Telling people about the SLA clock: reminders by email, and a signed webhook.
+
+Three things happen here, each safe on several beat hosts at once:
+
+1. ``approvals_remind_due`` finds pending requests whose reminder time (due time minus the
+   queue's ``remind_minutes``) has come, marks each one reminded with a compare-and-set
+   ``UPDATE ... WHERE reminded_at IS NULL`` and, once that commits, mails everyone who may
+   decide in its queue and enqueues a ``request.due_soon`` webhook. Only the sweep whose
+   update changed the row sends, so each request is reminded once per queue it waits in
+   (an escalation clears ``reminded_at``). The mark commits before the mail goes out: a
+   process that dies in between loses that reminder, never sends it twice.
+2. ``approvals_expire_announced`` runs the SLA sweep of reviews.services and announces what
+   it escalated or expired (``request.escalated``, ``request.expired``). The service does
+   not say which requests it handled, so the sweep runs under a PostgreSQL advisory lock
+   and the decisions the SLA clock wrote after the highest decision id seen before it are
+   exactly this sweep's: each is announced once even when two beat hosts tick together.
+3. ``webhook_post`` sends one event, signed with HMAC-SHA256 over the exact body bytes.
+   It runs in its own Celery task (reviews.tasks.review_webhook_send), which retries with
+   backoff, so a receiver that is down never holds up a sweep.
+
+Secrets never reach a log line: not the webhook secret, and not the webhook URL either
+(chat tools put their tokens in it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.mail import EmailMessage, get_connection
+from django.db import connection, transaction
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+from guardian.shortcuts import get_users_with_perms
+
+from agentdesk.audit import audit_record
+from reviews import services
+from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
+
+log = logging.getLogger(__name__)
+
+SUMMARY_MAX = 160
+SIGNATURE_HEADER = "X-AgentDesk-Signature"
+TIMESTAMP_HEADER = "X-AgentDesk-Timestamp"
+# pg_try_advisory_lock key of the expiry sweep: any fixed 64-bit number unique to it.
+EXPIRE_LOCK_KEY = 0x4144_534C_4145_5850  # "ADSLAEXP"
+
+
+# --- who and what ----------------------------------------------------------------------------
+
+
+def request_url(request_id: int) -> str:
+    """The request's page in the inbox, for people following a link from mail or chat."""
+    return f"{settings.AGENTDESK_BASE_URL}/inbox/requests/{request_id}/"
+
+
+def queue_deciders(queue: Queue) -> QuerySet[User]:
+    """Active users who may decide in the queue (directly or through a group), with a mail."""
+    users = get_users_with_perms(queue, only_with_perms_in=["decide_queue"], with_group_users=True)
+    assert isinstance(users, QuerySet)  # attach_perms=False: a queryset of users
+    return users.filter(is_active=True).exclude(email="").order_by("pk")
+
+
+def arguments_summary(arguments: dict[str, Any], *, limit: int = SUMMARY_MAX) -> str:
+    """One line: ``name=value`` pairs as JSON, so newlines in model output stay escaped."""
+    line = ", ".join(
+        f"{name}={json.dumps(value, ensure_ascii=False, default=str)}"
+        for name, value in arguments.items()
+    )
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _when(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M %Z")
+
+
+# --- reminders -------------------------------------------------------------------------------
+
+
+def approvals_remind_due(*, limit: int = 200) -> list[int]:
+    """Mark and remind the pending requests whose reminder time has come; their ids.
+
+    A request is due for its reminder when ``due_at - queue.remind_minutes <= now <
+    due_at``: an overdue request is the expiry sweep's, and ``remind_minutes = 0`` turns
+    reminders off for a queue.
+    """
+    now = timezone.now()
+    # One condition per distinct reminder interval (queues share a few): portable to
+    # SQLite, which cannot multiply an interval in SQL, and served by the pending index.
+    windows = Q()
+    for minutes in (
+        Queue.objects.filter(remind_minutes__gt=0)
+        .values_list("remind_minutes", flat=True)
+        .distinct()
+    ):
+        windows |= Q(queue__remind_minutes=minutes, due_at__lte=now + timedelta(minutes=minutes))
+    if not windows:
+        return []
+    due = list(
+        ApprovalRequest.objects.filter(
+            windows, state=RequestState.PENDING, reminded_at__isnull=True, due_at__gt=now
+        )
+        .order_by("due_at", "pk")
+        .values_list("pk", "due_at")[:limit]
+    )
+    reminded = []
+    for request_id, due_at in due:
+        with transaction.atomic():
+            # Compare-and-set: of two sweeps, one changes the row. ``due_at`` in the condition
+            # leaves alone a request that was escalated (and given a new due time) meanwhile.
+            won = ApprovalRequest.objects.filter(
+                pk=request_id,
+                state=RequestState.PENDING,
+                reminded_at__isnull=True,
+                due_at=due_at,
+            ).update(reminded_at=now)
+            if not won:
+                continue
+            request = ApprovalRequest.objects.select_related("queue", "run").get(pk=request_id)
+            audit_record(
+                actor=None,
+                actor_label="sla",
+                verb="request.reminded",
+                object_type="approval_request",
+                object_id=str(request_id),
+                after={
+                    "queue": request.queue.slug,
+                    "due_at": due_at.isoformat(),
+                    "remind_minutes": request.queue.remind_minutes,
+                },
+                trace_id=request.run.trace_id,
+            )
+            # Each on its own: a mail server that is down does not cost the webhook.
+            if settings.AGENTDESK_REVIEW_WEBHOOK_URL:
+                payload = event_payload("request.due_soon", request, queue=request.queue)
+                transaction.on_commit(partial(webhook_enqueue, payload), robust=True)
+            transaction.on_commit(partial(reminder_mail_send, request_id), robust=True)
+        reminded.append(request_id)
+    return reminded
+
+
+def reminder_mail_send(request_id: int) -> int:
+    """Mail the reminder of one request to each decider of its queue; how many were sent.
+
+    One message per person, so nobody learns who else reviews the queue.
+    """
+    request = ApprovalRequest.objects.select_related("queue__escalate_to").get(pk=request_id)
+    queue = request.queue
+    recipients = list(queue_deciders(queue).values_list("email", flat=True))
+    if not recipients:
+        log.warning(
+            "request %s is due soon, but nobody with a mail may decide in %s",
+            request_id,
+            queue.slug,
+        )
+        return 0
+    minutes = max(0, round((request.due_at - timezone.now()).total_seconds() / 60))
+    # A request without a tool is a run waiting for a person as a whole (no call to judge).
+    what = request.tool or "a run that needs a person"
+    subject = f"Due in {minutes} min: {what} in {queue.name}"
+    body = "\n".join(
+        [
+            f"A request in the queue {queue.name} is due {_when(request.due_at)} "
+            f"(in {minutes} minutes).",
+            "",
+            f"Agent:     {request.agent_name}",
+            f"Tool:      {request.tool} ({request.risk})" if request.tool else "Tool:      none",
+            f"Arguments: {arguments_summary(request.arguments) or '-'}",
+            f"Due:       {_when(request.due_at)}",
+            "",
+            f"Decide: {request_url(request_id)}",
+            "",
+            _after_due(queue),
+        ]
+    )
+    messages = [EmailMessage(subject=subject, body=body, to=[address]) for address in recipients]
+    sent = get_connection(fail_silently=False).send_messages(messages) or 0
+    log.info("reminded %s deciders of request %s in %s", sent, request_id, queue.slug)
+    return sent
+
+
+def _after_due(queue: Queue) -> str:
+    if queue.escalate_to is not None:
+        return f"If nobody decides by then, it moves to {queue.escalate_to.name}."
+    if queue.expiry_outcome == "approve":
+        return "If nobody decides by then, it is approved as proposed."
+    return "If nobody decides by then, it is rejected and the agent is told so."
+
+
+# --- the expiry sweep, announced -----------------------------------------------------------
+
+
+@contextmanager
+def _sweep_lock(key: int) -> Iterator[bool]:
+    """Hold a PostgreSQL session advisory lock for the block; False if another holds it.
+
+    SQLite (the embedded mode, one machine) has no advisory locks and needs none there.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def approvals_expire_announced(*, limit: int = 200) -> int:
+    """Run the SLA sweep and announce each escalation and expiry it made; how many it made.
+
+    Under the advisory lock, the SLA clock's decisions (no ``decided_by``) numbered above
+    the highest decision before the sweep are this sweep's own. A second beat host that
+    ticks at the same moment skips its turn; the service itself would be safe regardless.
+    """
+    with _sweep_lock(EXPIRE_LOCK_KEY) as held:
+        if not held:
+            log.info("another SLA sweep is running; skipping this tick")
+            return 0
+        before = Decision.objects.aggregate(last=Max("pk"))["last"] or 0
+        handled = services.approvals_expire_overdue(limit=limit)
+        if handled and settings.AGENTDESK_REVIEW_WEBHOOK_URL:
+            sla_decisions_announce(after_decision_id=before)
+        return handled
+
+
+def sla_decisions_announce(*, after_decision_id: int) -> int:
+    """Enqueue a webhook for each decision of the SLA clock numbered above the given id."""
+    decisions = (
+        Decision.objects.filter(
+            pk__gt=after_decision_id,
+            decided_by__isnull=True,
+            kind__in=[DecisionKind.ESCALATE, DecisionKind.EXPIRE],
+        )
+        .select_related("request", "from_queue", "to_queue")
+        .order_by("pk")
+    )
+    count = 0
+    for decision in decisions:
+        request = decision.request
+        if decision.kind == DecisionKind.ESCALATE and decision.to_queue is not None:
+            payload = event_payload(
+                "request.escalated",
+                request,
+                queue=decision.to_queue,
+                from_queue=decision.from_queue.slug if decision.from_queue else None,
+                reason=decision.reason,
+            )
+        else:
+            payload = event_payload(
+                "request.expired",
+                request,
+                queue=decision.from_queue or request.queue,
+                outcome="approve" if request.outcome == "expired_approved" else "reject",
+                reason=decision.reason,
+            )
+        webhook_enqueue(payload)
+        count += 1
+    return count
+
+
+# --- the webhook ---------------------------------------------------------------------------
+
+
+class WebhookFailed(Exception):
+    """The receiver did not take the event, and may later: a network error, a 5xx, 408, 429."""
+
+
+class WebhookRefused(Exception):
+    """The receiver refused the event (another 4xx, or a redirect); retrying will not help."""
+
+
+def event_payload(
+    event: str, request: ApprovalRequest, *, queue: Queue, **extra: Any
+) -> dict[str, Any]:
+    """The JSON of one event. ``event_id`` stays the same across retries, for deduplication."""
+    return {
+        "event": event,
+        "event_id": uuid.uuid4().hex,
+        "request_id": request.pk,
+        "queue": queue.slug,
+        "agent": request.agent_name,
+        "tool": request.tool,
+        "risk": request.risk,
+        "due_at": request.due_at.isoformat(),
+        "url": request_url(request.pk),
+        **extra,
+    }
+
+
+def webhook_enqueue(payload: dict[str, Any]) -> None:
+    """Hand one event to its task. Called after the commit that made the event true."""
+    from reviews.tasks import review_webhook_send
+
+    review_webhook_send.delay(payload)
+
+
+def webhook_body(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def webhook_signature(body: bytes, secret: str) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 of the exact body bytes, keyed with the shared secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would turn the POST into a GET, or send the body elsewhere: refuse it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def webhook_post(payload: dict[str, Any]) -> int | None:
+    """POST one signed event to AGENTDESK_REVIEW_WEBHOOK_URL; the HTTP status it got.
+
+    The body carries the send time as ``timestamp`` (also in the X-AgentDesk-Timestamp
+    header), so the signature covers it and a receiver can refuse replays. Returns None
+    when no webhook is configured (any more).
+    """
+    url = settings.AGENTDESK_REVIEW_WEBHOOK_URL
+    if not url:
+        return None
+    timestamp = int(time.time())
+    body = webhook_body({**payload, "timestamp": timestamp})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "AgentDesk-Webhook/1",
+            SIGNATURE_HEADER: webhook_signature(body, settings.AGENTDESK_REVIEW_WEBHOOK_SECRET),
+            TIMESTAMP_HEADER: str(timestamp),
+        },
+    )
+    try:
+        with _opener.open(request, timeout=settings.AGENTDESK_REVIEW_WEBHOOK_TIMEOUT_S) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        exc.close()
+    except (urllib.error.URLError, OSError) as exc:
+        # The exception's text can name the host; the class is enough to act on.
+        raise WebhookFailed(f"{payload['event']}: {type(exc).__name__}") from None
+    if 200 <= status < 300:
+        return status
+    if status >= 500 or status in (408, 429):
+        raise WebhookFailed(f"{payload['event']}: HTTP {status}")
+    raise WebhookRefused(f"{payload['event']}: HTTP {status}")
