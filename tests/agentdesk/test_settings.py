@@ -100,3 +100,94 @@ def test_invalid_values_fail_at_start(env: dict[str, str], message: str, tmp_pat
     assert result.returncode == 1
     assert "ImproperlyConfigured" in result.stderr
     assert message in result.stderr
+
+
+# --- SLAs, reminders and the review webhook (docs/sla.md) ---------------------------------
+
+PRINT_SLA = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(s.CELERY_BEAT_SCHEDULE['approvals-expire']['schedule'], "
+    "s.CELERY_BEAT_SCHEDULE['approvals-remind']['schedule'], s.EMAIL_BACKEND, "
+    "s.AGENTDESK_BASE_URL)"
+)
+
+
+def _sla_settings(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    clean = embedded_env(
+        tmp_path, DJANGO_SETTINGS_MODULE="agentdesk.settings", AGENTDESK_DEBUG="true", **env
+    )
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_SLA],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sla_defaults_and_overrides(tmp_path: Path) -> None:
+    defaults = _sla_settings({}, tmp_path)
+    custom = _sla_settings(
+        {
+            "AGENTDESK_SLA_SWEEP_S": "5",
+            "EMAIL_URL": "smtp://mailer:pw@127.0.0.1:2525/?tls=True",
+            "AGENTDESK_BASE_URL": "https://agentdesk.example.com/",
+            "AGENTDESK_REVIEW_WEBHOOK_URL": "https://chat.example.com/hooks/x",
+            "AGENTDESK_REVIEW_WEBHOOK_SECRET": "s" * 16,
+        },
+        tmp_path,
+    )
+
+    assert defaults.returncode == 0, defaults.stderr
+    assert defaults.stdout.split() == [
+        "30.0",
+        "30.0",
+        "django.core.mail.backends.console.EmailBackend",
+        "http://127.0.0.1:8000",
+    ]
+    assert custom.returncode == 0, custom.stderr
+    assert custom.stdout.split() == [
+        "5.0",
+        "5.0",
+        "django.core.mail.backends.smtp.EmailBackend",
+        "https://agentdesk.example.com",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AGENTDESK_SLA_SWEEP_S": "often"}, "AGENTDESK_SLA_SWEEP_S"),
+        ({"AGENTDESK_SLA_SWEEP_S": "0"}, "AGENTDESK_SLA_SWEEP_S"),
+        (
+            {"AGENTDESK_REVIEW_WEBHOOK_URL": "https://chat.example.com/hooks/x"},
+            "AGENTDESK_REVIEW_WEBHOOK_SECRET must be set",
+        ),
+        (
+            {
+                "AGENTDESK_REVIEW_WEBHOOK_URL": "https://chat.example.com/hooks/x",
+                "AGENTDESK_REVIEW_WEBHOOK_SECRET": "short",
+            },
+            "AGENTDESK_REVIEW_WEBHOOK_SECRET must be set",
+        ),
+        (
+            {"AGENTDESK_REVIEW_WEBHOOK_URL": "ftp://chat.example.com"},
+            "AGENTDESK_REVIEW_WEBHOOK_URL",
+        ),
+        ({"AGENTDESK_REVIEW_WEBHOOK_TIMEOUT_S": "-1"}, "AGENTDESK_REVIEW_WEBHOOK_TIMEOUT_S"),
+        ({"AGENTDESK_REVIEW_WEBHOOK_RETRIES": "many"}, "AGENTDESK_REVIEW_WEBHOOK_RETRIES"),
+        ({"AGENTDESK_BASE_URL": "agentdesk.example.com"}, "AGENTDESK_BASE_URL"),
+        ({"EMAIL_URL": "junk"}, "EMAIL_URL has an unknown scheme"),
+        ({"EMAIL_URL": "smtp://host:port"}, "EMAIL_URL"),
+    ],
+)
+def test_invalid_sla_settings_fail_at_start(
+    env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    result = _sla_settings(env, tmp_path)
+
+    assert result.returncode == 1
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+    assert "s" * 16 not in result.stderr
