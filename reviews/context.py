@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 HISTORY_MAX = 20
 
 
-def _history(run: Run) -> list[dict[str, Any]]:
+def history_summary(run: Run) -> list[dict[str, Any]]:
     """The calls made so far, oldest first: tool, arguments, and how each ended."""
     actions = Action.objects.filter(run=run).exclude(status="proposed").order_by("pk")
     rows = []
@@ -55,4 +55,4 @@ def review_context_build(
                 "the review context of %s failed; the request shows no records", tool.name
             )
             records = {"error": "the records could not be loaded"}
-    return {"input": run.input, "history": _history(run), "records": records}
+    return {"input": run.input, "history": history_summary(run), "records": records}

@@ -61,12 +61,23 @@ class RequestState(models.TextChoices):
     EXPIRED = "expired"
 
 
-class ApprovalRequest(models.Model):
-    """One proposed tool call waiting for people, with what they need to decide well."""
+class RequestKind(models.TextChoices):
+    # A proposed tool call the policy sent to review: approve, edit, reject, escalate.
+    ACTION = "action", "Tool call"
+    # A run that cannot go on by itself (every model failed, or a limit was reached with
+    # on_exceeded=escalate): approve resumes it, reject ends it as failed.
+    RUN = "run", "Run needs a person"
 
+
+class ApprovalRequest(models.Model):
+    """One proposed tool call (or one stuck run) waiting for people, with what they need."""
+
+    kind = models.CharField(max_length=8, choices=RequestKind.choices, default=RequestKind.ACTION)
     queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="requests")
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approval_requests")
-    action = models.OneToOneField(Action, on_delete=models.CASCADE, related_name="approval")
+    action = models.OneToOneField(
+        Action, null=True, blank=True, on_delete=models.CASCADE, related_name="approval"
+    )
     state = models.CharField(
         max_length=10, choices=RequestState.choices, default=RequestState.PENDING
     )
@@ -111,6 +122,17 @@ class ApprovalRequest(models.Model):
             models.CheckConstraint(
                 condition=Q(approvals_required__gte=1), name="request_needs_an_approver"
             ),
+            models.CheckConstraint(
+                condition=Q(kind="action", action__isnull=False)
+                | Q(kind="run", action__isnull=True),
+                name="request_action_matches_kind",
+            ),
+            # A stuck run waits on one request at a time.
+            models.UniqueConstraint(
+                fields=["run"],
+                condition=Q(kind="run", state="pending"),
+                name="request_one_pending_per_stuck_run",
+            ),
         ]
         indexes = [
             # The inbox: pending requests of a few queues, by due time.
@@ -127,6 +149,10 @@ class ApprovalRequest(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.state == RequestState.PENDING
+
+    @property
+    def is_run_escalation(self) -> bool:
+        return self.kind == RequestKind.RUN
 
 
 class DecisionKind(models.TextChoices):

@@ -31,6 +31,7 @@ from agentdesk.audit import audit_record
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.registry import UnknownAgent, agent_get
 from reviews.broadcast import queue_changed
+from reviews.context import history_summary
 from reviews.models import (
     ApprovalRequest,
     Decision,
@@ -38,6 +39,7 @@ from reviews.models import (
     ExpiryOutcome,
     GoldenCandidate,
     Queue,
+    RequestKind,
     RequestState,
 )
 from runs.model_step import args_hash
@@ -172,6 +174,48 @@ def approval_request_open(
     return request
 
 
+def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
+    """A run that cannot go on by itself waits on a request in its agent's escalation queue.
+
+    Inside the transaction that parks the run (runs.stepping.park_for_human). Approving
+    resumes the run (the fallback chain from its first link, a fresh budget); rejecting
+    ends it as failed with the reviewer's note.
+    """
+    try:
+        policy = agent_get(run.agent_name).policy
+        queue_slug, policy_version = policy.queue, policy.version
+    except UnknownAgent:
+        queue_slug, policy_version = "default", ""
+    queue = queue_for_slug(queue_slug)
+    request = ApprovalRequest.objects.create(
+        kind=RequestKind.RUN,
+        queue=queue,
+        run=run,
+        action=None,
+        agent_name=run.agent_name,
+        tool="",
+        risk="",
+        arguments={},
+        args_hash=request_hash("", {}),
+        rule=error["class"],
+        routing_reason=error["message"],
+        policy_version=policy_version,
+        context={"input": run.input, "history": history_summary(run), "error": error},
+        due_at=timezone.now() + timedelta(minutes=queue.sla_minutes),
+    )
+    audit_record(
+        actor=None,
+        actor_label="worker",
+        verb="request.opened",
+        object_type="approval_request",
+        object_id=str(request.pk),
+        after={"queue": queue.slug, "kind": RequestKind.RUN, "error": error["class"]},
+        trace_id=run.trace_id,
+    )
+    queue_changed(queue_id=queue.pk, request_id=request.pk, event="opened")
+    return request
+
+
 # --- claiming ------------------------------------------------------------------------------
 
 
@@ -265,6 +309,8 @@ def approval_edit(
     """
     with transaction.atomic():
         request = _locked_pending(request_id)
+        if request.is_run_escalation:
+            raise DecisionRefused("A stuck run has no arguments to edit: resume it or end it.")
         if seen_hash != request.args_hash:
             raise DecisionRefused(
                 "The arguments changed since you opened this request. Review them again."
@@ -372,7 +418,8 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
             after={"decision": decision.pk, "feedback": request.feedback},
             trace_id=request.run.trace_id,
         )
-        _file_candidate(request, decision)
+        if not request.is_run_escalation:
+            _file_candidate(request, decision)
         _complete(request, RequestState.REJECTED, outcome="rejected", actor=user)
         return Outcome(request, decision, completed=True)
 
@@ -428,29 +475,80 @@ def _complete(
     request.claimed_until = None
     request.save(update_fields=["state", "outcome", "feedback", "decided_at", "claimed_until"])
     run = Run.objects.select_for_update().get(pk=request.run_id)
-    if run.state != RunState.WAITING_FOR_APPROVAL:
+    waiting_in = (
+        RunState.NEEDS_HUMAN if request.is_run_escalation else RunState.WAITING_FOR_APPROVAL
+    )
+    if run.state != waiting_in:
         # Cancelled (or otherwise ended) while the request waited: nothing to resume.
         log.info("run %s is %s; request %s closed without resuming", run.pk, run.state, request.pk)
+    elif request.is_run_escalation and state != RequestState.APPROVED:
+        _run_end_by_person(run, request, actor)
     else:
+        if request.is_run_escalation:
+            _run_restart_by_person(run)
         run.state = RunState.RUNNING
         enqueue_next_step(run)
-        run.save(update_fields=["state", "enqueued_at", "updated_at"])
+        run.save()
         audit_record(
             actor=actor,
             actor_label="" if actor else "sla",
             verb="run.resumed",
             object_type="run",
             object_id=str(run.pk),
-            before={"state": RunState.WAITING_FOR_APPROVAL},
+            before={"state": waiting_in},
             after={"state": run.state, "request": request.pk, "outcome": outcome},
             trace_id=run.trace_id,
         )
     queue_changed(queue_id=request.queue_id, request_id=request.pk, event="decided")
 
 
+def _run_restart_by_person(run: Run) -> None:
+    """A person resumes a stuck run: the fallback chain from its primary, a fresh budget.
+
+    The budget's baseline moves to now, so a run stopped by a limit gets the agent's
+    limits once more from here, not a loop back into the same limit.
+    """
+    checkpoint = run.checkpoint
+    checkpoint["link"] = 0
+    checkpoint["attempt"] = 0
+    checkpoint.pop("last_error", None)
+    checkpoint["budget_base"] = {
+        "steps": run.next_seq,
+        "tool_calls": run.tool_calls,
+        "tokens": run.tokens_in + run.tokens_out,
+        "cost_usd": str(run.cost_usd),
+        "at": timezone.now().isoformat(),
+    }
+    run.error = None
+
+
+def _run_end_by_person(run: Run, request: ApprovalRequest, actor: User | None) -> None:
+    before = run.state
+    cause = run.error or {"class": "internal_error", "message": "the run needed a person"}
+    who = actor.get_username() if actor else "the SLA clock"
+    run.state = RunState.FAILED
+    run.finished_at = timezone.now()
+    run.error = {
+        **cause,
+        "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000],
+    }
+    run.save()
+    audit_record(
+        actor=actor,
+        actor_label="" if actor else "sla",
+        verb="run.failed",
+        object_type="run",
+        object_id=str(run.pk),
+        before={"state": before},
+        after={"state": run.state, "request": request.pk, "error": run.error},
+        trace_id=run.trace_id,
+    )
+
+
 def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
     """An edit or a rejection is a correction: keep it as a golden-example candidate."""
     action = request.action
+    assert action is not None, "a stuck run's request has no proposal to correct"
     proposed = action.arguments
     correction: dict[str, Any] = (
         {"kind": "edit", "arguments": request.arguments}
@@ -503,7 +601,11 @@ def approval_bulk_approve(
         if len({(r.tool, r.rule) for r in requests}) != 1:
             raise BulkRefused("Bulk approval takes requests of one tool under one rule only.")
         for request in requests:
-            if request.risk == "irreversible" or request.approvals_required > 1:
+            if (
+                request.is_run_escalation
+                or request.risk == "irreversible"
+                or request.approvals_required > 1
+            ):
                 raise BulkRefused(
                     "Bulk approval is for low-risk requests: irreversible calls and "
                     "two-person rules are decided one by one."
@@ -577,7 +679,11 @@ def _expire(request: ApprovalRequest) -> None:
         from_queue=queue,
     )
     if not approve:
-        request.feedback = f"No reviewer approved this call in time ({reason}). Do not retry it."
+        request.feedback = (
+            f"No reviewer decided in time ({reason})."
+            if request.is_run_escalation
+            else f"No reviewer approved this call in time ({reason}). Do not retry it."
+        )
     audit_record(
         actor=None,
         actor_label="sla",

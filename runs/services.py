@@ -23,7 +23,8 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -224,17 +225,28 @@ def _step(run: Run, seq: int) -> None:
 
 
 def _limit_exceeded(run: Run, agent: Agent, *, about_to_call_tool: bool) -> dict[str, Any] | None:
+    """The first limit the run has reached, as a budget_exceeded error; None if none.
+
+    Counted from the run's budget baseline: its start, or the moment a person resumed it
+    after a limit stopped it (reviews.services), which gives it the agent's limits anew.
+    """
     limits = agent.limits
+    base = run.checkpoint.get("budget_base") or {}
+    steps = run.next_seq - base.get("steps", 0)
+    tool_calls = run.tool_calls - base.get("tool_calls", 0)
+    tokens = run.tokens_in + run.tokens_out - base.get("tokens", 0)
+    cost = run.cost_usd - Decimal(base.get("cost_usd", "0"))
+    since = datetime.fromisoformat(base["at"]) if "at" in base else run.started_at
     reason: str | None = None
-    if run.next_seq >= limits.max_steps:
+    if steps >= limits.max_steps:
         reason = f"the run reached its limit of {limits.max_steps} steps"
-    elif about_to_call_tool and run.tool_calls >= limits.max_tool_calls:
+    elif about_to_call_tool and tool_calls >= limits.max_tool_calls:
         reason = f"the run reached its limit of {limits.max_tool_calls} tool calls"
-    elif run.tokens_in + run.tokens_out >= limits.max_tokens:
-        reason = f"the run used {run.tokens_in + run.tokens_out} tokens of {limits.max_tokens}"
-    elif run.cost_usd >= limits.max_cost_usd:
-        reason = f"the run cost ${run.cost_usd} of its ${limits.max_cost_usd} budget"
-    elif run.started_at and timezone.now() - run.started_at > timedelta(seconds=limits.deadline_s):
+    elif tokens >= limits.max_tokens:
+        reason = f"the run used {tokens} tokens of {limits.max_tokens}"
+    elif cost >= limits.max_cost_usd:
+        reason = f"the run cost ${cost} of its ${limits.max_cost_usd} budget"
+    elif since and timezone.now() - since > timedelta(seconds=limits.deadline_s):
         reason = f"the run passed its deadline of {limits.deadline_s} s"
     return error_payload(ErrorClass.BUDGET_EXCEEDED, reason) if reason else None
 

@@ -182,11 +182,18 @@ def dead_letter(run: Run, error: dict[str, Any]) -> None:
 
 
 def park_for_human(run: Run, error: dict[str, Any]) -> None:
-    """Stop the run until a person acts (inside ``apply``); not an end state."""
+    """Stop the run until a person acts (inside ``apply``); not an end state.
+
+    The person is asked through a request in the agent's escalation queue
+    (reviews.services.run_escalation_open): resume the run, or end it.
+    """
+    from reviews.services import run_escalation_open  # reviews builds on this module
+
     before = run.state
     run.state = RunState.NEEDS_HUMAN
     run.error = error
     _audit_state(run, before, error=error)
+    run_escalation_open(run=run, error=error)
     log.info("run %s needs a human: %s", run.id, error["class"])
 
 

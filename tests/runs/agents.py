@@ -20,14 +20,15 @@ from agentdesk.agents import (
     Tool,
     ToolContext,
 )
-from agentdesk.policy import Policy
 from examples.support.agent import support_agent as reviewed_support_agent
 
 # The runtime tests exercise the step loop, retries, fallbacks and limits; they register
 # the example agent under its own name with a policy that reviews nothing, so a refund
 # runs without waiting for a person. The policy and the approval flow are tested with
 # the real policy in tests/reviews and tests/agentdesk/test_policy.py.
-UNREVIEWED = Policy(review_risks=frozenset())
+UNREVIEWED = replace(
+    reviewed_support_agent.policy, review_risks=frozenset(), thresholds={}, rules=()
+)
 support_agent = replace(reviewed_support_agent, policy=UNREVIEWED)
 
 # No rule-based fallback and no human: an exhausted chain dead-letters the run.

@@ -15,6 +15,8 @@ from django.utils import timezone
 from agentdesk.models import AuditEvent
 from examples.support.models import Handoff, Refund
 from examples.support.seed import seed_shop
+from reviews.models import ApprovalRequest, GoldenCandidate
+from reviews.services import approval_approve, approval_reject
 from runs import services
 from runs.models import Action, ActionStatus, DeadLetter, Run, RunState
 from runs.retrying import retry_delay
@@ -160,6 +162,45 @@ def test_exhausted_chain_with_a_human_waits_for_one(shop: None, model_endpoint: 
     assert run.steps.last().route == "human"
     assert "every link of the fallback chain failed" in run.error["message"]
     assert not DeadLetter.objects.filter(run=run).exists()
+    # The human is asked in the agent's escalation queue, with the error and the input.
+    request = ApprovalRequest.objects.get(run=run)
+    assert (request.kind, request.state, request.queue.slug) == ("run", "pending", "support")
+    assert request.rule == "model_refusal"
+    assert request.context["error"] == run.error
+    assert request.context["input"] == run.input
+
+
+def test_a_person_resumes_a_stuck_run_from_the_first_link(
+    shop: None, model_endpoint: Simulator, reviewer: Any
+) -> None:
+    model_endpoint.configure(refusal_rate=1.0)
+    run = drive(_run("humane"))
+    request = ApprovalRequest.objects.get(run=run)
+    model_endpoint.configure(refusal_rate=0.0)
+
+    approval_approve(request_id=request.pk, user=reviewer, seen_hash=request.args_hash)
+    run.refresh_from_db()
+    assert (run.state, run.error, run.checkpoint["link"]) == (RunState.RUNNING, None, 0)
+    run = drive(run)
+
+    assert run.state == RunState.SUCCEEDED
+    assert AuditEvent.objects.filter(verb="run.resumed", object_id=str(run.pk)).count() == 1
+
+
+def test_a_person_ends_a_stuck_run_with_a_note(
+    shop: None, model_endpoint: Simulator, reviewer: Any
+) -> None:
+    model_endpoint.configure(refusal_rate=1.0)
+    run = drive(_run("humane"))
+    request = ApprovalRequest.objects.get(run=run)
+
+    approval_reject(request_id=request.pk, user=reviewer, feedback="Answered by phone.")
+
+    run.refresh_from_db()
+    assert run.state == RunState.FAILED
+    assert run.error["class"] == "model_refusal"
+    assert run.error["message"].endswith("ended by rita: Answered by phone.")
+    assert not GoldenCandidate.objects.exists()  # no proposal to correct
 
 
 def test_a_bug_in_the_runtime_path_dead_letters_the_run(
@@ -216,6 +257,24 @@ def test_a_limit_can_escalate_instead_of_failing(shop: None, model_endpoint: Sim
 
     assert run.state == RunState.NEEDS_HUMAN
     assert run.error["class"] == "budget_exceeded"
+    assert ApprovalRequest.objects.get(run=run).rule == "budget_exceeded"
+
+
+def test_a_person_resuming_a_run_stopped_by_a_limit_gives_it_the_limits_anew(
+    shop: None, model_endpoint: Simulator, reviewer: Any
+) -> None:
+    run = drive(_run("tight_escalating"))  # max_steps=3
+    steps_before = run.next_seq
+    request = ApprovalRequest.objects.get(run=run)
+
+    approval_approve(request_id=request.pk, user=reviewer, seen_hash=request.args_hash)
+    run = drive(run)
+
+    # Three more steps, then the limit stops it again and asks a person again: no loop.
+    assert run.state == RunState.NEEDS_HUMAN
+    assert run.next_seq == steps_before + 3
+    assert ApprovalRequest.objects.filter(run=run).count() == 2
+    assert ApprovalRequest.objects.filter(run=run, state="pending").count() == 1
 
 
 def test_a_tool_over_its_rate_limit_waits_instead_of_running(
