@@ -9,11 +9,10 @@ Three things happen here, each safe on several beat hosts at once:
    update changed the row sends, so each request is reminded once per queue it waits in
    (an escalation clears ``reminded_at``). The mark commits before the mail goes out: a
    process that dies in between loses that reminder, never sends it twice.
-2. ``approvals_expire_announced`` runs the SLA sweep of reviews.services and announces what
-   it escalated or expired (``request.escalated``, ``request.expired``). The service does
-   not say which requests it handled, so the sweep runs under a PostgreSQL advisory lock
-   and the decisions the SLA clock wrote after the highest decision id seen before it are
-   exactly this sweep's: each is announced once even when two beat hosts tick together.
+2. ``approvals_expire_announced`` runs the SLA sweep of reviews.services and announces each
+   escalation or expiry it made (``request.escalated``, ``request.expired``): the service
+   returns exactly the decisions this sweep committed, so each is announced once even when
+   two beat hosts tick together.
 3. ``webhook_post`` sends one event, signed with HMAC-SHA256 over the exact body bytes.
    It runs in its own Celery task (reviews.tasks.review_webhook_send), which retries with
    backoff, so a receiver that is down never holds up a sweep.
@@ -32,8 +31,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -41,8 +38,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import EmailMessage, get_connection
-from django.db import connection, transaction
-from django.db.models import Max, Q, QuerySet
+from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from guardian.shortcuts import get_users_with_perms
 
@@ -55,8 +52,6 @@ log = logging.getLogger(__name__)
 SUMMARY_MAX = 160
 SIGNATURE_HEADER = "X-AgentDesk-Signature"
 TIMESTAMP_HEADER = "X-AgentDesk-Timestamp"
-# pg_try_advisory_lock key of the expiry sweep: any fixed 64-bit number unique to it.
-EXPIRE_LOCK_KEY = 0x4144_534C_4145_5850  # "ADSLAEXP"
 
 
 # --- who and what ----------------------------------------------------------------------------
@@ -203,49 +198,19 @@ def _after_due(queue: Queue) -> str:
 # --- the expiry sweep, announced -----------------------------------------------------------
 
 
-@contextmanager
-def _sweep_lock(key: int) -> Iterator[bool]:
-    """Hold a PostgreSQL session advisory lock for the block; False if another holds it.
-
-    SQLite (the embedded mode, one machine) has no advisory locks and needs none there.
-    """
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        held = bool(cursor.fetchone()[0])
-    try:
-        yield held
-    finally:
-        if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
-
-
 def approvals_expire_announced(*, limit: int = 200) -> int:
-    """Run the SLA sweep and announce each escalation and expiry it made; how many it made.
-
-    Under the advisory lock, the SLA clock's decisions (no ``decided_by``) numbered above
-    the highest decision before the sweep are this sweep's own. A second beat host that
-    ticks at the same moment skips its turn; the service itself would be safe regardless.
-    """
-    with _sweep_lock(EXPIRE_LOCK_KEY) as held:
-        if not held:
-            log.info("another SLA sweep is running; skipping this tick")
-            return 0
-        before = Decision.objects.aggregate(last=Max("pk"))["last"] or 0
-        handled = services.approvals_expire_overdue(limit=limit)
-        if handled and settings.AGENTDESK_REVIEW_WEBHOOK_URL:
-            sla_decisions_announce(after_decision_id=before)
-        return handled
+    """Run the SLA sweep and announce each escalation and expiry it made; how many it made."""
+    decisions = services.approvals_expire_overdue(limit=limit)
+    if decisions and settings.AGENTDESK_REVIEW_WEBHOOK_URL:
+        sla_decisions_announce(decision_ids=[decision.pk for decision in decisions])
+    return len(decisions)
 
 
-def sla_decisions_announce(*, after_decision_id: int) -> int:
-    """Enqueue a webhook for each decision of the SLA clock numbered above the given id."""
+def sla_decisions_announce(*, decision_ids: list[int]) -> int:
+    """Enqueue a webhook for each of these decisions of the SLA clock."""
     decisions = (
         Decision.objects.filter(
-            pk__gt=after_decision_id,
+            pk__in=decision_ids,
             decided_by__isnull=True,
             kind__in=[DecisionKind.ESCALATE, DecisionKind.EXPIRE],
         )

@@ -627,13 +627,14 @@ def approval_bulk_approve(
 # --- the SLA clock -------------------------------------------------------------------------
 
 
-def approvals_expire_overdue(*, limit: int = 200) -> int:
-    """Escalate or decide requests past their due time. Safe on several beat hosts at once.
+def approvals_expire_overdue(*, limit: int = 200) -> list[Decision]:
+    """Escalate or decide requests past their due time; return the decisions it made.
 
-    ``skip_locked``: a request a reviewer is deciding right now is left to them; the next
-    sweep sees it again if it is still pending.
+    Safe on several beat hosts at once: each request is locked and re-checked, and a
+    request another sweep (or a reviewer deciding right now) holds is skipped
+    (``skip_locked``); the next sweep sees it again if it is still pending.
     """
-    handled = 0
+    handled: list[Decision] = []
     now = timezone.now()
     ids = list(
         ApprovalRequest.objects.filter(state=RequestState.PENDING, due_at__lt=now)
@@ -650,17 +651,24 @@ def approvals_expire_overdue(*, limit: int = 200) -> int:
             )
             if request is None:
                 continue
-            _expire(request)
-            handled += 1
+            handled.append(_expire(request))
     return handled
 
 
-def _expire(request: ApprovalRequest) -> None:
+def _expire(request: ApprovalRequest) -> Decision:
+    """Escalate an overdue request to its queue's next queue, or apply the expiry outcome.
+
+    A queue it already passed through does not take it again: escalation chains that loop
+    (A → B → A) end in the expiry outcome instead of circling forever.
+    """
     queue = request.queue
     target = queue.escalate_to
     reason = f"not decided within {queue.sla_minutes} minutes in {queue.name}"
-    if target is not None:
-        Decision.objects.create(
+    visited = set(
+        request.decisions.filter(kind=DecisionKind.ESCALATE).values_list("from_queue", flat=True)
+    )
+    if target is not None and target.pk not in visited:
+        decision = Decision.objects.create(
             request=request,
             kind=DecisionKind.ESCALATE,
             args_hash=request.args_hash,
@@ -669,9 +677,9 @@ def _expire(request: ApprovalRequest) -> None:
             to_queue=target,
         )
         _move(request, target, actor=None, reason=reason)
-        return
+        return decision
     approve = queue.expiry_outcome == ExpiryOutcome.APPROVE
-    Decision.objects.create(
+    decision = Decision.objects.create(
         request=request,
         kind=DecisionKind.EXPIRE,
         args_hash=request.args_hash,
@@ -699,6 +707,7 @@ def _expire(request: ApprovalRequest) -> None:
         outcome="expired_approved" if approve else "expired_rejected",
         actor=None,
     )
+    return decision
 
 
 def approval_is_granted(request: ApprovalRequest) -> bool:

@@ -224,12 +224,12 @@ def _reviewed(tool: Tool, request: ApprovalRequest) -> _Gate:
         return _Gate(validated=tool.input_schema.model_validate(request.arguments))
     if request.state == RequestState.PENDING:
         raise RuntimeError(f"request {request.pk} is still pending; the run should be parked")
+    if request.outcome == "expired_rejected":
+        message = request.feedback  # no person acted: say so, not "a reviewer rejected"
+    else:
+        message = f"A reviewer rejected this call. Their feedback: {request.feedback}"
     return _Gate(
-        error=error_payload(
-            ErrorClass.REVIEW_REJECTED,
-            f"A reviewer rejected this call. Their feedback: {request.feedback}",
-            feedback=request.feedback,
-        )
+        error=error_payload(ErrorClass.REVIEW_REJECTED, message, feedback=request.feedback)
     )
 
 

@@ -271,6 +271,26 @@ def test_a_request_not_yet_due_is_untouched(refunds: Queue) -> None:
 
 
 @pytest.mark.django_db
+def test_an_escalation_loop_ends_in_the_expiry_outcome(refunds: Queue, senior: Queue) -> None:
+    senior.escalate_to = refunds  # refunds → senior → refunds: a loop an operator made
+    senior.save()
+    request = pending_request(refunds)
+
+    with freeze_time(request.due_at + timedelta(seconds=1)):
+        assert tasks.approvals_expire() == 1  # refunds → senior
+    request.refresh_from_db()
+    with freeze_time(request.due_at + timedelta(seconds=1)):
+        assert tasks.approvals_expire() == 1  # senior would send it back: it expires
+
+    request.refresh_from_db()
+    assert (request.state, request.outcome) == (RequestState.EXPIRED, "expired_rejected")
+    assert list(Decision.objects.values_list("kind", flat=True)) == [
+        DecisionKind.ESCALATE,
+        DecisionKind.EXPIRE,
+    ]
+
+
+@pytest.mark.django_db
 def test_a_decided_request_is_not_expired(refunds: Queue, reviewer: Any) -> None:
     request = pending_request(refunds)
     services.approval_reject(request_id=request.pk, user=reviewer, feedback="No.")
@@ -299,7 +319,7 @@ def test_concurrent_sweeps_expire_each_request_exactly_once(
 
     monkeypatch.setattr("runs.tasks.run_step.apply_async", record)
 
-    handled = in_threads(4, lambda: services.approvals_expire_overdue())
+    handled = in_threads(4, lambda: len(services.approvals_expire_overdue()))
 
     assert sum(handled) == 20
     for request in requests:
