@@ -10,6 +10,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", include("runs.urls")),
+    path("inbox/", include("reviews.urls")),
     path("api/runs", api.runs_create, name="api-runs-create"),
     path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
     path("admin/", admin.site.urls),

@@ -1,0 +1,555 @@
+"""The reviewers' pages: the inbox, a request's detail pane, decisions, queues, candidates.
+
+Each view checks access first (not visible: 404; visible without decide: 403, nothing
+changes), validates a form, calls one service and renders or redirects. With htmx a
+decision re-renders the detail pane, showing the outcome, and fires ``inbox-changed`` so
+the list refreshes; without JavaScript it redirects to the inbox with a message.
+
+Refusals under htmx come back as 200 with the message in the pane (htmx does not swap
+4xx responses by default, and the pane is where the reviewer looks); without htmx they
+are 409 (someone decided first) or 400 (a refused or invalid decision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
+
+from agentdesk.agents import Risk, Tool
+from agentdesk.http import HtmxHttpRequest
+from agentdesk.registry import UnknownAgent, agent_get, agents
+from reviews import access, selectors, services
+from reviews.forms import (
+    BulkApproveForm,
+    DecisionForm,
+    EscalateForm,
+    MemberForm,
+    RejectForm,
+    SchemaForm,
+    initial_arguments,
+)
+from reviews.models import ApprovalRequest, DecisionKind, Queue
+
+PAGE_SIZE = 50
+CHANGED_EVENT = "inbox-changed"  # the list listens for it (hx-trigger "... from:body")
+POLL_SECONDS = 5
+
+
+# --- presentation helpers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    request: ApprovalRequest
+    amount: str
+    summary: str
+    overdue: bool
+    claimed_by: str
+    can_decide: bool
+
+
+def _summary(arguments: Any) -> tuple[str, str]:
+    """The amount (shown large) and the other scalar arguments, one line."""
+    if not isinstance(arguments, dict):
+        return "", ""
+    amount = arguments.get("amount")
+    parts = [
+        f"{key}: {value}"
+        for key, value in arguments.items()
+        if key != "amount" and isinstance(value, str | int | float)
+    ]
+    return ("" if amount is None else str(amount)), " · ".join(parts)[:160]
+
+
+def _claimer(request: ApprovalRequest, now: datetime) -> str:
+    if request.claimed_by_id and request.claimed_until and request.claimed_until > now:
+        return request.claimed_by.get_username() if request.claimed_by else ""
+    return ""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A JSON value shaped for the records template: a dict, a table, a list or a scalar."""
+
+    kind: str  # "dict", "table", "list", "scalar"
+    value: Any = None
+    items: tuple[tuple[str, Node], ...] = ()
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[Node, ...], ...] = ()
+    children: tuple[Node, ...] = ()
+
+
+def _tree(value: Any, depth: int = 0) -> Node:
+    """Records (any JSON) as nested nodes; lists of objects become tables."""
+    if depth > 5:
+        return Node("scalar", value=str(value)[:500])
+    if isinstance(value, dict):
+        return Node("dict", items=tuple((str(k), _tree(v, depth + 1)) for k, v in value.items()))
+    if isinstance(value, list):
+        if value and all(isinstance(item, dict) for item in value):
+            columns: list[str] = []
+            for item in value:
+                columns.extend(str(key) for key in item if str(key) not in columns)
+            rows = tuple(
+                tuple(_tree(item.get(column, ""), depth + 1) for column in columns)
+                for item in value
+            )
+            return Node("table", columns=tuple(columns), rows=rows)
+        return Node("list", children=tuple(_tree(item, depth + 1) for item in value))
+    if value is None:
+        return Node("scalar", value="—")
+    if isinstance(value, bool):
+        return Node("scalar", value="yes" if value else "no")
+    return Node("scalar", value=value)
+
+
+def _tool(approval: ApprovalRequest) -> Tool | None:
+    try:
+        return agent_get(approval.agent_name).tool(approval.tool)
+    except UnknownAgent:
+        return None
+
+
+def _in_schema_order(approval: ApprovalRequest) -> list[tuple[str, Any]]:
+    """The arguments in the order the tool declares them (jsonb does not keep key order)."""
+    arguments = approval.arguments if isinstance(approval.arguments, dict) else {}
+    tool = _tool(approval)
+    declared = list(tool.input_schema.model_fields) if tool is not None else []
+    names = [name for name in declared if name in arguments]
+    names += [name for name in arguments if name not in names]
+    return [(name, arguments[name]) for name in names]
+
+
+def _live_mode() -> str:
+    """Websockets need a channel layer that crosses processes (Redis); else poll."""
+    return "socket" if settings.REDIS_URL else "poll"
+
+
+# --- the inbox -----------------------------------------------------------------------------
+
+
+@login_required
+def inbox(request: HtmxHttpRequest) -> HttpResponse:
+    """Pending requests of the queues the user sees; with htmx, the list alone."""
+    user = request.user
+    filters = selectors.InboxFilters.from_query(request.GET)
+    queues = selectors.queues_visible(user=user)
+    queue_ids = [queue.pk for queue in queues]
+    decidable = set(selectors.queue_ids_decidable(user=user)) if queue_ids else set()
+    requests = selectors.inbox_requests(queue_ids=queue_ids, filters=filters)
+    page = Paginator(requests, PAGE_SIZE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    rows = []
+    for approval in page.object_list:
+        amount, summary = _summary(approval.arguments)
+        rows.append(
+            InboxRow(
+                request=approval,
+                amount=amount,
+                summary=summary,
+                overdue=approval.due_at < now,
+                claimed_by=_claimer(approval, now),
+                can_decide=approval.queue_id in decidable,
+            )
+        )
+    params = urlencode(filters.as_query())
+    list_url = reverse("reviews:inbox")
+    context = {
+        "page": page,
+        "rows": rows,
+        "filters": filters,
+        "query": params,
+        "list_url": f"{list_url}?{params}{'&' if params else ''}page={page.number}",
+        "queues": queues,
+        "agents": sorted(agents()),
+        "tools": sorted({tool.name for agent in agents().values() for tool in agent.tools}),
+        "risks": [risk.value for risk in Risk],
+        "ages": selectors.AGE_CHOICES,
+        "live": _live_mode(),
+        "poll_seconds": POLL_SECONDS,
+        "socket_queues": [filters.queue] if filters.queue in queue_ids else queue_ids,
+        "any_decidable": bool(decidable),
+    }
+    template = "reviews/_list.html" if request.htmx else "reviews/inbox.html"
+    return render(request, template, context)
+
+
+# --- one request ---------------------------------------------------------------------------
+
+
+def _visible_or_404(request: HtmxHttpRequest, request_id: int) -> ApprovalRequest:
+    approval = selectors.request_get_visible(user=request.user, request_id=request_id)
+    if approval is None:
+        raise Http404
+    return approval
+
+
+def _decidable_or_403(request: HtmxHttpRequest, request_id: int) -> ApprovalRequest:
+    approval = _visible_or_404(request, request_id)
+    if not selectors.can_decide(user=request.user, request=approval):
+        raise PermissionDenied
+    return approval
+
+
+def _edit_form(approval: ApprovalRequest, data: Any = None) -> SchemaForm | None:
+    tool = _tool(approval)
+    if tool is None:
+        return None
+    schema = tool.input_schema.model_json_schema()
+    return SchemaForm(data, schema=schema, initial=initial_arguments(approval.arguments, schema))
+
+
+def _detail_context(
+    request: HtmxHttpRequest,
+    approval: ApprovalRequest,
+    *,
+    notice: str = "",
+    notice_kind: str = "info",
+    open_form: str = "",
+    **forms: Any,
+) -> dict[str, Any]:
+    now = timezone.now()
+    decide = approval.is_pending and selectors.can_decide(user=request.user, request=approval)
+    context_data = approval.context if isinstance(approval.context, dict) else {}
+    decisions = list(selectors.request_decisions(request=approval))
+    approvals = {
+        d.decided_by_id
+        for d in decisions
+        if d.kind in (DecisionKind.APPROVE, DecisionKind.EDIT) and d.args_hash == approval.args_hash
+    }
+    amount, _ = _summary(approval.arguments)
+    run_input = context_data.get("input") or approval.run.input
+    records = context_data.get("records") or {}
+    order = records.get("order") if isinstance(records, dict) else None
+    currency = order.get("currency", "") if isinstance(order, dict) else ""
+    context: dict[str, Any] = {
+        "approval": approval,
+        "now": now,
+        "overdue": approval.is_pending and approval.due_at < now,
+        "claimed_by": _claimer(approval, now),
+        "can_decide": decide,
+        "amount": amount,
+        "currency": currency,
+        "arguments": _in_schema_order(approval),
+        "run_input": run_input if isinstance(run_input, dict) else {},
+        "input_tree": _tree(run_input),
+        "history": [
+            {
+                "tool": step.get("tool", ""),
+                "args": ", ".join(f"{k}={v}" for k, v in (step.get("arguments") or {}).items()),
+                "status": step.get("status", ""),
+                "error": step.get("error", ""),
+            }
+            for step in context_data.get("history") or []
+            if isinstance(step, dict)
+        ],
+        "records": _tree(records) if records else None,
+        "decisions": decisions,
+        "approvals_so_far": len(approvals),
+        "notice": notice,
+        "notice_kind": notice_kind,
+        "open_form": open_form,
+        "run_visible": request.user.has_perm("runs.view_run"),
+    }
+    if decide:
+        context["approve_form"] = forms.get("approve_form") or DecisionForm(
+            initial={"args_hash": approval.args_hash}
+        )
+        context["edit_form"] = forms.get("edit_form") or _edit_form(approval)
+        context["edit_meta"] = forms.get("edit_meta") or DecisionForm(
+            initial={"args_hash": approval.args_hash}, prefix="edit"
+        )
+        context["reject_form"] = forms.get("reject_form") or RejectForm()
+        targets = selectors.escalation_targets(request=approval)
+        context["escalate_form"] = forms.get("escalate_form") or (
+            EscalateForm(targets=targets) if targets else None
+        )
+    return context
+
+
+def _pane(
+    request: HtmxHttpRequest, approval: ApprovalRequest, *, status: int = 200, **extra: Any
+) -> HttpResponse:
+    """The detail pane under htmx, the full detail page otherwise."""
+    context = _detail_context(request, approval, **extra)
+    if request.htmx:
+        return render(request, "reviews/_detail.html", context)
+    return render(request, "reviews/detail.html", context, status=status)
+
+
+@login_required
+def request_detail(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
+    return _pane(request, _visible_or_404(request, request_id))
+
+
+@login_required
+@require_POST
+def request_claim(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
+    """Claim for a few minutes (advisory: it tells others who is on it)."""
+    _decidable_or_403(request, request_id)
+    approval = services.approval_claim(request_id=request_id, user=cast(User, request.user))
+    if not request.htmx:
+        return redirect("reviews:detail", request_id=request_id)
+    approval = _visible_or_404(request, request_id)
+    context = {
+        "approval": approval,
+        "claimed_by": _claimer(approval, timezone.now()),
+        "can_decide": approval.is_pending,
+    }
+    return render(request, "reviews/_claim.html", context)
+
+
+def _refused(
+    request: HtmxHttpRequest, request_id: int, exc: services.DecisionRefused, **forms: Any
+) -> HttpResponse:
+    approval = _visible_or_404(request, request_id)
+    already = isinstance(exc, services.AlreadyDecided)
+    response = _pane(
+        request,
+        approval,
+        status=409 if already else 400,
+        notice=exc.message,
+        notice_kind="warning" if already else "error",
+        **forms,
+    )
+    if already and request.htmx:
+        trigger_client_event(response, CHANGED_EVENT, {"request": request_id})
+    return response
+
+
+def _decided(request: HtmxHttpRequest, outcome: services.Outcome, done: str) -> HttpResponse:
+    approval_id = outcome.request.pk
+    if not outcome.completed and outcome.decision.kind != DecisionKind.ESCALATE:
+        needed = outcome.request.approvals_required
+        done += f" ({needed} approvals needed: waiting for another reviewer)"
+    if not request.htmx:
+        messages.success(request, f"Request {approval_id}: {done}.")
+        return redirect("reviews:inbox")
+    approval = selectors.request_get_visible(user=request.user, request_id=approval_id)
+    if approval is None:  # escalated to a queue this reviewer does not see
+        response = render(request, "reviews/_gone.html", {"notice": done})
+    else:
+        response = _pane(request, approval, notice=f"{done}.", notice_kind="success")
+    return trigger_client_event(response, CHANGED_EVENT, {"request": approval_id})
+
+
+@login_required
+@require_POST
+def request_approve(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
+    approval = _decidable_or_403(request, request_id)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return _pane(request, approval, status=400, notice="Reload the request and try again.")
+    try:
+        outcome = services.approval_approve(
+            request_id=request_id,
+            user=cast(User, request.user),
+            seen_hash=form.cleaned_data["args_hash"],
+            reason=form.cleaned_data["note"],
+        )
+    except services.DecisionRefused as exc:
+        return _refused(request, request_id, exc)
+    return _decided(request, outcome, "approved")
+
+
+@login_required
+@require_POST
+def request_edit(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
+    """Approve with edited arguments; invalid input shows on the form and saves nothing."""
+    approval = _decidable_or_403(request, request_id)
+    edit_form = _edit_form(approval, request.POST)
+    meta = DecisionForm(request.POST, prefix="edit")
+    if edit_form is None:
+        return _pane(
+            request,
+            approval,
+            status=400,
+            notice=f"The agent no longer has the tool {approval.tool}: it cannot be edited.",
+            notice_kind="error",
+        )
+    bound = {"edit_form": edit_form, "edit_meta": meta, "open_form": "edit"}
+    if not (edit_form.is_valid() and meta.is_valid()):
+        return _pane(
+            request,
+            approval,
+            status=400,
+            notice="Fix the highlighted fields.",
+            notice_kind="error",
+            **bound,
+        )
+    try:
+        outcome = services.approval_edit(
+            request_id=request_id,
+            user=cast(User, request.user),
+            seen_hash=meta.cleaned_data["args_hash"],
+            arguments=edit_form.arguments(),
+            reason=meta.cleaned_data["note"],
+        )
+    except services.DecisionRefused as exc:
+        edit_form.add_service_errors(exc.field_errors)
+        return _refused(request, request_id, exc, **bound)
+    return _decided(request, outcome, "approved with your edits")
+
+
+@login_required
+@require_POST
+def request_reject(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
+    approval = _decidable_or_403(request, request_id)
+    form = RejectForm(request.POST)
+    bound = {"reject_form": form, "open_form": "reject"}
+    if not form.is_valid():
+        return _pane(
+            request,
+            approval,
+            status=400,
+            notice="Say why: the feedback goes back to the agent.",
+            notice_kind="error",
+            **bound,
+        )
+    try:
+        outcome = services.approval_reject(
+            request_id=request_id,
+            user=cast(User, request.user),
+            feedback=form.cleaned_data["feedback"],
+        )
+    except services.DecisionRefused as exc:
+        return _refused(request, request_id, exc, **bound)
+    return _decided(request, outcome, "rejected; the agent gets your feedback")
+
+
+@login_required
+@require_POST
+def request_escalate(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
+    approval = _decidable_or_403(request, request_id)
+    form = EscalateForm(request.POST, targets=selectors.escalation_targets(request=approval))
+    bound = {"escalate_form": form, "open_form": "escalate"}
+    if not form.is_valid():
+        return _pane(
+            request,
+            approval,
+            status=400,
+            notice="Choose a queue and say why.",
+            notice_kind="error",
+            **bound,
+        )
+    to_queue: Queue = form.cleaned_data["to_queue"]
+    try:
+        outcome = services.approval_escalate(
+            request_id=request_id,
+            user=cast(User, request.user),
+            to_queue=to_queue,
+            reason=form.cleaned_data["reason"],
+        )
+    except services.DecisionRefused as exc:
+        return _refused(request, request_id, exc, **bound)
+    return _decided(request, outcome, f"escalated to {to_queue.name}")
+
+
+@login_required
+@require_POST
+def bulk_approve(request: HtmxHttpRequest) -> HttpResponse:
+    """Approve the selected rows at once: low-risk, one tool, one rule, all or nothing."""
+    form = BulkApproveForm(request.POST)
+    if not form.is_valid():
+        return _bulk_result(request, "Select at least one request.", ok=False)
+    ids: list[int] = form.cleaned_data["ids"]
+    found = selectors.requests_for_bulk(request_ids=ids)
+    visible = set(selectors.queue_ids_visible(user=request.user))
+    if len(found) != len(set(ids)) or any(r.queue_id not in visible for r in found):
+        raise Http404
+    decidable = set(selectors.queue_ids_decidable(user=request.user))
+    if any(r.queue_id not in decidable for r in found):
+        raise PermissionDenied
+    try:
+        outcomes = services.approval_bulk_approve(
+            request_ids=ids, user=cast(User, request.user), seen_hashes=form.seen_hashes()
+        )
+    except services.DecisionRefused as exc:
+        return _bulk_result(request, exc.message, ok=False)
+    return _bulk_result(request, f"Approved {len(outcomes)} requests.", ok=True)
+
+
+def _bulk_result(request: HtmxHttpRequest, notice: str, *, ok: bool) -> HttpResponse:
+    if not request.htmx:
+        (messages.success if ok else messages.error)(request, notice)
+        return redirect("reviews:inbox")
+    response = render(
+        request,
+        "reviews/_gone.html",
+        {"notice": notice, "notice_kind": "success" if ok else "error"},
+    )
+    return trigger_client_event(response, CHANGED_EVENT, {"bulk": ok})
+
+
+# --- candidates and queues -----------------------------------------------------------------
+
+
+@login_required
+def candidate_list(request: HtmxHttpRequest) -> HttpResponse:
+    if not request.user.has_perm("reviews.view_goldencandidate"):
+        raise PermissionDenied
+    page = Paginator(selectors.candidates_list(), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "reviews/candidates.html",
+        {"page": page, "run_visible": request.user.has_perm("runs.view_run")},
+    )
+
+
+@login_required
+def queue_list(request: HtmxHttpRequest) -> HttpResponse:
+    return render(request, "reviews/queues.html", {"rows": selectors.queue_rows(user=request.user)})
+
+
+@login_required
+def queue_members(request: HtmxHttpRequest, queue_id: int) -> HttpResponse:
+    """Who may see and decide in a queue; queue managers grant and revoke here."""
+    queue = selectors.queue_get_manageable(user=request.user, queue_id=queue_id)
+    if queue is None:
+        raise Http404
+    if not selectors.can_manage_queues(user=request.user):
+        raise PermissionDenied
+    form = MemberForm(request.POST or None, initial={"action": "grant", "level": "decide"})
+    if request.method == "POST":
+        if form.is_valid():
+            granted = form.cleaned_data["action"] == "grant"
+            principal = form.cleaned_data["principal"]
+            changed = access.queue_permission_set(
+                actor=cast(User, request.user),
+                queue=queue,
+                principal=principal,
+                level=form.cleaned_data["level"],
+                granted=granted,
+            )
+            name = getattr(principal, "username", None) or f"group {principal.name}"
+            if changed:
+                verb = "granted" if granted else "revoked"
+                messages.success(request, f"{verb.capitalize()} {', '.join(changed)} for {name}.")
+            else:
+                messages.info(request, f"Nothing to change for {name}.")
+            return redirect("reviews:members", queue_id=queue.pk)
+        status = 400
+    else:
+        status = 200
+    context = {
+        "queue": queue,
+        "members": selectors.queue_members(queue=queue),
+        "form": form,
+        "groups": selectors.groups_all(),
+    }
+    return render(request, "reviews/members.html", context, status=status)
