@@ -1,10 +1,30 @@
-"""ASGI entry point: HTTP through Django; websockets join here as the live pages arrive."""
+"""ASGI entry point: HTTP through Django, websockets through Channels.
+
+Websockets are authenticated from the Django session cookie and accepted only from this
+site's own origins (ALLOWED_HOSTS), so another site cannot open a socket with a
+reviewer's cookie.
+"""
 
 import os
 
-from channels.routing import ProtocolTypeRouter
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentdesk.settings")
 
-application = ProtocolTypeRouter({"http": get_asgi_application()})
+# Django must be set up before anything imports models (the consumers do).
+django_application = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from reviews.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)
