@@ -10,7 +10,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	AGENTDESK_SECRET_KEY=test-only-not-secret AGENTDESK_LOG_LEVEL=WARNING
 
-.PHONY: help demo test lint format bench lock services clean
+.PHONY: help demo test lint format bench lock services chromium clean
 
 help:
 	@echo "make demo    run the whole product locally (SQLite, no servers needed)"
@@ -33,7 +33,10 @@ demo: $(STAMP)
 services:
 	.ci/services
 
-test: $(STAMP) services
+chromium:
+	.ci/chromium
+
+test: $(STAMP) services chromium
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -6,7 +6,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.db.models import QuerySet
 
-from runs.models import DeadLetter, DeadLetterStatus, Run, Step
+from reviews.models import ApprovalRequest, RequestState
+from runs.models import DeadLetter, DeadLetterStatus, Run, RunState, Step
 
 User = AuthUser | AnonymousUser
 
@@ -29,6 +30,17 @@ def run_get_visible(*, user: User, run_id: str) -> Run | None:
     if not user.has_perm("runs.view_run"):
         return None
     return Run.objects.select_related("submitted_by").filter(pk=run_id).first()
+
+
+def run_pending_request(*, run: Run) -> ApprovalRequest | None:
+    """The approval request the run waits on, if any (the link is 404 to who may not see it)."""
+    if run.state not in (RunState.WAITING_FOR_APPROVAL, RunState.NEEDS_HUMAN):
+        return None
+    return (
+        ApprovalRequest.objects.select_related("queue")
+        .filter(run=run, state=RequestState.PENDING)
+        .first()
+    )
 
 
 def run_steps(*, run: Run) -> QuerySet[Step]:

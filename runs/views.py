@@ -45,7 +45,11 @@ def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     run = selectors.run_get_visible(user=request.user, run_id=str(run_id))
     if run is None:
         raise Http404
-    context = {"run": run, "steps": selectors.run_steps(run=run)}
+    context = {
+        "run": run,
+        "steps": selectors.run_steps(run=run),
+        "pending_request": selectors.run_pending_request(run=run),
+    }
     template = "runs/run_detail.html#run-live" if request.htmx else "runs/run_detail.html"
     return render(request, template, context)
 

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from agentdesk.roles import roles_sync
-from tests.processes import Simulator, WorkerPool
+from tests.processes import Simulator, WebServer, WorkerPool
 
 SESSION_QUEUE = f"agentdesk-test-{uuid.uuid4().hex[:8]}"
 ARTIFACTS = Path(os.environ.get("AGENTDESK_TEST_ARTIFACTS", "test-artifacts")).resolve()
@@ -151,3 +151,42 @@ def wait_until(
         time.sleep(0.2)
     context = f"\n{describe()}" if describe else ""
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{context}")
+
+
+# --- browser tests ---------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API leaves an event loop running."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """Debian's Chromium, never a downloaded browser (``make test`` installs it)."""
+    return {
+        "executable_path": CHROMIUM,
+        "args": [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    }
+
+
+@pytest.fixture
+def web_server(
+    transactional_db: None, worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebServer]:
+    """The ASGI app under Daphne against the test database (committed data only)."""
+    server = WebServer(env=worker_env, log_path=tmp_path_factory.mktemp("web") / "daphne.log")
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,302 @@
+"""The Django admin of the approval queue, for superusers and staff with model permissions.
+
+- Queues: their SLA settings, and who may see and decide in each (django-guardian's object
+  permission pages, limited to ``view_queue`` and ``decide_queue`` and written through
+  reviews.access so that deciding implies seeing and every grant is audited).
+- Requests and decisions: read only. Decisions are taken through the product's services
+  (the inbox), which lock, check hashes, resume runs and audit; an admin form would skip
+  all of that.
+- Golden candidates: a list whose status can be changed; everything else is read only.
+
+Every change made here writes its audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Model, QuerySet
+from django.forms.models import model_to_dict
+from django.http import HttpRequest
+from guardian.admin import (
+    AdminGroupObjectPermissionsForm,
+    AdminUserObjectPermissionsForm,
+    ReinforcedGuardedModelAdmin,
+)
+
+from agentdesk.audit import audit_record
+from reviews.access import queue_permission_set
+from reviews.models import ApprovalRequest, Decision, GoldenCandidate, Queue
+
+QUEUE_PERMISSIONS = ("view_queue", "decide_queue")
+QUEUE_FIELDS = (
+    "slug",
+    "name",
+    "description",
+    "sla_minutes",
+    "remind_minutes",
+    "escalate_to",
+    "expiry_outcome",
+)
+
+
+# --- queues ----------------------------------------------------------------------------------
+
+
+class QueueForm(forms.ModelForm):
+    class Meta:
+        model = Queue
+        fields = QUEUE_FIELDS
+
+    def clean_escalate_to(self) -> Queue | None:
+        """Refuse an escalation chain that comes back to this queue.
+
+        A request in a loop would move from queue to queue forever and never take an
+        expiry outcome. The database refuses only the one-step loop (a queue escalating
+        to itself).
+        """
+        target: Queue | None = self.cleaned_data.get("escalate_to")
+        seen: set[int] = set()
+        step = target
+        while step is not None and step.pk not in seen:
+            if self.instance.pk is not None and step.pk == self.instance.pk:
+                raise ValidationError(
+                    "This would make an escalation loop: %(chain)s comes back here.",
+                    params={"chain": target.name if target else ""},
+                )
+            seen.add(step.pk)
+            step = step.escalate_to
+        return target
+
+
+class _QueuePermissionsForm:
+    """Offers the two queue permissions only, and saves them through reviews.access."""
+
+    actor: User
+    obj: Any
+    cleaned_data: dict[str, Any]
+
+    def get_obj_perms_field_choices(self) -> list[tuple[str, str]]:
+        choices: list[tuple[str, str]] = super().get_obj_perms_field_choices()  # type: ignore[misc]
+        return [(codename, name) for codename, name in choices if codename in QUEUE_PERMISSIONS]
+
+    def principal(self) -> Any:
+        raise NotImplementedError
+
+    def save_obj_perms(self) -> None:
+        selected = set(self.cleaned_data[self.get_obj_perms_field_name()])  # type: ignore[attr-defined]
+        with transaction.atomic():
+            if "decide_queue" in selected:
+                levels = [("decide", True)]
+            else:
+                levels = [("decide", False), ("view", "view_queue" in selected)]
+            for level, granted in levels:
+                queue_permission_set(
+                    actor=self.actor,
+                    queue=self.obj,
+                    principal=self.principal(),
+                    level=level,  # type: ignore[arg-type]
+                    granted=granted,
+                )
+
+
+class QueueUserPermissionsForm(_QueuePermissionsForm, AdminUserObjectPermissionsForm):
+    def principal(self) -> Any:
+        return self.user
+
+
+class QueueGroupPermissionsForm(_QueuePermissionsForm, AdminGroupObjectPermissionsForm):
+    def principal(self) -> Any:
+        return self.group
+
+
+def _with_actor(form: type[forms.Form], request: HttpRequest) -> type[forms.Form]:
+    return type(form.__name__, (form,), {"actor": request.user})
+
+
+def _audited_fields(obj: Model, fields: tuple[str, ...]) -> dict[str, Any]:
+    values = model_to_dict(obj, fields=fields)
+    return {name: values.get(name) for name in fields}
+
+
+@admin.register(Queue)
+class QueueAdmin(ReinforcedGuardedModelAdmin):
+    """Queues, with guardian's per-object permission pages ("Object permissions").
+
+    The reinforced variant: managing who may decide needs guardian's own permissions on
+    user and group object permissions (superusers hold them), not just the right to
+    change a queue's settings.
+    """
+
+    form = QueueForm
+    list_display = (
+        "name",
+        "slug",
+        "sla_minutes",
+        "remind_minutes",
+        "escalate_to",
+        "expiry_outcome",
+    )
+    list_select_related = ("escalate_to",)
+    search_fields = ("name", "slug")
+    fields = QUEUE_FIELDS
+
+    def get_obj_perms_manage_user_form(self, request: HttpRequest) -> type[forms.Form]:
+        return _with_actor(QueueUserPermissionsForm, request)
+
+    def get_obj_perms_manage_group_form(self, request: HttpRequest) -> type[forms.Form]:
+        return _with_actor(QueueGroupPermissionsForm, request)
+
+    def save_model(self, request: HttpRequest, obj: Queue, form: Any, change: bool) -> None:
+        with transaction.atomic():
+            before = (
+                _audited_fields(Queue.objects.select_for_update().get(pk=obj.pk), QUEUE_FIELDS)
+                if change and obj.pk
+                else None
+            )
+            super().save_model(request, obj, form, change)
+            audit_record(
+                actor=request.user,
+                verb="queue.changed" if change else "queue.created",
+                object_type="queue",
+                object_id=str(obj.pk),
+                before=before,
+                after=_audited_fields(obj, QUEUE_FIELDS),
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Queue) -> None:
+        with transaction.atomic():
+            audit_record(
+                actor=request.user,
+                verb="queue.deleted",
+                object_type="queue",
+                object_id=str(obj.pk),
+                before=_audited_fields(obj, QUEUE_FIELDS),
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
+        with transaction.atomic():
+            for queue in queryset:
+                self.delete_model(request, queue)
+
+
+# --- requests and decisions: read only -------------------------------------------------------
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Look, never touch: these records change through the services only."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DecisionInline(admin.TabularInline):
+    model = Decision
+    fields = ("created_at", "kind", "decided_by", "args_hash", "reason", "from_queue", "to_queue")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "tool",
+        "agent_name",
+        "queue",
+        "state",
+        "outcome",
+        "risk",
+        "due_at",
+        "reminded_at",
+        "created_at",
+    )
+    list_filter = ("state", "risk", "queue")
+    list_select_related = ("queue",)
+    search_fields = ("tool", "agent_name", "=run__id")
+    date_hierarchy = "created_at"
+    # Counting every request for "x of y" costs a full scan at a hundred thousand rows.
+    show_full_result_count = False
+    inlines = (DecisionInline,)
+
+
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "request", "kind", "decided_by", "from_queue", "to_queue", "created_at")
+    list_filter = ("kind",)
+    list_select_related = ("request", "decided_by", "from_queue", "to_queue")
+    show_full_result_count = False
+
+
+# --- golden candidates: the status only -------------------------------------------------------
+
+
+@admin.register(GoldenCandidate)
+class GoldenCandidateAdmin(admin.ModelAdmin):
+    list_display = ("id", "agent_name", "correction_kind", "status", "created_at", "run")
+    list_editable = ("status",)
+    list_filter = ("status", "agent_name")
+    list_select_related = ("run",)
+    fields = (
+        "status",
+        "agent_name",
+        "run",
+        "request",
+        "decision",
+        "input",
+        "proposal",
+        "correction",
+        "reason",
+        "created_at",
+    )
+    readonly_fields = fields[1:]
+
+    @admin.display(description="correction")
+    def correction_kind(self, obj: GoldenCandidate) -> str:
+        return str(obj.correction.get("kind", ""))
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: GoldenCandidate, form: Any, change: bool
+    ) -> None:
+        with transaction.atomic():
+            before = (
+                GoldenCandidate.objects.select_for_update()
+                .values_list("status", flat=True)
+                .get(pk=obj.pk)
+            )
+            super().save_model(request, obj, form, change)
+            if before != obj.status:
+                audit_record(
+                    actor=request.user,
+                    verb="candidate.status_changed",
+                    object_type="golden_candidate",
+                    object_id=str(obj.pk),
+                    before={"status": before},
+                    after={"status": obj.status},
+                )
