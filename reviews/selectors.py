@@ -205,14 +205,14 @@ class QueueRow:
     pending: int
     overdue: int
     can_manage: bool
+    can_view: bool
 
 
 def queue_rows(*, user: User) -> list[QueueRow]:
     """Queues the user sees (all of them for queue managers) with pending and overdue counts."""
     manage = can_manage_queues(user=user)
-    queues = (
-        Queue.objects.all() if manage else Queue.objects.filter(pk__in=queue_ids_visible(user=user))
-    )
+    visible = set(queue_ids_visible(user=user))
+    queues = Queue.objects.all() if manage else Queue.objects.filter(pk__in=visible)
     now = timezone.now()
     pending = Q(requests__state=RequestState.PENDING)
     counted = (
@@ -224,7 +224,13 @@ def queue_rows(*, user: User) -> list[QueueRow]:
         .order_by("name")
     )
     return [
-        QueueRow(queue=queue, pending=queue.pending, overdue=queue.overdue, can_manage=manage)
+        QueueRow(
+            queue=queue,
+            pending=queue.pending,
+            overdue=queue.overdue,
+            can_manage=manage,
+            can_view=queue.pk in visible,
+        )
         for queue in counted
     ]
 

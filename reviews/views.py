@@ -12,6 +12,7 @@ are 409 (someone decided first) or 400 (a refused or invalid decision).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -46,6 +47,7 @@ from reviews.forms import (
 from reviews.models import ApprovalRequest, DecisionKind, Queue
 
 PAGE_SIZE = 50
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 CHANGED_EVENT = "inbox-changed"  # the list listens for it (hx-trigger "... from:body")
 POLL_SECONDS = 5
 
@@ -99,7 +101,18 @@ def _tree(value: Any, depth: int = 0) -> Node:
     if depth > 5:
         return Node("scalar", value=str(value)[:500])
     if isinstance(value, dict):
-        return Node("dict", items=tuple((str(k), _tree(v, depth + 1)) for k, v in value.items()))
+        # Plain facts first (ids and names leading), nested records and tables after them:
+        # jsonb keeps no key order, so the page imposes one a reader can scan.
+        def rank(key: str) -> tuple[int, int]:
+            nested = isinstance(value[key], dict | list)
+            lead = key == "id" or key.endswith("_id") or key in ("name", "email", "status")
+            return (1 if nested else 0, 0 if lead else 1)
+
+        keys = sorted(value, key=lambda k: rank(str(k)))
+        return Node(
+            "dict",
+            items=tuple((str(k).replace("_", " "), _tree(value[k], depth + 1)) for k in keys),
+        )
     if isinstance(value, list):
         if value and all(isinstance(item, dict) for item in value):
             columns: list[str] = []
@@ -115,6 +128,14 @@ def _tree(value: Any, depth: int = 0) -> Node:
         return Node("scalar", value="—")
     if isinstance(value, bool):
         return Node("scalar", value="yes" if value else "no")
+    if isinstance(value, str) and _ISO_DATETIME.match(value):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return Node("scalar", value=value)
+        if moment.tzinfo is not None:
+            moment = timezone.localtime(moment)
+        return Node("scalar", value=moment.strftime("%Y-%m-%d %H:%M"))
     return Node("scalar", value=value)
 
 
@@ -237,8 +258,10 @@ def _detail_context(
     records = context_data.get("records") or {}
     order = records.get("order") if isinstance(records, dict) else None
     currency = order.get("currency", "") if isinstance(order, dict) else ""
+    final = next((d for d in reversed(decisions) if d.kind != DecisionKind.ESCALATE), None)
     context: dict[str, Any] = {
         "approval": approval,
+        "final_decision": None if approval.is_pending else final,
         "now": now,
         "overdue": approval.is_pending and approval.due_at < now,
         "claimed_by": _claimer(approval, now),
@@ -344,7 +367,9 @@ def _decided(request: HtmxHttpRequest, outcome: services.Outcome, done: str) -> 
     if approval is None:  # escalated to a queue this reviewer does not see
         response = render(request, "reviews/_gone.html", {"notice": done})
     else:
-        response = _pane(request, approval, notice=f"{done}.", notice_kind="success")
+        response = _pane(
+            request, approval, notice=f"{done[:1].upper()}{done[1:]}.", notice_kind="success"
+        )
     return trigger_client_event(response, CHANGED_EVENT, {"request": approval_id})
 
 
@@ -504,11 +529,25 @@ def candidate_list(request: HtmxHttpRequest) -> HttpResponse:
     if not request.user.has_perm("reviews.view_goldencandidate"):
         raise PermissionDenied
     page = Paginator(selectors.candidates_list(), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(
-        request,
-        "reviews/candidates.html",
-        {"page": page, "run_visible": request.user.has_perm("runs.view_run")},
-    )
+    visible = set(selectors.queue_ids_visible(user=request.user))
+    rows = []
+    for candidate in page.object_list:
+        proposed = (candidate.proposal or {}).get("arguments") or {}
+        corrected = (candidate.correction or {}).get("arguments") or {}
+        rows.append(
+            {
+                "candidate": candidate,
+                "proposed": list(proposed.items()) if isinstance(proposed, dict) else [],
+                "corrected": [
+                    (key, value, proposed.get(key) != value) for key, value in corrected.items()
+                ]
+                if isinstance(corrected, dict) and isinstance(proposed, dict)
+                else [],
+                "request_visible": candidate.request.queue_id in visible,
+            }
+        )
+    context = {"page": page, "rows": rows, "run_visible": request.user.has_perm("runs.view_run")}
+    return render(request, "reviews/candidates.html", context)
 
 
 @login_required

@@ -94,7 +94,9 @@
     const details = p && p.querySelector(`details[data-form="${name}"]`);
     if (!details) return;
     details.open = true;
+    // A field with an error first, then the amount (the usual edit), then the first field.
     const field = details.querySelector(".has-error input, .has-error textarea, .has-error select")
+      || details.querySelector("input.amount-input")
       || details.querySelector("input:not([type=hidden]), textarea, select");
     if (field) {
       field.focus();

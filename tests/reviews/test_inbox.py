@@ -178,7 +178,7 @@ def test_the_detail_shows_what_a_reviewer_needs(rita: Any, pending: ApprovalRequ
         "0.72",  # its confidence
         "issue_refund is irreversible",  # why it is here
         "pol-test",  # the policy version
-        "refundable_amount",  # the records it touches
+        "refundable amount",  # the records it touches
         "SO-0999",  # the customer's refund history
         f"/runs/{pending.run_id}/",  # the run
     ):
@@ -236,7 +236,7 @@ def test_approve_from_the_pane(rita: Any, pending: ApprovalRequest) -> None:
     pending.refresh_from_db()
     assert (pending.state, pending.outcome) == ("approved", "approved")
     assert response.status_code == 200
-    assert "approved." in response.content.decode()
+    assert "Approved." in response.content.decode()
     assert json.loads(response["HX-Trigger"]) == {"inbox-changed": {"request": pending.pk}}
     decision = Decision.objects.get(request=pending)
     assert (decision.kind, decision.decided_by, decision.args_hash) == (
@@ -381,7 +381,7 @@ def test_escalate_moves_the_request(rita: Any, pending: ApprovalRequest, seniors
         "over my limit",
     )
     # Rita only views the senior queue: the pane shows the request, without decision forms.
-    assert "escalated to Refunds Senior." in response.content.decode()
+    assert "Escalated to Refunds Senior." in response.content.decode()
     assert "not decide in it" in response.content.decode()
 
 
@@ -432,7 +432,7 @@ def test_a_two_person_request_waits_for_a_second_approver(
 
     assert "waiting for another reviewer" in first.content.decode()
     assert "a second person must approve" in again.content.decode()
-    assert "approved." in second.content.decode()
+    assert "Approved." in second.content.decode()
     request.refresh_from_db()
     assert request.state == RequestState.APPROVED
     assert Decision.objects.filter(request=request).count() == 2
@@ -502,13 +502,33 @@ def test_candidates_show_proposal_and_correction(rita: Any, pending: ApprovalReq
     services.approval_reject(request_id=pending.pk, user=rita, feedback="Only <b>the lid</b>.")
     operator = user_make("otto", "operator")
 
+    auditor = user_make("aude", "auditor")
+
     html = _as(operator).get("/inbox/candidates/").content.decode()
 
     assert "My teapot arrived shattered" in html
     assert "teapot arrived broken" in html  # the proposal
     assert "Only &lt;b&gt;the lid&lt;/b&gt;." in html  # the correction, escaped
-    assert f"/inbox/requests/{pending.pk}/" in html
     assert f"/runs/{pending.run_id}/" in html
+    # The operator does not see the refunds queue: no link to a page that would be a 404.
+    assert f"/inbox/requests/{pending.pk}/" not in html
+    assert (
+        f"/inbox/requests/{pending.pk}/" in _as(auditor).get("/inbox/candidates/").content.decode()
+    )
+
+
+def test_candidates_mark_the_edited_arguments(rita: Any, pending: ApprovalRequest) -> None:
+    services.approval_edit(
+        request_id=pending.pk,
+        user=rita,
+        seen_hash=pending.args_hash,
+        arguments={**pending.arguments, "amount": "9.00"},
+    )
+
+    html = _as(user_make("otto", "operator")).get("/inbox/candidates/").content.decode()
+
+    assert html.count('class="badge badge-changed"') == 1
+    assert '<tr class="changed"><th scope="row">amount</th><td>9.00' in html
 
 
 def test_an_operator_grants_and_revokes_queue_access(refunds: Queue) -> None:
