@@ -593,3 +593,20 @@ def test_granting_to_an_unknown_user_is_a_form_error(refunds: Queue) -> None:
     assert response.status_code == 400
     assert "No active user has that username." in response.content.decode()
     assert AuditEvent.objects.count() == 0
+
+
+def test_live_updates_use_sockets_with_redis_and_polling_without(
+    rita: Any, refunds: Queue, seniors: Queue, settings: Any
+) -> None:
+    client = _as(rita)
+
+    live = client.get("/inbox/").content.decode()
+    settings.REDIS_URL = ""
+    embedded = client.get("/inbox/").content.decode()
+
+    ids = sorted([refunds.pk, seniors.pk])
+    assert 'data-live="socket"' in live
+    assert f'data-queues="{ids[0]},{ids[1]}"' in live
+    assert "every 5s" not in live
+    assert 'data-live="poll"' in embedded
+    assert "every 5s" in embedded
