@@ -160,7 +160,9 @@ def _plain(value: Any) -> Any:
 def _rule_matches(rule: ReviewRule, activation: dict[str, Any]) -> tuple[bool, str]:
     try:
         result = compile_rule(rule.when).evaluate(activation)
-    except Exception as exc:  # cel-python raises several kinds; every one fails closed
+    except celpy.CELEvalError as exc:  # a missing field, a type mismatch: fail closed
+        return True, f"could not be evaluated ({exc.args[0] if exc.args else exc})"
+    except Exception as exc:  # anything else cel-python raises fails closed too
         return True, f"could not be evaluated ({type(exc).__name__})"
     if isinstance(result, celpy.CELEvalError):
         return True, f"could not be evaluated ({result.args[0] if result.args else result})"

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from agentdesk.agents import Tool
 from agentdesk.audit import audit_record
 from agentdesk.policy import Decision as PolicyDecision
+from agentdesk.policy import Verdict, policy_evaluate
 from agentdesk.registry import UnknownAgent, agent_get
 from reviews.broadcast import queue_changed
 from reviews.context import history_summary
@@ -304,8 +305,12 @@ def approval_edit(
 ) -> Outcome:
     """Approve edited arguments, validated against the tool's schema before anything is saved.
 
-    With a two-person rule the edit counts as the editor's approval of the new arguments;
-    approvals given to the old arguments no longer count.
+    The edited arguments go through the policy again, so an edit cannot lower the bar:
+    arguments the policy blocks are refused; arguments a review rule would send to another
+    queue are refused (escalate the request there first); and the number of approvers
+    rises to what the policy asks for the new arguments, never falls. With a two-person
+    rule the edit counts as the editor's approval of the new arguments; approvals given
+    to the old arguments no longer count.
     """
     with transaction.atomic():
         request = _locked_pending(request_id)
@@ -329,12 +334,55 @@ def approval_edit(
         new_hash = request_hash(tool.name, edited)
         if new_hash == request.args_hash:
             raise DecisionRefused("Nothing was changed: approve instead of editing.")
-        before = {"arguments": request.arguments, "args_hash": request.args_hash}
+        verdict = _policy_on_edit(request, tool, edited)
+        before = {
+            "arguments": request.arguments,
+            "args_hash": request.args_hash,
+            "approvals_required": request.approvals_required,
+        }
         request.arguments = edited
         request.args_hash = new_hash
-        request.save(update_fields=["arguments", "args_hash"])
+        if verdict.approvals > request.approvals_required:
+            request.approvals_required = verdict.approvals
+            request.routing_reason = f"{request.routing_reason}; after the edit: {verdict.reason}"
+        request.save(
+            update_fields=["arguments", "args_hash", "approvals_required", "routing_reason"]
+        )
         decision = _add_approval(request, user, DecisionKind.EDIT, edited, reason, before=before)
         return _after_approval(request, decision, outcome="edited")
+
+
+def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]) -> PolicyDecision:
+    """The policy's verdict on the edited arguments; DecisionRefused where it forbids them."""
+    agent = agent_get(request.agent_name)
+    run = request.run
+    verdict = policy_evaluate(
+        policy=agent.policy,
+        tool_name=tool.name,
+        risk=tool.risk,
+        arguments=tool.input_schema.model_validate(edited).model_dump(),
+        confidence=request.confidence,
+        run_input=run.input,
+        run_facts={
+            "steps": run.next_seq,
+            "tool_calls": run.tool_calls,
+            "cost_usd": float(run.cost_usd),
+        },
+    )
+    if verdict.verdict == Verdict.BLOCK:
+        raise DecisionRefused(f"The policy blocks these arguments: {verdict.reason}.")
+    routine = {request.rule, "risk", "threshold"}
+    if (
+        verdict.verdict == Verdict.REVIEW
+        and verdict.rule not in routine
+        and verdict.queue != request.queue.slug
+    ):
+        raise DecisionRefused(
+            f"These arguments fall under the rule {verdict.rule} ({verdict.reason}), which "
+            f"sends them to the queue {verdict.queue!r}. Escalate the request there, or reject "
+            "it with feedback."
+        )
+    return verdict
 
 
 def _add_approval(

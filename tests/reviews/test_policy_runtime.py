@@ -22,7 +22,7 @@ from agentdesk.registry import agent_get
 from examples.support.models import Cancellation, Customer, Order, Refund
 from examples.support.seed import seed_shop
 from reviews import services
-from reviews.models import ApprovalRequest, Decision, RequestState
+from reviews.models import ApprovalRequest, Decision, Queue, RequestState
 from runs import services as run_services
 from runs.models import Action, ActionStatus, Run, RunState
 from tests.processes import Simulator
@@ -467,30 +467,57 @@ def test_an_edit_under_a_two_person_rule_voids_the_approvals_of_the_old_argument
     assert _resumed(run) == 1
 
 
-def test_an_edit_that_raises_the_stakes_needs_the_approvers_the_policy_asks_for(
+def test_an_edit_a_stricter_rule_routes_elsewhere_is_refused(
     shop: None, careful_model: Simulator, reviewer: Any
 ) -> None:
-    """A 52.80 refund needs one person; edited to 260.00 it falls under refund_over_250.
+    """A 52.80 refund waits in "refunds"; edited to 150.00 it falls under refund_over_100.
+
+    That rule sends such refunds to senior reviewers: a reviewer of "refunds" must not be
+    able to approve them by editing. The edit is refused, nothing is saved.
+    """
+    run = drive(_submit("T-0002"))
+    request = _pending(run)
+    assert (request.queue.slug, request.approvals_required) == ("refunds", 1)
+    before = (request.arguments, request.args_hash)
+
+    with pytest.raises(services.DecisionRefused) as refused:
+        services.approval_edit(
+            request_id=request.pk,
+            user=reviewer,
+            seen_hash=request.args_hash,
+            arguments={**request.arguments, "amount": "150.00"},
+        )
+
+    message = refused.value.message
+    assert message.startswith(
+        "These arguments fall under the rule refund_over_100 (rule refund_over_100: "
+        "args.amount > 100; issue_refund is irreversible"
+    )
+    assert message.endswith(
+        "which sends them to the queue 'refunds-senior'. Escalate the request there, "
+        "or reject it with feedback."
+    )
+    request.refresh_from_db()
+    assert (request.arguments, request.args_hash) == before
+    assert request.decisions.count() == 0
+    assert _resumed(run) == 0
+
+
+def test_an_edit_that_raises_the_stakes_needs_the_approvers_the_policy_asks_for(
+    shop: None, careful_model: Simulator, reviewer: Any, operator: Any
+) -> None:
+    """In the senior queue, editing a refund to 260.00 brings in refund_over_250: two people.
 
     One reviewer must not be able to approve, by editing, arguments for which the policy
     requires two people: the edited arguments go through the policy again.
     """
     run = drive(_submit("T-0002"))
     request = _pending(run)
+    senior, _ = Queue.objects.get_or_create(slug="refunds-senior", defaults={"name": "Senior"})
+    services.approval_escalate(request_id=request.pk, user=reviewer, to_queue=senior, reason="")
+    request.refresh_from_db()
     assert request.approvals_required == 1
     edited = {**request.arguments, "amount": "260.00"}
-    support = agent_get("support")
-    refund = support.tool("issue_refund")
-    assert refund is not None
-    proposed_as_edited = policy_evaluate(
-        policy=support.policy,
-        tool_name=refund.name,
-        risk=refund.risk,
-        arguments=refund.input_schema.model_validate(edited).model_dump(),
-        confidence=request.confidence,
-        run_input=run.input,
-    )
-    assert (proposed_as_edited.rule, proposed_as_edited.approvals) == ("refund_over_100", 2)
 
     outcome = services.approval_edit(
         request_id=request.pk, user=reviewer, seen_hash=request.args_hash, arguments=edited
@@ -500,5 +527,14 @@ def test_an_edit_that_raises_the_stakes_needs_the_approvers_the_policy_asks_for(
     run.refresh_from_db()
     assert outcome.completed is False
     assert request.approvals_required == 2
+    assert "after the edit: rule refund_over_100" in request.routing_reason
     assert (request.state, run.state) == (RequestState.PENDING, RunState.WAITING_FOR_APPROVAL)
     assert _resumed(run) == 0
+
+    done = services.approval_approve(
+        request_id=request.pk, user=operator, seen_hash=request.args_hash
+    )
+
+    assert done.completed is True
+    run.refresh_from_db()
+    assert (run.state, _resumed(run)) == (RunState.RUNNING, 1)
