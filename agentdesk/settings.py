@@ -304,7 +304,7 @@ AUTHENTICATION_BACKENDS = [
     "guardian.backends.ObjectPermissionBackend",
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "runs:list"
+LOGIN_REDIRECT_URL = "home"  # reviewers to their inbox, others to the runs
 LOGOUT_REDIRECT_URL = "login"
 ANONYMOUS_USER_NAME = None  # guardian: anonymous users get no object permissions
 

@@ -32,6 +32,7 @@ DECIDE = "reviews.decide_queue"
 # be large and is only read by the detail pane.
 _LIST_FIELDS = (
     "id",
+    "kind",
     "queue__id",
     "queue__name",
     "queue__slug",

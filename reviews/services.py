@@ -224,6 +224,7 @@ def approval_claim(*, request_id: int, user: User) -> ApprovalRequest:
     """Claim a pending request for CLAIM_MINUTES, unless someone else holds a live claim.
 
     Claims are advisory: they tell others who is on it; anyone allowed may still decide.
+    Claiming one request releases the user's claims on any others.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -236,6 +237,18 @@ def approval_claim(*, request_id: int, user: User) -> ApprovalRequest:
         request.claimed_by = user
         request.claimed_until = now + timedelta(minutes=CLAIM_MINUTES)
         request.save(update_fields=["claimed_by", "claimed_until"])
+        # A reviewer is on one request at a time: opening the next one frees the last.
+        released = list(
+            ApprovalRequest.objects.filter(claimed_by=user, claimed_until__gt=now)
+            .exclude(pk=request.pk)
+            .values_list("pk", "queue_id")
+        )
+        if released:
+            ApprovalRequest.objects.filter(pk__in=[pk for pk, _ in released]).update(
+                claimed_until=None
+            )
+            for pk, queue_id in released:
+                queue_changed(queue_id=queue_id, request_id=pk, event="released")
         if not held:
             audit_record(
                 actor=user,

@@ -288,12 +288,16 @@ def _detail_context(
         "notice_kind": notice_kind,
         "open_form": open_form,
         "run_visible": request.user.has_perm("runs.view_run"),
+        # A stuck run's request: the error that stopped it (approve resumes, reject ends).
+        "run_error": context_data.get("error") if approval.is_run_escalation else None,
     }
     if decide:
         context["approve_form"] = forms.get("approve_form") or DecisionForm(
             initial={"args_hash": approval.args_hash}
         )
-        context["edit_form"] = forms.get("edit_form") or _edit_form(approval)
+        context["edit_form"] = (
+            None if approval.is_run_escalation else forms.get("edit_form") or _edit_form(approval)
+        )
         context["edit_meta"] = forms.get("edit_meta") or DecisionForm(
             initial={"args_hash": approval.args_hash}, prefix="edit"
         )
