@@ -180,6 +180,9 @@ if AGENTDESK_HTTPS:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (collectstatic) from the app server itself, so daphne needs no
+    # proxy in front for /static/; a proxy or CDN may still take it over.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -198,6 +198,15 @@ class WebServer:
     base_url: str = ""
 
     def start(self) -> WebServer:
+        # As in production: static files collected, then served by WhiteNoise.
+        self.env = {**self.env, "AGENTDESK_DATA_DIR": str(self.log_path.parent / "data")}
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--no-input"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         port = free_port()
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(
