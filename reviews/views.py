@@ -63,6 +63,7 @@ class InboxRow:
     overdue: bool
     claimed_by: str
     can_decide: bool
+    url: str
 
 
 def _summary(arguments: Any) -> tuple[str, str]:
@@ -171,11 +172,16 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
     filters = selectors.InboxFilters.from_query(request.GET)
     queues = selectors.queues_visible(user=user)
     queue_ids = [queue.pk for queue in queues]
-    decidable = set(selectors.queue_ids_decidable(user=user)) if queue_ids else set()
+    decidable = (
+        set(selectors.queue_ids_decidable(user=user, visible=queue_ids)) if queue_ids else set()
+    )
     requests = selectors.inbox_requests(queue_ids=queue_ids, filters=filters)
     page = Paginator(requests, PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     rows = []
+    # One reverse() per page rather than two per row: the list is re-rendered on every
+    # live update, and URL reversing is a measurable share of its time.
+    detail_url = reverse("reviews:detail", args=[0])
     for approval in page.object_list:
         amount, summary = _summary(approval.arguments)
         rows.append(
@@ -186,6 +192,7 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
                 overdue=approval.due_at < now,
                 claimed_by=_claimer(approval, now),
                 can_decide=approval.queue_id in decidable,
+                url=detail_url.replace("/0/", f"/{approval.pk}/"),
             )
         )
     params = urlencode(filters.as_query())
