@@ -113,6 +113,30 @@ def queue_for_slug(slug: str) -> Queue:
     return queue
 
 
+def _request_open(
+    *, run: Run, queue: Queue, audit_after: dict[str, Any], **fields: Any
+) -> ApprovalRequest:
+    """Create a pending request in ``queue``, due after its SLA; audit and announce it."""
+    request = ApprovalRequest.objects.create(
+        queue=queue,
+        run=run,
+        agent_name=run.agent_name,
+        due_at=timezone.now() + timedelta(minutes=queue.sla_minutes),
+        **fields,
+    )
+    audit_record(
+        actor=None,
+        actor_label="worker",
+        verb="request.opened",
+        object_type="approval_request",
+        object_id=str(request.pk),
+        after={"queue": queue.slug, "due_at": request.due_at.isoformat(), **audit_after},
+        trace_id=run.trace_id,
+    )
+    queue_changed(queue_id=queue.pk, request_id=request.pk, event="opened")
+    return request
+
+
 def approval_request_open(
     *,
     run: Run,
@@ -123,16 +147,21 @@ def approval_request_open(
     context: dict[str, Any],
 ) -> ApprovalRequest:
     """Open the request for one call and park the run. Inside the step's transaction."""
-    queue = queue_for_slug(verdict.queue)
-    request = ApprovalRequest.objects.create(
-        queue=queue,
+    digest = request_hash(tool.name, arguments)
+    request = _request_open(
         run=run,
+        queue=queue_for_slug(verdict.queue),
+        audit_after={
+            "tool": tool.name,
+            "args_hash": digest,
+            "rule": verdict.rule,
+            "approvals_required": verdict.approvals,
+        },
         action=action,
-        agent_name=run.agent_name,
         tool=tool.name,
         risk=str(tool.risk),
         arguments=arguments,
-        args_hash=request_hash(tool.name, arguments),
+        args_hash=digest,
         rule=verdict.rule,
         routing_reason=verdict.reason,
         threshold=verdict.threshold,
@@ -141,23 +170,6 @@ def approval_request_open(
         rationale=action.rationale,
         confidence=action.confidence,
         context=context,
-        due_at=timezone.now() + timedelta(minutes=queue.sla_minutes),
-    )
-    audit_record(
-        actor=None,
-        actor_label="worker",
-        verb="request.opened",
-        object_type="approval_request",
-        object_id=str(request.pk),
-        after={
-            "queue": queue.slug,
-            "tool": tool.name,
-            "args_hash": request.args_hash,
-            "rule": verdict.rule,
-            "approvals_required": verdict.approvals,
-            "due_at": request.due_at.isoformat(),
-        },
-        trace_id=run.trace_id,
     )
     before = run.state
     run.state = RunState.WAITING_FOR_APPROVAL
@@ -171,7 +183,6 @@ def approval_request_open(
         after={"state": run.state, "request": request.pk},
         trace_id=run.trace_id,
     )
-    queue_changed(queue_id=queue.pk, request_id=request.pk, event="opened")
     return request
 
 
@@ -187,13 +198,12 @@ def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
         queue_slug, policy_version = policy.queue, policy.version
     except UnknownAgent:
         queue_slug, policy_version = "default", ""
-    queue = queue_for_slug(queue_slug)
-    request = ApprovalRequest.objects.create(
-        kind=RequestKind.RUN,
-        queue=queue,
+    return _request_open(
         run=run,
+        queue=queue_for_slug(queue_slug),
+        audit_after={"kind": RequestKind.RUN, "error": error["class"]},
+        kind=RequestKind.RUN,
         action=None,
-        agent_name=run.agent_name,
         tool="",
         risk="",
         arguments={},
@@ -202,19 +212,7 @@ def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
         routing_reason=error["message"],
         policy_version=policy_version,
         context={"input": run.input, "history": history_summary(run), "error": error},
-        due_at=timezone.now() + timedelta(minutes=queue.sla_minutes),
     )
-    audit_record(
-        actor=None,
-        actor_label="worker",
-        verb="request.opened",
-        object_type="approval_request",
-        object_id=str(request.pk),
-        after={"queue": queue.slug, "kind": RequestKind.RUN, "error": error["class"]},
-        trace_id=run.trace_id,
-    )
-    queue_changed(queue_id=queue.pk, request_id=request.pk, event="opened")
-    return request
 
 
 # --- claiming ------------------------------------------------------------------------------
