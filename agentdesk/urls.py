@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from agentdesk import views
+from reviews import api as reviews_api
 from runs import api
 
 urlpatterns = [
@@ -13,5 +14,12 @@ urlpatterns = [
     path("inbox/", include("reviews.urls")),
     path("api/runs", api.runs_create, name="api-runs-create"),
     path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
+    path("api/requests", reviews_api.requests_list, name="api-requests"),
+    path("api/requests/<int:request_id>", reviews_api.requests_detail, name="api-request"),
+    path(
+        "api/requests/<int:request_id>/decision",
+        reviews_api.requests_decide,
+        name="api-request-decide",
+    ),
     path("admin/", admin.site.urls),
 ]

@@ -21,7 +21,7 @@ from runs.forms import parse_json_object
 from runs.models import Run
 
 
-def _error(status: int, message: str, details: Any = None) -> JsonResponse:
+def api_error(status: int, message: str, details: Any = None) -> JsonResponse:
     body: dict[str, Any] = {"error": {"message": message}}
     if details is not None:
         body["error"]["details"] = details
@@ -33,7 +33,7 @@ def token_required(view: Callable[..., JsonResponse]) -> Callable[..., JsonRespo
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         user = api_token_authenticate(request.headers.get("Authorization"))
         if user is None:
-            response = _error(401, "a valid 'Authorization: Bearer <token>' header is required")
+            response = api_error(401, "a valid 'Authorization: Bearer <token>' header is required")
             response["WWW-Authenticate"] = "Bearer"
             return response
         request.user = user
@@ -65,23 +65,23 @@ def run_json(run: Run) -> dict[str, Any]:
 @token_required
 def runs_create(request: HttpRequest) -> JsonResponse:
     if not request.user.has_perm("runs.add_run"):
-        return _error(403, "this token's user may not submit runs")
+        return api_error(403, "this token's user may not submit runs")
     if len(request.body) > settings.AGENTDESK_MAX_INPUT_BYTES + 1024:
-        return _error(
+        return api_error(
             400, f"the body is over the limit of {settings.AGENTDESK_MAX_INPUT_BYTES} bytes"
         )
     try:
         body = parse_json_object(request.body)
     except ValueError as exc:
-        return _error(400, str(exc))
+        return api_error(400, str(exc))
     missing = [name for name in ("agent", "input") if name not in body]
     if missing:
-        return _error(400, f"missing field(s): {', '.join(missing)}")
+        return api_error(400, f"missing field(s): {', '.join(missing)}")
     unknown = sorted(set(body) - {"agent", "input"})
     if unknown:
-        return _error(400, f"unknown field(s): {', '.join(unknown)}")
+        return api_error(400, f"unknown field(s): {', '.join(unknown)}")
     if not isinstance(body["agent"], str):
-        return _error(400, "'agent' must be a string")
+        return api_error(400, "'agent' must be a string")
     try:
         run, created = services.run_submit(
             agent_name=body["agent"],
@@ -90,9 +90,9 @@ def runs_create(request: HttpRequest) -> JsonResponse:
             idempotency_key=request.headers.get("Idempotency-Key"),
         )
     except services.RunInputInvalid as exc:
-        return _error(400, exc.message, exc.details)
+        return api_error(400, exc.message, exc.details)
     except services.IdempotencyConflict as exc:
-        return _error(409, str(exc))
+        return api_error(409, str(exc))
     return JsonResponse(run_json(run), status=201 if created else 200)
 
 
@@ -101,5 +101,5 @@ def runs_create(request: HttpRequest) -> JsonResponse:
 def runs_detail(request: HttpRequest, run_id: str) -> JsonResponse:
     run = selectors.run_get_visible(user=request.user, run_id=str(run_id))
     if run is None:
-        return _error(404, "no such run")
+        return api_error(404, "no such run")
     return JsonResponse(run_json(run))
