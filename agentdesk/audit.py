@@ -1,13 +1,116 @@
-"""Writing audit events. Call inside the transaction that makes the change."""
+"""Writing audit events, and the hash chain that makes tampering detectable.
+
+Call ``audit_record`` inside the transaction that makes the change. It:
+
+1. redacts secrets out of ``before`` and ``after`` (agentdesk.redaction);
+2. on PostgreSQL takes a transaction-scoped advisory lock (``pg_advisory_xact_lock``), so
+   that appends to the chain happen one at a time across every web process and worker
+   thread. The lock is released when the caller's transaction commits or rolls back, and
+   each statement after it sees the event the previous holder committed (READ COMMITTED).
+   SQLite (the embedded mode) has one writer at a time already (IMMEDIATE transactions);
+3. reads the last event's ``seq`` and ``hash`` and writes the new event with ``seq + 1``
+   and ``hash = sha256(canonical JSON of its content, prev_hash)``. The unique ``seq``
+   backs the lock: two appends that somehow raced fail rather than fork the chain.
+
+Because the lock is held until commit, a caller keeps the rest of its transaction short
+(no model or network call after ``audit_record``; the runtime makes those outside any
+transaction) and takes the row locks it needs before its first ``audit_record``, so that
+two transactions never wait for each other's row and the chain at once.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
+from django.utils import timezone
 
 from agentdesk.models import AuditEvent
+from agentdesk.redaction import redact_value
+
+GENESIS_HASH = "0" * 64
+# Any constant will do; it only has to be the same in every process. ("audit" in ASCII.)
+ADVISORY_LOCK_KEY = 0x6175646974
+
+
+def _normalised(value: Any) -> Any:
+    """``value`` as PostgreSQL's jsonb gives it back, so the hash survives the round trip.
+
+    jsonb keeps no difference between 1.0 and 1 for large numbers (1e20 comes back as an
+    integer), so integral floats are hashed as integers; everything else goes through JSON.
+    """
+    if isinstance(value, dict):
+        return {str(k): _normalised(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalised(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def event_hash(
+    *,
+    seq: int,
+    created_at: datetime,
+    actor_id: int | None,
+    actor_label: str,
+    verb: str,
+    object_type: str,
+    object_id: str,
+    before: Any,
+    after: Any,
+    trace_id: str,
+    prev_hash: str,
+) -> str:
+    """SHA-256 (hex) of an event's canonical JSON: sorted keys, no spaces, UTF-8."""
+    content = {
+        "seq": seq,
+        "created_at": _iso(created_at),
+        "actor_id": actor_id,
+        "actor_label": actor_label,
+        "verb": verb,
+        "object_type": object_type,
+        "object_id": object_id,
+        "before": _normalised(before),
+        "after": _normalised(after),
+        "trace_id": trace_id,
+        "prev_hash": prev_hash,
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def stored_hash(event: Any) -> str:
+    """The hash an event (a model instance or a row with the same attributes) should have."""
+    return event_hash(
+        seq=event.seq,
+        created_at=event.created_at,
+        actor_id=event.actor_id,
+        actor_label=event.actor_label,
+        verb=event.verb,
+        object_type=event.object_type,
+        object_id=event.object_id,
+        before=event.before,
+        after=event.after,
+        trace_id=event.trace_id,
+        prev_hash=event.prev_hash,
+    )
+
+
+def _chain_lock() -> None:
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
 
 
 def audit_record(
@@ -25,7 +128,15 @@ def audit_record(
         raise RuntimeError("audit_record must run inside the transaction that makes the change")
     user = actor if actor is not None and actor.is_authenticated else None
     label = actor_label or (user.get_username() if user is not None else "system")
-    return AuditEvent.objects.create(
+    # Through JSON once, so the hashed value is exactly what the jsonb column gives back.
+    before = _normalised(json.loads(json.dumps(redact_value(before))))
+    after = _normalised(json.loads(json.dumps(redact_value(after))))
+    _chain_lock()
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    event = AuditEvent(
+        seq=seq,
+        created_at=timezone.now(),
         actor=user,
         actor_label=label,
         verb=verb,
@@ -34,4 +145,96 @@ def audit_record(
         before=before,
         after=after,
         trace_id=trace_id,
+        prev_hash=prev_hash,
     )
+    event.hash = stored_hash(event)
+    event.save(force_insert=True)
+    return event
+
+
+# --- verifying -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainIntact:
+    events: int
+    last_seq: int
+    head_hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"intact": True, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first event at which the chain does not hold, and why."""
+
+    seq: int
+    id: int
+    problem: str
+    events_checked: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"intact": False, **asdict(self)}
+
+    def message(self) -> str:
+        return f"audit log broken at event seq {self.seq} (id {self.id}): {self.problem}"
+
+
+_VERIFY_FIELDS = (
+    "id",
+    "seq",
+    "created_at",
+    "actor_id",
+    "actor_label",
+    "verb",
+    "object_type",
+    "object_id",
+    "before",
+    "after",
+    "trace_id",
+    "prev_hash",
+    "hash",
+)
+
+
+def audit_chain_verify(*, batch: int = 5000) -> ChainIntact | ChainBreak:
+    """Recompute the chain in seq order, ``batch`` events per query (keyset on seq).
+
+    Checks, for each event: its seq follows the previous one (a gap means a deleted
+    event), its prev_hash is the previous event's hash, and its hash is the hash of its
+    content. The first failure is returned; nothing after it is trusted.
+    """
+    expected_seq, prev_hash, checked, after = 1, GENESIS_HASH, 0, 0
+    while True:
+        rows = list(
+            AuditEvent.objects.filter(seq__gt=after).order_by("seq").values(*_VERIFY_FIELDS)[:batch]
+        )
+        if not rows:
+            return ChainIntact(events=checked, last_seq=expected_seq - 1, head_hash=prev_hash)
+        for row in rows:
+            problem = ""
+            if row["seq"] != expected_seq:
+                problem = f"seq {row['seq']} follows {expected_seq - 1}: events are missing"
+            elif row["prev_hash"] != prev_hash:
+                problem = (
+                    f"prev_hash {row['prev_hash'][:12]}… is not the previous event's hash "
+                    f"{prev_hash[:12]}…"
+                )
+            else:
+                computed = event_hash(
+                    **{k: row[k] for k in _VERIFY_FIELDS if k not in ("id", "hash")}
+                )
+                if computed != row["hash"]:
+                    problem = (
+                        f"content does not match its hash (stored {row['hash'][:12]}…, "
+                        f"computed {computed[:12]}…): the event was changed after it was written"
+                    )
+            if problem:
+                return ChainBreak(
+                    seq=row["seq"], id=row["id"], problem=problem, events_checked=checked
+                )
+            checked += 1
+            expected_seq += 1
+            prev_hash = row["hash"]
+        after = rows[-1]["seq"]

@@ -30,6 +30,25 @@ def _session_queue() -> None:
     settings.AGENTDESK_CELERY_QUEUE = SESSION_QUEUE  # also namespaces shared Redis state
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """Let the test database's flushes empty the audit log.
+
+    PostgreSQL refuses TRUNCATE on the audit log (migration 0005), and pytest-django
+    empties tables with TRUNCATE after each ``transactional_db`` test. On the test
+    database only, that one trigger is disabled; UPDATE and DELETE stay refused, and the
+    test of TRUNCATE enables it again inside its transaction.
+    """
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(AUDIT_TRUNCATE_TRIGGER_OFF)
+
+
+AUDIT_TRUNCATE_TRIGGER_OFF = (
+    "ALTER TABLE agentdesk_auditevent DISABLE TRIGGER agentdesk_auditevent_no_truncate"
+)
+
+
 # --- personas ------------------------------------------------------------------------------
 
 
