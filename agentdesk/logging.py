@@ -32,3 +32,29 @@ class TraceIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.trace_id = _trace_id.get()
         return True
+
+
+class RedactingFilter(logging.Filter):
+    """Secrets out of every log line: the message, its arguments and any traceback.
+
+    Installed on every handler in settings.LOGGING. It rewrites the record in place (the
+    formatted message, no arguments left; the traceback text), so handlers that see the
+    record afterwards see the redacted text too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from agentdesk.redaction import redact_text
+
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: log what there is, redacted
+            message = f"{record.msg} {record.args}"
+        record.msg = redact_text(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True

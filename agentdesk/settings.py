@@ -329,14 +329,22 @@ STATIC_ROOT = DATA_DIR / "staticfiles"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace": {"()": "agentdesk.logging.TraceIdFilter"}},
+    "filters": {
+        "trace": {"()": "agentdesk.logging.TraceIdFilter"},
+        # Every handler gets it: no secret reaches a log line (docs/audit.md).
+        "redact": {"()": "agentdesk.logging.RedactingFilter"},
+    },
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s] %(message)s",
         }
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["trace"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["trace", "redact"],
+        }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

@@ -39,6 +39,7 @@ from agentdesk.agents import Agent, OnLimit
 from agentdesk.audit import audit_record
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
+from agentdesk.redaction import redact_value
 from agentdesk.registry import UnknownAgent, agent_get
 from runs.model_step import model_step
 from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
@@ -154,13 +155,18 @@ def _run_create(
     idempotency_key: str | None,
     request_hash: str,
 ) -> Run:
-    messages = [
-        {"role": "system", "content": agent.render_system_prompt(validated)},
-        {"role": "user", "content": agent.render_input(validated)},
-    ]
+    # Secrets in the input (a key pasted into a ticket, a card number) are redacted before
+    # the first prompt is built and before anything is stored; the request hash above is
+    # of the submission as sent, so an idempotent retry still matches.
+    messages = redact_value(
+        [
+            {"role": "system", "content": agent.render_system_prompt(validated)},
+            {"role": "user", "content": agent.render_input(validated)},
+        ]
+    )
     run = Run.objects.create(
         agent_name=agent.name,
-        input=run_input,
+        input=redact_value(run_input),
         trace_id=uuid.uuid4().hex,
         prompt_version=agent.prompt_version,
         model=agent.model,

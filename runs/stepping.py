@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from agentdesk.audit import audit_record
 from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.redaction import redact_value
 from runs.models import ACTIVE_STATES, DeadLetter, Run, RunState, Step, StepKind, StepStatus
 
 log = logging.getLogger("runs.services")
@@ -119,6 +120,7 @@ def commit(
         if locked is None:
             return False
         apply(locked)
+        _redact_messages(locked)
         if recorded:
             locked.next_seq = seq + 1
         locked.step_attempts = 0
@@ -128,6 +130,17 @@ def commit(
             enqueue_next_step(locked, countdown_s=countdown_s)
         locked.save()
     return True
+
+
+def _redact_messages(run: Run) -> None:
+    """Secrets out of the conversation the model sees next (tool results, its own replies).
+
+    Every step that adds to the checkpoint commits through here, so nothing a tool returned
+    or the model wrote reaches the next prompt, or the database, unredacted.
+    """
+    messages = (run.checkpoint or {}).get("messages")
+    if messages:
+        run.checkpoint["messages"] = redact_value(messages)
 
 
 def defer(run: Run, seq: int, *, countdown_s: float, reason: str) -> bool:
@@ -251,9 +264,8 @@ class StepRecord:
         self.outcome = {**self.outcome, "error": error}
 
     def create(self, run: Run, seq: int) -> Step:
-        return Step.objects.create(
-            run=run,
-            seq=seq,
-            finished_at=timezone.now(),
-            **{name: getattr(self, name) for name in self.__dataclass_fields__},
-        )
+        """Save the step; what the agent knew, did, said and got is redacted first."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("state", "action", "reason", "outcome"):
+            fields[name] = redact_value(fields[name])
+        return Step.objects.create(run=run, seq=seq, finished_at=timezone.now(), **fields)
