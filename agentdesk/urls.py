@@ -6,12 +6,21 @@ from agentdesk import views
 from reviews import api as reviews_api
 from runs import api
 
+audit_urls = (
+    [
+        path("", views.audit_list, name="list"),
+        path("export.csv", views.audit_export, name="export"),
+    ],
+    "audit",
+)
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", include("runs.urls")),
     path("inbox/", include("reviews.urls")),
+    path("audit/", include(audit_urls)),
     path("api/runs", api.runs_create, name="api-runs-create"),
     path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
     path("api/requests", reviews_api.requests_list, name="api-requests"),
