@@ -8,7 +8,8 @@ Call ``audit_record`` inside the transaction that makes the change. It:
    thread. The lock is released when the caller's transaction commits or rolls back, and
    each statement after it sees the event the previous holder committed (READ COMMITTED).
    SQLite (the embedded mode) has one writer at a time already (IMMEDIATE transactions);
-3. reads the last event's ``seq`` and ``hash`` and writes the new event with ``seq + 1``
+3. reads the last event's ``seq``, ``hash`` and time and writes the new event with
+   ``seq + 1``, a time no earlier than the last one's (clocks of different hosts differ),
    and ``hash = sha256(canonical JSON of its content, prev_hash)``. The unique ``seq``
    backs the lock: two appends that somehow raced fail rather than fork the chain.
 
@@ -132,11 +133,14 @@ def audit_record(
     before = _normalised(json.loads(json.dumps(redact_value(before))))
     after = _normalised(json.loads(json.dumps(redact_value(after))))
     _chain_lock()
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    # Never earlier than the event before, whatever this host's clock says: time then
+    # follows seq, and the auditor's time filters can be turned into a seq range.
+    created_at = max(timezone.now(), last[2]) if last else timezone.now()
     event = AuditEvent(
         seq=seq,
-        created_at=timezone.now(),
+        created_at=created_at,
         actor=user,
         actor_label=label,
         verb=verb,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from io import StringIO
 from typing import Any
 
@@ -302,3 +303,18 @@ def test_the_migration_chains_events_written_before_it() -> None:
     with transaction.atomic():
         audit_record(actor=None, verb="run.started", object_type="run", object_id="5")
     assert audit_chain_verify().as_dict()["events"] == 6
+
+
+@pytest.mark.django_db
+def test_time_never_goes_back_along_the_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose clock is behind still writes a time no earlier than the last event's."""
+    from django.utils import timezone
+
+    first = _record(1)[0]
+    behind = first.created_at - timedelta(seconds=5)
+    monkeypatch.setattr(timezone, "now", lambda: behind)
+
+    second = _record(1)[0]
+
+    assert second.created_at == first.created_at
+    assert audit_chain_verify().as_dict()["intact"] is True

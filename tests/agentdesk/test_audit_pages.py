@@ -126,6 +126,33 @@ def test_filters_by_actor_object_verb_time_and_trace(auditor: Any, reviewer: Any
     assert seqs(until=earlier) == []
 
 
+def test_a_time_range_finds_exactly_the_events_inside_it(
+    auditor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = timezone.now().replace(microsecond=0) - timedelta(days=3)
+    events = []
+    for hours in (0, 1, 2, 3, 4):
+        monkeypatch.setattr(timezone, "now", lambda h=hours: base + timedelta(hours=h))
+        events.append(_event())
+    monkeypatch.undo()
+    client = _client(auditor)
+
+    def seqs(since: timedelta | None, until: timedelta | None) -> list[int]:
+        params = {}
+        if since is not None:
+            params["since"] = (base + since).strftime("%Y-%m-%dT%H:%M")
+        if until is not None:
+            params["until"] = (base + until).strftime("%Y-%m-%dT%H:%M")
+        return _seqs(client.get(LIST, params))
+
+    seq = [e.seq for e in events]
+    assert seqs(timedelta(hours=1), timedelta(hours=3)) == [seq[2], seq[1]]
+    assert seqs(timedelta(hours=3), None) == [seq[4], seq[3]]
+    assert seqs(None, timedelta(hours=1)) == [seq[0]]
+    assert seqs(timedelta(hours=5), None) == []
+    assert seqs(None, timedelta(hours=-1)) == []
+
+
 def test_an_invalid_filter_is_explained_and_shows_nothing(auditor: Any) -> None:
     _event()
     client = _client(auditor)
