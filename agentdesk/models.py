@@ -1,4 +1,4 @@
-"""Cross-cutting records of the project: the audit log and API tokens."""
+"""Cross-cutting records of the project: the audit log, API tokens, agent configuration."""
 
 from __future__ import annotations
 
@@ -66,3 +66,53 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class AgentConfigVersion(models.Model):
+    """One immutable version of an agent's operator-editable configuration.
+
+    ``config`` is the policy as JSON (``agentdesk.configuration`` reads and writes it):
+    ``scope`` (a list of tool names, or null for every tool the agent declares),
+    ``review_risks``, ``thresholds``, ``rules``, ``queue`` and ``tool_queues``. Services
+    only ever create rows; a change is a new version, and activation moves the pointer in
+    ``AgentConfigActive``. ``policy_version`` is the ``Policy.version`` hash of ``config``,
+    the same value each action records, so an action can be traced to the version it saw.
+    """
+
+    agent_name = models.CharField(max_length=64)
+    number = models.PositiveIntegerField()
+    config = models.JSONField()
+    note = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    policy_version = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["agent_name", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent_name", "number"], name="agent_config_version_unique_number"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(number__gte=1), name="agent_config_version_number_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_name} v{self.number}"
+
+
+class AgentConfigActive(models.Model):
+    """Which version of an agent's configuration new runs use; one row per agent.
+
+    Changed only by ``configuration.config_activate`` under ``select_for_update``.
+    """
+
+    agent_name = models.CharField(max_length=64, unique=True)
+    version = models.ForeignKey(AgentConfigVersion, on_delete=models.PROTECT, related_name="+")
+    changed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.agent_name} → v{self.version.number}"

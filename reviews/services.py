@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from agentdesk.agents import Tool
 from agentdesk.audit import audit_record
+from agentdesk.configuration import config_policy_for_run
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Verdict, policy_evaluate
 from agentdesk.registry import UnknownAgent, agent_get
@@ -368,7 +369,7 @@ def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]
     agent = agent_get(request.agent_name)
     run = request.run
     verdict = policy_evaluate(
-        policy=agent.policy,
+        policy=config_policy_for_run(run=run, agent=agent),  # the run's version, not today's
         tool_name=tool.name,
         risk=tool.risk,
         arguments=tool.input_schema.model_validate(edited).model_dump(),

@@ -77,6 +77,15 @@ class Run(models.Model):
     # as duplicates of each other.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64)
+    # The agent configuration active when the run was created; the run keeps it to the
+    # end while newer versions activate. NULL for runs created before versions existed.
+    config_version = models.ForeignKey(
+        "agentdesk.AgentConfigVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="runs",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

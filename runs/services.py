@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from agentdesk.agents import Agent, OnLimit
 from agentdesk.audit import audit_record
+from agentdesk.configuration import config_active
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
 from agentdesk.redaction import redact_value
@@ -164,8 +165,11 @@ def _run_create(
             {"role": "user", "content": agent.render_input(validated)},
         ]
     )
+    # The run keeps the configuration active now to its end, whatever activates later.
+    config_version = config_active(agent_name=agent.name)
     run = Run.objects.create(
         agent_name=agent.name,
+        config_version=config_version,
         input=redact_value(run_input),
         trace_id=uuid.uuid4().hex,
         prompt_version=agent.prompt_version,
@@ -180,7 +184,12 @@ def _run_create(
         verb="run.submitted",
         object_type="run",
         object_id=str(run.id),
-        after={"state": run.state, "agent": agent.name, "prompt_version": run.prompt_version},
+        after={
+            "state": run.state,
+            "agent": agent.name,
+            "prompt_version": run.prompt_version,
+            "config_version": config_version.number,
+        },
         trace_id=run.trace_id,
     )
     enqueue_next_step(run)

@@ -29,6 +29,7 @@ from limits import storage, strategies
 from pydantic import ValidationError
 
 from agentdesk.agents import Agent, Tool, ToolContext, ToolError, parse_rate_limit
+from agentdesk.configuration import config_policy_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Verdict as PolicyVerdict
@@ -189,7 +190,7 @@ def _gate(run: Run, agent: Agent, tool: Tool | None, action: Action) -> _Gate:
     if request is not None:
         return _reviewed(tool, request)
     verdict = policy_evaluate(
-        policy=agent.policy,
+        policy=config_policy_for_run(run=run, agent=agent),
         tool_name=tool.name,
         risk=tool.risk,
         arguments=validated.model_dump(),
