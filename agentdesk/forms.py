@@ -1,9 +1,12 @@
-"""The auditor's search form: validates the filters, never saves anything."""
+"""Forms of the project's own pages: audit search, agent configuration. Never saving."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
+from agentdesk.agents import Risk
 from agentdesk.selectors import AuditFilters
 
 _DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
@@ -47,3 +50,130 @@ class AuditSearchForm(forms.Form):
             until=data.get("until"),
             trace_id=(data.get("trace_id") or "").strip(),
         )
+
+
+# --- agent configuration, for operators ------------------------------------------------------
+
+
+class ConfigForm(forms.Form):
+    """Scope, thresholds, reviewed risks and queues of a new configuration version.
+
+    Per tool: whether it is in scope, the confidence below which a call waits for a person
+    (blank: none) and its queue (blank: the default queue). Checking every tool stores no
+    scope restriction (tools a later deploy adds are in scope too). The service validates
+    the whole configuration again; this form only checks each field's type and range.
+    """
+
+    note = forms.CharField(
+        max_length=500, label="What changes and why", widget=forms.TextInput(attrs={"size": 60})
+    )
+    scope = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Tools in scope"
+    )
+    review_risks = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=[(risk.value, risk.value) for risk in Risk],
+        label="Always reviewed risk classes",
+    )
+    queue = forms.SlugField(max_length=64, label="Default (escalation) queue")
+
+    def __init__(self, *args: Any, tools: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tools = tools
+        scope_field = self.fields["scope"]
+        assert isinstance(scope_field, forms.MultipleChoiceField)
+        scope_field.choices = [(tool, tool) for tool in tools]
+        for tool in tools:
+            self.fields[f"threshold__{tool}"] = forms.FloatField(
+                required=False, min_value=0, max_value=1, label=f"{tool} threshold"
+            )
+            self.fields[f"queue__{tool}"] = forms.SlugField(
+                required=False, max_length=64, label=f"{tool} queue"
+            )
+
+    def tool_rows(self) -> list[tuple[str, bool, forms.BoundField, forms.BoundField]]:
+        """Per tool, for the table: name, in scope, its threshold and queue fields."""
+        selected = set(self["scope"].value() or [])
+        return [
+            (tool, tool in selected, self[f"threshold__{tool}"], self[f"queue__{tool}"])
+            for tool in self.tools
+        ]
+
+    @staticmethod
+    def initial_from(config: dict[str, Any], tools: list[str], note: str = "") -> dict[str, Any]:
+        initial: dict[str, Any] = {
+            "note": note,
+            "scope": tools if config.get("scope") is None else config["scope"],
+            "review_risks": config.get("review_risks", []),
+            "queue": config.get("queue", ""),
+        }
+        for tool in tools:
+            initial[f"threshold__{tool}"] = config.get("thresholds", {}).get(tool)
+            initial[f"queue__{tool}"] = config.get("tool_queues", {}).get(tool, "")
+        return initial
+
+    def config(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        """The configuration JSON; call after is_valid()."""
+        data = self.cleaned_data
+        scope = [tool for tool in self.tools if tool in data["scope"]]
+        return {
+            "scope": None if len(scope) == len(self.tools) else scope,
+            "review_risks": sorted(data["review_risks"]),
+            "thresholds": {
+                tool: data[f"threshold__{tool}"]
+                for tool in self.tools
+                if data.get(f"threshold__{tool}") is not None
+            },
+            "rules": rules,
+            "queue": data["queue"],
+            "tool_queues": {
+                tool: data[f"queue__{tool}"] for tool in self.tools if data.get(f"queue__{tool}")
+            },
+        }
+
+
+class RuleForm(forms.Form):
+    """One review rule: a CEL expression that sends matching calls to a queue."""
+
+    name = forms.SlugField(max_length=64, label="Name")
+    when = forms.CharField(
+        max_length=1000,
+        label="When (CEL)",
+        widget=forms.TextInput(attrs={"size": 34, "placeholder": "args.amount > 100"}),
+    )
+    tools = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Tools (none: every tool)"
+    )
+    queue = forms.SlugField(required=False, max_length=64, label="Queue")
+    approvals = forms.IntegerField(min_value=1, max_value=10, initial=1, label="Approvals")
+    description = forms.CharField(required=False, max_length=300, label="Description")
+
+    def __init__(self, *args: Any, tools: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tools_field = self.fields["tools"]
+        assert isinstance(tools_field, forms.MultipleChoiceField)
+        tools_field.choices = [(tool, tool) for tool in tools]
+
+    def rule(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "when": data["when"],
+            "tools": list(data["tools"]),
+            "queue": data["queue"] or None,
+            "approvals": data["approvals"],
+            "description": data["description"],
+        }
+
+
+RuleFormSet = forms.formset_factory(RuleForm, extra=1, can_delete=True)
+
+
+def rules_from(formset: Any) -> list[dict[str, Any]]:
+    """The rules of a valid formset, in order, without deleted and untouched blank rows."""
+    return [
+        form.rule()
+        for form in formset.forms
+        if form.has_changed() and not (formset.can_delete and formset._should_delete_form(form))
+    ]

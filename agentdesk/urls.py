@@ -14,6 +14,21 @@ audit_urls = (
     "audit",
 )
 
+agent_urls = (
+    [
+        path("", views.agent_list, name="list"),
+        path("<str:agent_name>/", views.agent_detail, name="detail"),
+        path("<str:agent_name>/new", views.agent_version_new, name="new"),
+        path("<str:agent_name>/versions/<int:number>/", views.agent_version, name="version"),
+        path(
+            "<str:agent_name>/versions/<int:number>/activate",
+            views.agent_version_activate,
+            name="activate",
+        ),
+    ],
+    "agents",
+)
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -21,6 +36,7 @@ urlpatterns = [
     path("runs/", include("runs.urls")),
     path("inbox/", include("reviews.urls")),
     path("audit/", include(audit_urls)),
+    path("agents/", include(agent_urls)),
     path("api/runs", api.runs_create, name="api-runs-create"),
     path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
     path("api/requests", reviews_api.requests_list, name="api-requests"),

@@ -1,4 +1,4 @@
-"""The project's own pages: where a person lands after logging in, and the audit log.
+"""The project's own pages: the landing redirect, the audit log, agent configuration.
 
 The audit pages are for holders of the model permission agentdesk.view_auditevent
 (auditors and superusers): the log covers every queue and run, so there is no per-object
@@ -11,21 +11,26 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
 
-from agentdesk import selectors
-from agentdesk.forms import AuditSearchForm
+from agentdesk import configuration, selectors
+from agentdesk.agents import Agent
+from agentdesk.forms import AuditSearchForm, ConfigForm, RuleFormSet, rules_from
 from agentdesk.http import HtmxHttpRequest
-from agentdesk.models import AuditEvent
+from agentdesk.models import AgentConfigVersion, AuditEvent
+from agentdesk.registry import UnknownAgent, agent_get, agents
 from agentdesk.selectors import AuditFilters
 from reviews import selectors as review_selectors
 
@@ -42,7 +47,11 @@ def home(request: HttpRequest) -> HttpResponse:
 
 AUDIT_PAGE_SIZE = 50
 AUDIT_EXPORT_MAX = 100_000  # rows per CSV export; narrow the filter for more
-_OBJECT_LINKS = {"run": "runs:detail", "approval_request": "reviews:detail"}
+_OBJECT_LINKS = {
+    "run": "runs:detail",
+    "approval_request": "reviews:detail",
+    "agent_config": "agents:detail",
+}
 CSV_COLUMNS = (
     "seq",
     "created_at",
@@ -179,4 +188,152 @@ def audit_export(request: HttpRequest) -> HttpResponseBase:
         lines(),
         content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.csv"'},
+    )
+
+
+# --- agent configuration, for operators ------------------------------------------------------
+#
+# Holders of agentdesk.view_agentconfigversion (operators, auditors) see every agent's
+# versions; agentdesk.change_agentconfigversion (operators) creates and activates them.
+# Without view: 403 on the list, 404 on an agent's pages (nothing about it is revealed).
+# With view but without change: 403 on the form and every POST, and nothing changes.
+
+VIEW_CONFIG = "agentdesk.view_agentconfigversion"
+CHANGE_CONFIG = "agentdesk.change_agentconfigversion"
+
+
+def _config_agent(request: HttpRequest, agent_name: str) -> Agent:
+    """The agent whose configuration the user may see, else 404."""
+    if not request.user.has_perm(VIEW_CONFIG):
+        raise Http404
+    try:
+        return agent_get(agent_name)
+    except UnknownAgent:
+        raise Http404 from None
+
+
+def _require_config_change(request: HttpRequest) -> None:
+    if not request.user.has_perm(CHANGE_CONFIG):
+        raise PermissionDenied
+
+
+def _version_or_404(agent: Agent, number: int) -> AgentConfigVersion:
+    version = configuration.config_version_get(agent_name=agent.name, number=number)
+    if version is None:
+        raise Http404
+    return version
+
+
+@login_required
+def agent_list(request: HttpRequest) -> HttpResponse:
+    """Every registered agent and its active configuration version."""
+    if not request.user.has_perm(VIEW_CONFIG):
+        raise PermissionDenied
+    rows = [
+        (agent, configuration.config_active(agent_name=agent.name))
+        for agent in sorted(agents().values(), key=lambda a: a.name)
+    ]
+    return render(request, "agents/list.html", {"rows": rows})
+
+
+@login_required
+def agent_detail(request: HttpRequest, agent_name: str) -> HttpResponse:
+    """An agent's versions, newest first, with diff and activation."""
+    agent = _config_agent(request, agent_name)
+    active = configuration.config_active(agent_name=agent.name)
+    versions = configuration.config_versions(agent_name=agent.name)
+    return render(
+        request,
+        "agents/detail.html",
+        {
+            "agent": agent,
+            "active": active,
+            "versions": versions,
+            "can_change": request.user.has_perm(CHANGE_CONFIG),
+        },
+    )
+
+
+@login_required
+def agent_version(request: HtmxHttpRequest, agent_name: str, number: int) -> HttpResponse:
+    """One version and its diff against the active one (or ``?against=<number>``)."""
+    agent = _config_agent(request, agent_name)
+    version = _version_or_404(agent, number)
+    active = configuration.config_active(agent_name=agent.name)
+    against = active
+    raw = request.GET.get("against", "")
+    if raw.isdigit():
+        against = _version_or_404(agent, int(raw))
+    context = {
+        "agent": agent,
+        "version": version,
+        "active": active,
+        "against": against,
+        "diff": configuration.config_diff(a=against, b=version),
+        "can_change": request.user.has_perm(CHANGE_CONFIG),
+    }
+    template = "agents/version.html#diff" if request.htmx else "agents/version.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -> HttpResponse:
+    """Activate a version: a newer one, or an earlier one (a rollback)."""
+    agent = _config_agent(request, agent_name)
+    _require_config_change(request)
+    try:
+        before = configuration.config_active(agent_name=agent.name)
+        version = configuration.config_activate(
+            agent_name=agent.name, number=number, user=cast(User, request.user)
+        )
+    except configuration.ConfigRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        verb = "Rolled back to" if version.number < before.number else "Activated"
+        messages.success(request, f"{verb} version {version.number}; new runs use it.")
+    return redirect("agents:detail", agent_name=agent.name)
+
+
+@login_required
+def agent_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
+    """A new version, starting from the active one; saved only if all of it is valid."""
+    agent = _config_agent(request, agent_name)
+    _require_config_change(request)
+    active = configuration.config_active(agent_name=agent.name)
+    tools = [tool.name for tool in agent.tools]
+    if request.method == "POST":
+        form = ConfigForm(request.POST, tools=tools)
+        rules = RuleFormSet(request.POST, prefix="rules", form_kwargs={"tools": tools})
+        if form.is_valid() and rules.is_valid():
+            try:
+                version = configuration.config_version_create(
+                    agent_name=agent.name,
+                    config=form.config(rules_from(rules)),
+                    note=form.cleaned_data["note"],
+                    user=cast(User, request.user),
+                )
+            except configuration.ConfigRefused as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Saved version {version.number}. It is not active yet: check the "
+                    "diff below, then activate it.",
+                )
+                return redirect("agents:version", agent_name=agent.name, number=version.number)
+        status = 400
+    else:
+        form = ConfigForm(initial=ConfigForm.initial_from(active.config, tools), tools=tools)
+        rules = RuleFormSet(
+            prefix="rules",
+            form_kwargs={"tools": tools},
+            initial=[{**rule, "queue": rule.get("queue") or ""} for rule in active.config["rules"]],
+        )
+        status = 200
+    return render(
+        request,
+        "agents/new.html",
+        {"agent": agent, "active": active, "form": form, "rules": rules},
+        status=status,
     )

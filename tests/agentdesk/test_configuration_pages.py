@@ -1,0 +1,323 @@
+"""The operators' configuration pages: who sees and changes what, forms, diff, activation.
+
+Operators (view and change) create and activate versions; auditors (view) only look and
+get 403 on the form and every POST; reviewers and outsiders get 403 on the list and 404
+on an agent's pages; the anonymous are sent to log in. A denied request changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from agentdesk import configuration
+from agentdesk.models import AgentConfigActive, AgentConfigVersion, AuditEvent
+from agentdesk.registry import agent_get
+from examples.support.review import SUPPORT_POLICY
+
+pytestmark = pytest.mark.django_db
+
+AGENT = "support"
+PERSONAS = ("operator", "auditor", "reviewer", "outsider", "anonymous")
+
+
+@pytest.fixture
+def people(operator: Any, auditor: Any, reviewer: Any, outsider: Any) -> dict[str, Any]:
+    return {
+        "operator": operator,
+        "auditor": auditor,
+        "reviewer": reviewer,
+        "outsider": outsider,
+        "anonymous": None,
+    }
+
+
+@pytest.fixture
+def versions(operator: Any) -> tuple[AgentConfigVersion, AgentConfigVersion]:
+    """Version 1 (from code, active) and version 2 (a lower refund threshold, inactive)."""
+    v1 = configuration.config_active(agent_name=AGENT)
+    config = copy.deepcopy(v1.config)
+    config["thresholds"]["issue_refund"] = 0.5
+    v2 = configuration.config_version_create(
+        agent_name=AGENT, config=config, note="Lower the refund threshold", user=operator
+    )
+    return v1, v2
+
+
+def _client(user: Any) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def _state() -> tuple[list[tuple[int, str]], int | None, int]:
+    active = AgentConfigActive.objects.filter(agent_name=AGENT).first()
+    return (
+        list(AgentConfigVersion.objects.order_by("number").values_list("number", "policy_version")),
+        active.version.number if active else None,
+        AuditEvent.objects.count(),
+    )
+
+
+def _form_data(config: dict[str, Any], note: str = "A change") -> dict[str, Any]:
+    """What the browser posts for ``config`` from the new-version form."""
+    tools = [tool.name for tool in agent_get(AGENT).tools]
+    data: dict[str, Any] = {
+        "note": note,
+        "scope": tools if config["scope"] is None else config["scope"],
+        "review_risks": config["review_risks"],
+        "queue": config["queue"],
+        "rules-TOTAL_FORMS": str(len(config["rules"]) + 1),
+        "rules-INITIAL_FORMS": str(len(config["rules"])),
+        "rules-MIN_NUM_FORMS": "0",
+        "rules-MAX_NUM_FORMS": "1000",
+    }
+    for tool in tools:
+        threshold = config["thresholds"].get(tool)
+        data[f"threshold__{tool}"] = "" if threshold is None else str(threshold)
+        data[f"queue__{tool}"] = config["tool_queues"].get(tool, "")
+    for i, rule in enumerate(config["rules"]):
+        for key in ("name", "when", "description"):
+            data[f"rules-{i}-{key}"] = rule[key]
+        data[f"rules-{i}-tools"] = rule["tools"]
+        data[f"rules-{i}-queue"] = rule["queue"] or ""
+        data[f"rules-{i}-approvals"] = str(rule["approvals"])
+    n = len(config["rules"])  # the blank extra row, as the browser sends it
+    data.update({f"rules-{n}-name": "", f"rules-{n}-when": "", f"rules-{n}-approvals": "1"})
+    return data
+
+
+# --- the permission matrix --------------------------------------------------------------------
+
+GETS = {
+    "list": ("/agents/", {"operator": 200, "auditor": 200, "reviewer": 403, "outsider": 403}),
+    "detail": (
+        "/agents/support/",
+        {"operator": 200, "auditor": 200, "reviewer": 404, "outsider": 404},
+    ),
+    "version": (
+        "/agents/support/versions/2/",
+        {"operator": 200, "auditor": 200, "reviewer": 404, "outsider": 404},
+    ),
+    "new": (
+        "/agents/support/new",
+        {"operator": 200, "auditor": 403, "reviewer": 404, "outsider": 404},
+    ),
+}
+
+
+@pytest.mark.parametrize("page_name", list(GETS))
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_who_may_see_each_page(
+    people: dict[str, Any], versions: Any, page_name: str, persona: str
+) -> None:
+    path, expected = GETS[page_name]
+    before = _state()
+
+    response = _client(people[persona]).get(path)
+
+    if persona == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/")
+    else:
+        assert response.status_code == expected[persona]
+    assert _state() == before
+
+
+@pytest.mark.parametrize(
+    ("persona", "status"),
+    [("auditor", 403), ("reviewer", 404), ("outsider", 404), ("anonymous", 302)],
+)
+def test_only_operators_may_activate(
+    people: dict[str, Any], versions: Any, persona: str, status: int
+) -> None:
+    before = _state()
+
+    response = _client(people[persona]).post("/agents/support/versions/2/activate")
+
+    assert response.status_code == status
+    assert _state() == before
+
+
+@pytest.mark.parametrize(
+    ("persona", "status"),
+    [("auditor", 403), ("reviewer", 404), ("outsider", 404), ("anonymous", 302)],
+)
+def test_only_operators_may_create_a_version(
+    people: dict[str, Any], versions: Any, persona: str, status: int
+) -> None:
+    config = copy.deepcopy(versions[1].config)
+    config["thresholds"]["issue_refund"] = 0.3
+    before = _state()
+
+    response = _client(people[persona]).post("/agents/support/new", _form_data(config))
+
+    assert response.status_code == status
+    assert _state() == before
+
+
+def test_an_unknown_agent_is_404_for_an_operator(operator: Any) -> None:
+    client = _client(operator)
+    assert client.get("/agents/nobody/").status_code == 404
+    assert client.get("/agents/support/versions/9/").status_code == 404
+    assert client.post("/agents/nobody/versions/1/activate").status_code == 404
+    assert AgentConfigVersion.objects.count() == 0
+
+
+def test_activation_is_post_only(operator: Any, versions: Any) -> None:
+    before = _state()
+    assert _client(operator).get("/agents/support/versions/2/activate").status_code == 405
+    assert _state() == before
+
+
+# --- the operator's flow ---------------------------------------------------------------------
+
+
+def test_the_form_starts_from_the_active_version(operator: Any, versions: Any) -> None:
+    response = _client(operator).get("/agents/support/new")
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="threshold__issue_refund" value="0.8"' in body
+    assert 'name="queue__issue_refund" value="refunds"' in body
+    assert 'name="rules-0-when" value="args.amount &gt; 100"' in body
+    assert 'name="rules-1-approvals" value="2"' in body
+    assert 'name="rules-TOTAL_FORMS" value="3"' in body  # two rules and a blank row
+
+
+def test_an_operator_creates_a_version_sees_its_diff_and_activates_it(
+    operator: Any, versions: Any
+) -> None:
+    client = _client(operator)
+    config = copy.deepcopy(versions[0].config)
+    config["thresholds"]["issue_refund"] = 0.4
+    config["rules"].append(
+        {
+            "name": "cancel_two_person",
+            "when": "true",
+            "tools": ["cancel_order"],
+            "queue": "refunds-senior",
+            "approvals": 2,
+            "description": "Two people for a cancellation",
+        }
+    )
+
+    response = client.post("/agents/support/new", _form_data(config, note="Stricter"))
+
+    assert response.status_code == 302
+    assert response["Location"] == "/agents/support/versions/3/"
+    v3 = AgentConfigVersion.objects.get(agent_name=AGENT, number=3)
+    assert v3.config == config
+    assert (v3.note, v3.created_by) == ("Stricter", operator)
+    assert configuration.config_active(agent_name=AGENT).number == 1
+
+    page = client.get(response["Location"]).content.decode()
+    assert "Saved version 3. It is not active yet" in page
+    assert "thresholds.issue_refund" in page
+    assert "rules.cancel_two_person" in page
+    assert 'action="/agents/support/versions/3/activate"' in page
+    assert "Activate version 3" in page
+
+    response = client.post("/agents/support/versions/3/activate")
+    assert (response.status_code, response["Location"]) == (302, "/agents/support/")
+    assert configuration.config_active(agent_name=AGENT).number == 3
+    page = client.get("/agents/support/").content.decode()
+    assert "Activated version 3; new runs use it." in page
+    assert "Roll back to this" in page  # versions 1 and 2 are earlier now
+
+    response = client.post("/agents/support/versions/1/activate")
+    assert response.status_code == 302
+    assert configuration.config_active(agent_name=AGENT).number == 1
+    assert "Rolled back to version 1" in client.get("/agents/support/").content.decode()
+    activations = AuditEvent.objects.filter(verb="config.activated").order_by("seq")
+    assert [(e.before["active"], e.after["active"], e.actor_label) for e in activations] == [
+        (None, 1, "system"),
+        (1, 3, "otto"),
+        (3, 1, "otto"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["rules"][0].update(when="args.amount >"), "does not parse"),
+        (lambda c: c["rules"][0].update(approvals=0), "Ensure this value is greater than or"),
+        (lambda c: c["thresholds"].update(issue_refund=1.5), "less than or equal to 1"),
+        (lambda c: c.update(queue="support queue"), "Enter a valid"),
+        (lambda c: c["rules"][1].update(name="refund_over_100"), "rule names must be unique"),
+    ],
+)
+def test_invalid_input_re_renders_with_errors_and_saves_nothing(
+    operator: Any, versions: Any, change: Any, message: str
+) -> None:
+    config = copy.deepcopy(versions[0].config)
+    change(config)
+    before = _state()
+
+    response = _client(operator).post("/agents/support/new", _form_data(config))
+
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert _state() == before
+
+
+def test_an_unchanged_form_is_refused(operator: Any, versions: Any) -> None:
+    before = _state()
+
+    response = _client(operator).post("/agents/support/new", _form_data(versions[0].config))
+
+    assert response.status_code == 400
+    assert "same configuration as the active version 1" in response.content.decode()
+    assert _state() == before
+
+
+def test_the_diff_comes_as_a_fragment_for_htmx(auditor: Any, versions: Any) -> None:
+    client = _client(auditor)
+
+    fragment = client.get("/agents/support/versions/2/", headers={"HX-Request": "true"})
+    page = client.get("/agents/support/versions/2/")
+
+    assert fragment.status_code == page.status_code == 200
+    body = fragment.content.decode()
+    assert "<html" not in body
+    assert "thresholds.issue_refund" in body
+    assert "Diff: version 1 (active) → version 2" in body
+    assert "Activate version 2" not in page.content.decode()  # an auditor cannot
+
+
+def test_the_diff_against_another_version(auditor: Any, versions: Any) -> None:
+    response = _client(auditor).get("/agents/support/versions/1/?against=2")
+
+    assert response.status_code == 200
+    assert "Diff: version 2 → version 1" in response.content.decode()
+
+
+def test_the_list_shows_each_agent_s_active_version(auditor: Any, versions: Any) -> None:
+    body = _client(auditor).get("/agents/").content.decode()
+
+    assert 'href="/agents/support/versions/1/">v1</a>' in body
+    assert SUPPORT_POLICY.version in body
+
+
+@pytest.mark.parametrize(
+    ("persona", "shown"),
+    [("operator", True), ("auditor", True), ("reviewer", False), ("outsider", False)],
+)
+def test_the_nav_link_is_shown_to_who_may_see(
+    people: dict[str, Any], persona: str, shown: bool
+) -> None:
+    body = _client(people[persona]).get("/runs/").content.decode()
+
+    assert ('href="/agents/"' in body) is shown
+
+
+def test_the_audit_log_links_a_configuration_event_to_the_agent(
+    auditor: Any, versions: Any
+) -> None:
+    body = _client(auditor).get("/audit/?verb=config.").content.decode()
+
+    assert 'href="/agents/support/"' in body
