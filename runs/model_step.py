@@ -15,12 +15,20 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.agents import CONFIDENCE_FIELD, RATIONALE_FIELD, Agent, ModelRoute, RuleContext
+from agentdesk.agents import (
+    CONFIDENCE_FIELD,
+    RATIONALE_FIELD,
+    Agent,
+    ModelRoute,
+    RuleContext,
+    Tool,
+)
 from agentdesk.errors import ErrorClass, error_payload
 from runs.breakers import (
     CircuitOpen,
@@ -123,7 +131,7 @@ def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcom
                 model=link.model,
                 endpoint=link.endpoint,
                 messages=run.checkpoint["messages"],
-                tools=[tool.openai_schema() for tool in agent.tools],
+                tools=tool_schemas(agent.tools),
             )
         except ModelCallFailed as exc:
             # A request the endpoint refused as invalid says nothing about its health.
@@ -141,6 +149,18 @@ def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcom
         breaker_record_success(name=breaker)
         return _Outcome(reply, link, index, skipped=tuple(skipped))
     return _Outcome(None, None, len(links), skipped=tuple(skipped))
+
+
+@cache
+def tool_schemas(tools: tuple[Tool, ...]) -> list[dict[str, Any]]:
+    """The tools as the Chat Completions API describes them, built once per process.
+
+    Building them is pydantic's JSON schema generation, a few milliseconds of CPU for the
+    example agent: done on every model step, it was the largest single cost of a step.
+    Tools are frozen dataclasses, so the tuple is a sound key. The list is shared by every
+    call: never modify it.
+    """
+    return [tool.openai_schema() for tool in tools]
 
 
 def _rule_reply(run: Run, agent: Agent) -> ModelReply:
