@@ -20,20 +20,34 @@ How:
 4. Steps per second = steps recorded in the window / its length. Also from the step
    records: the median time a model step spends beyond the model's latency between its
    start (after the claim) and its record (before the commit), i.e. orchestration under
-   load plus any wait for a CPU or the GIL; and every error class seen.
+   load plus any wait for a CPU, the GIL or a database connection; every error class
+   seen; and the CPU time the worker processes used per step.
 
-``runs_in_flight`` is the median number of runs mid-step; the simulator's model calls in
-flight are a lower bound on it and are reported too.
+``runs_in_flight`` is the median number of model calls in flight at the simulator: runs
+that are waiting on the model right now, the strict reading of "in flight". With 1 s of
+model latency it can only be as high as the model steps the host finishes per second.
+``runs_mid_step_median`` (also counting runs whose step waits for a CPU, a database
+connection or a tool) and ``runs_running_median`` (also counting runs between two steps,
+waiting on the broker) are reported next to it; both are larger, and both grow with the
+worker slots and the runs submitted without any more work getting done, so neither is the
+figure held against the budget. ``runs_in_flight_mean`` is the time average of the same
+samples (by Little's law, model calls per second times the latency); when the calls come in
+waves, as they do once the workers run out of CPU, it is above the median.
 
 Run: ``.venv/bin/python bench/in_flight.py`` for the recommended configuration, or
-``--sweep`` for the table of alternatives in docs/benchmarks.md (about 12 minutes).
-Prints one JSON line per configuration on stdout; progress goes to stderr.
+``--sweep`` for the table of alternatives in docs/concurrency.md (about 12 minutes).
+``--pool``, ``--concurrency``, ``--processes`` and ``--db-pool-max`` also take
+comma-separated lists (every combination is measured), and ``--repeat N`` measures each
+configuration N times, taking them in turn, since one measurement on a shared machine
+proves little. Prints one JSON line per measurement on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
+import statistics
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +59,7 @@ import harness
 POOL = "threads"
 CONCURRENCY = 150
 PROCESSES = 2
-DB_POOL_MAX = 10
+DB_POOL_MAX = 20
 
 WORKER_APP = "agentdesk-bench-worker"
 DRIVER_APP = "agentdesk-bench-driver"
@@ -64,11 +78,14 @@ class Config:
 
 
 def sweep_configs() -> list[Config]:
-    """The alternatives measured for docs/benchmarks.md."""
+    """The alternatives measured for docs/concurrency.md."""
+    # Prefork: one worker process with N pool children, a step at a time in each.
     configs = [Config("prefork", c, 1) for c in (2, 4, 8)]
-    configs += [Config("threads", c, 1) for c in (50, 100, 200, 300)]
-    configs += [Config(POOL, CONCURRENCY, k) for k in (1, 2, 4)]
-    configs += [Config(POOL, CONCURRENCY, PROCESSES, db_pool_max=20)]
+    # Threads: as many worker processes as cores, more or fewer threads, a smaller pool.
+    configs += [Config("threads", c, PROCESSES) for c in (50, 300)]
+    configs += [Config(POOL, CONCURRENCY, PROCESSES, db_pool_max=10)]
+    # The recommended configuration, and with fewer and more processes.
+    configs += [Config(POOL, CONCURRENCY, k) for k in (1, PROCESSES, 4)]
     try:
         import gevent  # noqa: F401
     except ImportError:
@@ -246,6 +263,7 @@ def measure(
         "processes": config.processes,
         "concurrency": config.concurrency,
         "pg_connections_peak": max(pg),
+        "runs_in_flight_mean": round(statistics.fmean(model_calls), 1),
         "runs_in_flight_max": max(model_calls),
         "runs_mid_step_median": round(harness.median(mid_step)),
         "runs_running_median": round(harness.median(running)),
@@ -267,25 +285,39 @@ def measure(
     }
 
 
+def _list(cast: Any) -> Any:
+    """An argparse type: one value or a comma-separated list of them."""
+    return lambda text: [cast(item) for item in text.split(",") if item.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", default=POOL)
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
-    parser.add_argument("--processes", type=int, default=PROCESSES)
-    parser.add_argument("--db-pool-max", type=int, default=DB_POOL_MAX)
+    parser.add_argument("--pool", type=_list(str), default=[POOL])
+    parser.add_argument("--concurrency", type=_list(int), default=[CONCURRENCY])
+    parser.add_argument("--processes", type=_list(int), default=[PROCESSES])
+    parser.add_argument("--db-pool-max", type=_list(int), default=[DB_POOL_MAX])
     parser.add_argument("--runs", type=int, default=None, help="active runs (M)")
     parser.add_argument("--latency-ms", type=int, default=1000)
     parser.add_argument("--warm-up", type=float, default=None, help="seconds; 20, sweep 10")
     parser.add_argument("--window", type=float, default=None, help="seconds; 60, sweep 30")
     parser.add_argument("--sweep", action="store_true", help="measure the alternatives")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each configuration N times")
     args = parser.parse_args()
 
     if args.sweep:
         configs = sweep_configs()
         warm_up_s, window_s = args.warm_up or 10, args.window or 30
     else:
-        configs = [Config(args.pool, args.concurrency, args.processes, args.db_pool_max)]
+        configs = [
+            Config(pool, concurrency, processes, db_pool_max)
+            for pool, concurrency, processes, db_pool_max in itertools.product(
+                args.pool, args.concurrency, args.processes, args.db_pool_max
+            )
+        ]
         warm_up_s, window_s = args.warm_up or 20, args.window or 60
+    # In turn (A B C A B C), so that a burst of load from elsewhere on the machine does
+    # not land on every measurement of one configuration.
+    configs = configs * max(args.repeat, 1)
 
     harness.note("in_flight: preparing the bench database")
     harness.prepare_database()

@@ -22,7 +22,11 @@ How:
 4. Tool steps make no model call; their median wall time (the demo shop's tool included)
    is reported on its own.
 
-The first ``--warm-up`` steps (imports, connection set-up) are not counted.
+The first ``--warm-up`` steps (imports, connection set-up) are not counted. The CPU time
+this process spends in a step (every thread, the model call's SDK work included, the
+simulator's not) is reported too: ``model_step_cpu_median_ms`` and
+``tool_step_cpu_median_ms``. On a busy machine a step's wall time includes waiting for a
+CPU; its CPU time mostly does not, and it is what limits how many steps a host can run.
 
 Run: ``.venv/bin/python bench/step_overhead.py`` (PostgreSQL and Redis on loopback). Prints
 one JSON line on stdout; progress goes to stderr.
@@ -43,6 +47,7 @@ import harness
 class Timed:
     kind: str  # "model" or "tool"
     seconds: float
+    cpu_seconds: float  # this process's CPU time (every thread) during the step
     bare_seconds: float | None = None  # model steps: the same conversation, SDK only
 
 
@@ -98,16 +103,17 @@ def drive_runs(*, model_steps: int, warm_up: int, bare_call: BareCall) -> list[T
             kind = "tool" if run.checkpoint.get("pending_actions") else "model"
             messages = copy.deepcopy(run.checkpoint["messages"])
             seq = run.next_seq
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             services.run_step_execute(run_id=str(run.pk), seq=seq)
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
             bare = bare_call(messages) if kind == "model" else None
             step = Step.objects.filter(run_id=run.pk, seq=seq).first()
             if step is None or step.kind != kind:
                 raise RuntimeError(f"step {seq} of run {run.pk} was not recorded as a {kind} step")
             executed += 1
             if executed > warm_up:
-                timed.append(Timed(kind, elapsed, bare))
+                timed.append(Timed(kind, elapsed, cpu, bare))
             run = Run.objects.get(pk=run.pk)
     return timed
 
@@ -143,6 +149,10 @@ def main() -> None:
         "baseline_median_ms": round(harness.median(bare_ms), 2),
         "step_median_ms": round(harness.median(step_ms), 2),
         "tool_step_median_ms": round(harness.median([s * 1000 for s in tool]), 2),
+        "model_step_cpu_median_ms": round(harness.median([t.cpu_seconds * 1000 for t in model]), 2),
+        "tool_step_cpu_median_ms": round(
+            harness.median([t.cpu_seconds * 1000 for t in timed if t.kind == "tool"]), 2
+        ),
         "steps": len(timed),
     }
     harness.note(
