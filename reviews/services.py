@@ -272,8 +272,14 @@ class Outcome:
 
 
 def _locked_pending(request_id: int) -> ApprovalRequest:
+    """The request and its run, both locked, before anything writes an audit event.
+
+    Lock order: row locks first, then audit_record's chain lock (held to commit). The
+    worker takes the run's lock before its audit events too, so the two never wait on
+    each other in opposite orders.
+    """
     request = (
-        ApprovalRequest.objects.select_for_update(of=("self",))
+        ApprovalRequest.objects.select_for_update(of=("self", "run"))
         .select_related("queue", "run")
         .get(pk=request_id)
     )
@@ -651,7 +657,7 @@ def approval_bulk_approve(
         raise BulkRefused("Select at least one request.")
     with transaction.atomic():
         requests = list(
-            ApprovalRequest.objects.select_for_update(of=("self",))
+            ApprovalRequest.objects.select_for_update(of=("self", "run"))
             .select_related("queue", "run")
             .filter(pk__in=request_ids)
             .order_by("pk")
@@ -704,7 +710,7 @@ def approvals_expire_overdue(*, limit: int = 200) -> list[Decision]:
     for request_id in ids:
         with transaction.atomic():
             request = (
-                ApprovalRequest.objects.select_for_update(skip_locked=True, of=("self",))
+                ApprovalRequest.objects.select_for_update(skip_locked=True, of=("self", "run"))
                 .select_related("queue", "run", "queue__escalate_to")
                 .filter(pk=request_id, state=RequestState.PENDING, due_at__lt=now)
                 .first()
