@@ -29,7 +29,7 @@ def run_list_visible(*, user: User, state: str | None = None) -> QuerySet[Run]:
 def run_get_visible(*, user: User, run_id: str) -> Run | None:
     if not user.has_perm("runs.view_run"):
         return None
-    return Run.objects.select_related("submitted_by").filter(pk=run_id).first()
+    return Run.objects.select_related("submitted_by", "config_version").filter(pk=run_id).first()
 
 
 def run_pending_request(*, run: Run) -> ApprovalRequest | None:

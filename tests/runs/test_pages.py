@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -119,3 +120,22 @@ def test_model_output_is_escaped_on_the_run_page(client: Client, run: Run, revie
 
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def _config_version_fact(html: str) -> str:
+    match = re.search(r'<dd id="run-config-version">(.*?)</dd>', html, re.DOTALL)
+    assert match, "no Config version fact on the run page"
+    return " ".join(match.group(1).split())
+
+
+def test_the_run_page_shows_its_configuration_version(
+    client: Client, run: Run, operator: Any, reviewer: Any
+) -> None:
+    operator_html = _login(client, operator).get(f"/runs/{run.id}/").content.decode()
+    reviewer_html = _login(client, reviewer).get(f"/runs/{run.id}/").content.decode()
+
+    assert run.config_version is not None
+    assert run.config_version.number == 1
+    # Operators may open the version; a reviewer, who would get a 404 there, sees its number.
+    assert _config_version_fact(operator_html) == '<a href="/agents/support/versions/1/">v1</a>'
+    assert _config_version_fact(reviewer_html) == "v1"
