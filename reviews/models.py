@@ -141,6 +141,16 @@ class ApprovalRequest(models.Model):
                 condition=Q(state="pending"),
                 name="request_pending_by_due",
             ),
+            # The inbox's first page: pending requests by due time, the queue filtered
+            # from the index entry. Measured at 100,000 pending (bench/inbox.py): the list
+            # query went from 9 ms (a bitmap scan and a sort of every visible request) to
+            # 0.3 ms; the count uses request_pending_by_due, index-only.
+            models.Index(
+                fields=["due_at", "id"],
+                include=["queue"],
+                condition=Q(state="pending"),
+                name="request_pending_due",
+            ),
         ]
 
     def __str__(self) -> str:
