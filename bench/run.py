@@ -3,10 +3,15 @@
 1. ``step_overhead.py``: orchestration overhead per step (budget <= 5 ms median).
 2. ``in_flight.py``: runs in flight on one 2-core worker host with 1 s model latency, in
    the recommended worker configuration (budget >= 200).
+3. ``decision_to_step.py``: a decision's commit to the run's next step (budget <= 100 ms
+   median).
+4. ``inbox.py``: the reviewer's inbox at 100,000 pending requests (budget <= 50 ms p95, a
+   constant number of queries whatever the page size).
+5. ``audit_search.py``: filtered audit search over 1,000,000 events (budget <= 100 ms p95).
 
 Each runs in its own process against the bench's own database, Redis database and queue
 (see harness.py), whatever DATABASE_URL and REDIS_URL ``make`` passes, and starts and stops
-its own simulator and workers. About 3 minutes in all. The sweep of worker pools behind
+its own simulator and workers. About 10 minutes in all. The sweep of worker pools behind
 docs/concurrency.md is not part of it: ``python bench/in_flight.py --sweep``.
 
 Exits non-zero if a benchmark fails to run, not when a figure misses its budget: budgets
@@ -20,7 +25,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("step_overhead.py", "in_flight.py")
+BENCHMARKS = (
+    "step_overhead.py",
+    "in_flight.py",
+    "decision_to_step.py",
+    "inbox.py",
+    "audit_search.py",
+)
 TIME_LIMIT_S = 600
 
 
