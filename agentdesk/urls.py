@@ -1,5 +1,4 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from agentdesk import views
@@ -31,8 +30,8 @@ agent_urls = (
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", views.AuditedLoginView.as_view(), name="login"),
+    path("logout/", views.AuditedLogoutView.as_view(), name="logout"),
     path("runs/", include("runs.urls")),
     path("inbox/", include("reviews.urls")),
     path("audit/", include(audit_urls)),

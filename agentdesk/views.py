@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -27,12 +29,41 @@ from django.views.decorators.http import require_POST
 
 from agentdesk import configuration, selectors
 from agentdesk.agents import Agent
+from agentdesk.audit import audit_record
 from agentdesk.forms import AuditSearchForm, ConfigForm, RuleFormSet, rules_from
 from agentdesk.http import HtmxHttpRequest
 from agentdesk.models import AgentConfigVersion, AuditEvent
 from agentdesk.registry import UnknownAgent, agent_get, agents
 from agentdesk.selectors import AuditFilters
 from reviews import selectors as review_selectors
+
+
+class AuditedLoginView(auth_views.LoginView):
+    """Django's login, with the login written to the audit log in the same transaction."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        with transaction.atomic():
+            response = super().form_valid(form)
+            audit_record(
+                actor=form.get_user(),
+                verb="user.logged_in",
+                object_type="user",
+                object_id=str(form.get_user().pk),
+            )
+        return response
+
+
+class AuditedLogoutView(auth_views.LogoutView):
+    """Django's logout (POST only), written to the audit log first."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        with transaction.atomic():
+            if user.is_authenticated:
+                audit_record(
+                    actor=user, verb="user.logged_out", object_type="user", object_id=str(user.pk)
+                )
+            return super().post(request, *args, **kwargs)
 
 
 @login_required
