@@ -15,7 +15,9 @@ workers find out for itself, N failures each. The costs stay small:
 
 - ``breaker_allow`` is one SELECT while the breaker is closed (and no row exists until the
   first failure), and a compare-and-set UPDATE only when a probe may start.
-- ``breaker_record_success`` is one SELECT in the usual case (closed, nothing counted).
+- ``breaker_record_success`` costs nothing in the usual case: ``breaker_allow`` says
+  whether the breaker was closed with no failure counted, and then a success has nothing
+  to reset. Otherwise it is one SELECT, and a write only when there is something to change.
 - ``breaker_record_failure`` locks the row in a short transaction.
 
 No function here keeps a transaction open across the caller's work: each transition is its
@@ -111,8 +113,11 @@ def _audit(*, name: str, verb: str, before: dict[str, Any], after: dict[str, Any
     )
 
 
-def breaker_allow(*, name: str) -> None:
-    """Let a call through, or raise ``CircuitOpen``.
+def breaker_allow(*, name: str) -> bool:
+    """Let a call through, or raise ``CircuitOpen``; True if the breaker is clean.
+
+    Clean: no row, or closed with no failure counted. Pass it on to
+    ``breaker_record_success`` (``was_clean``), which then needs no query.
 
     1. Read the state (one SELECT). No row or closed: allowed; this is the usual case.
     2. Open within its cooldown, or half open with a live probe: ``CircuitOpen``.
@@ -125,12 +130,14 @@ def breaker_allow(*, name: str) -> None:
     """
     row = (
         CircuitBreaker.objects.filter(name=name)
-        .values_list("state", "opened_at", "probe_started_at")
+        .values_list("state", "opened_at", "probe_started_at", "failure_count")
         .first()
     )
-    if row is None or row[0] == BreakerState.CLOSED:
-        return
-    state, opened_at, probe_started_at = row
+    if row is None:
+        return True
+    state, opened_at, probe_started_at, failure_count = row
+    if state == BreakerState.CLOSED:
+        return not failure_count
     now = timezone.now()
     cooldown = _cooldown()
     cutoff = now - cooldown
@@ -164,17 +171,24 @@ def breaker_allow(*, name: str) -> None:
     if not won:
         # Another caller became the probe a moment ago.
         raise CircuitOpen(name=name, retry_at=now + cooldown)
+    return False
 
 
-def breaker_record_success(*, name: str) -> None:
+def breaker_record_success(*, name: str, was_clean: bool = False) -> None:
     """Record a successful call: a half-open breaker closes, a closed one forgets failures.
 
     A success resets the count, so the breaker opens on failures that come without a
     success between them (within the window), not on a steady trickle among successes.
-    The usual case (closed, nothing counted, or no row at all) is one SELECT and no write.
+    ``was_clean`` (what ``breaker_allow`` returned for this call): the breaker was closed
+    with nothing counted when the call started, so there is nothing to reset and no query
+    is made, the usual case. Failures other callers counted while this call was under way
+    stay counted until the next success that starts after them: a step's worth of delay
+    in forgetting them, in exchange for a query less on every call.
     A success while the breaker is open (a call let through before it opened) changes
     nothing: only the probe decides when the breaker closes.
     """
+    if was_clean:
+        return
     row = CircuitBreaker.objects.filter(name=name).values_list("state", "failure_count").first()
     if row is None:
         return

@@ -121,7 +121,7 @@ def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcom
         assert isinstance(link, ModelRoute)
         breaker = model_breaker_name(link.endpoint)
         try:
-            breaker_allow(name=breaker)
+            clean = breaker_allow(name=breaker)
         except CircuitOpen:
             skipped.append(str(link))
             continue
@@ -146,7 +146,7 @@ def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcom
                 skipped=tuple(skipped),
                 latency_ms=exc.latency_ms,
             )
-        breaker_record_success(name=breaker)
+        breaker_record_success(name=breaker, was_clean=clean)
         return _Outcome(reply, link, index, skipped=tuple(skipped))
     return _Outcome(None, None, len(links), skipped=tuple(skipped))
 

@@ -104,12 +104,40 @@ def test_a_breaker_without_a_row_allows_for_one_query_and_creates_nothing(
     clock: FrozenDateTimeFactory, django_assert_num_queries: Any
 ) -> None:
     with django_assert_num_queries(1):
-        breaker_allow(name=NAME)
+        clean = breaker_allow(name=NAME)
+    with django_assert_num_queries(0):
+        breaker_record_success(name=NAME, was_clean=clean)
     with django_assert_num_queries(1):
         breaker_record_success(name=NAME)
 
+    assert clean is True
     assert CircuitBreaker.objects.count() == 0
     assert AuditEvent.objects.count() == 0
+
+
+def test_a_call_started_while_failures_were_counted_resets_them_on_success(
+    clock: FrozenDateTimeFactory,
+) -> None:
+    _fail(FAILURES - 1)
+
+    clean = breaker_allow(name=NAME)
+    breaker_record_success(name=NAME, was_clean=clean)
+
+    assert clean is False
+    assert (_row().state, _row().failure_count) == ("closed", 0)
+
+
+def test_failures_counted_during_a_clean_call_stay_counted_after_its_success(
+    clock: FrozenDateTimeFactory,
+) -> None:
+    """The price of the query saved: the next success that starts after them forgets them."""
+    clean = breaker_allow(name=NAME)
+    _fail(FAILURES - 1)  # other callers, while this call was under way
+    breaker_record_success(name=NAME, was_clean=clean)
+
+    assert (_row().state, _row().failure_count) == ("closed", FAILURES - 1)
+    breaker_record_success(name=NAME, was_clean=breaker_allow(name=NAME))
+    assert (_row().state, _row().failure_count) == ("closed", 0)
 
 
 def test_failures_below_the_threshold_keep_it_closed(
@@ -486,7 +514,7 @@ def test_twenty_threads_at_an_open_breaker_past_cooldown_let_one_probe_through(
 
     outcomes = _race(20, lambda: breaker_allow(name=NAME))
 
-    assert sum(o is None for o in outcomes) == 1, outcomes
+    assert sum(o is False for o in outcomes) == 1, outcomes  # the probe: allowed, not clean
     assert sum(isinstance(o, CircuitOpen) for o in outcomes) == 19, outcomes
     assert _row().state == "half_open"
     assert [e[0] for e in _events()] == ["breaker.half_opened"]
