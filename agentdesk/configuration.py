@@ -160,6 +160,7 @@ def _policy_from_config(config: Any) -> Policy:
 
 
 _POLICIES: dict[str, Policy] = {}
+_POLICIES_BY_VERSION_ID: dict[int, Policy] = {}
 
 
 def config_policy(*, version: AgentConfigVersion) -> Policy:
@@ -182,10 +183,17 @@ def config_policy_for_run(*, run: Run, agent: Agent) -> Policy:
     """
     if run.config_version_id is None:
         return agent.policy
-    version = AgentConfigVersion.objects.only("config", "policy_version").get(
-        pk=run.config_version_id
-    )
-    return config_policy(version=version)
+    # Kept by the version's id: a version row never changes and PostgreSQL never hands its
+    # id to another row, so this saves a query on every tool step.
+    policy = _POLICIES_BY_VERSION_ID.get(run.config_version_id)
+    if policy is None:
+        version = AgentConfigVersion.objects.only("config", "policy_version").get(
+            pk=run.config_version_id
+        )
+        policy = config_policy(version=version)
+        if len(_POLICIES_BY_VERSION_ID) < 1024:
+            _POLICIES_BY_VERSION_ID[run.config_version_id] = policy
+    return policy
 
 
 # --- versions ----------------------------------------------------------------------------------
