@@ -60,6 +60,11 @@ try:
     AGENTDESK_LLM_TIMEOUT_S = env.float("AGENTDESK_LLM_TIMEOUT_S", 30.0, validate=_positive)
     AGENTDESK_MAX_INPUT_BYTES = env.int("AGENTDESK_MAX_INPUT_BYTES", 64 * 1024, validate=_positive)
     AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 120.0, validate=_positive)
+    # How long a step task goes on with its run's next steps itself (runs.stepping.chaining);
+    # 0 sends every step through the broker.
+    AGENTDESK_STEP_CHAIN_S = env.float(
+        "AGENTDESK_STEP_CHAIN_S", 30.0, validate=Range(min=0, error="must be 0 or more")
+    )
     AGENTDESK_RECOVERY_INTERVAL_S = env.float(
         "AGENTDESK_RECOVERY_INTERVAL_S", 15.0, validate=_positive
     )

@@ -45,6 +45,7 @@ from agentdesk.registry import UnknownAgent, agent_get
 from runs.model_step import model_step
 from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
 from runs.stepping import (
+    chaining,
     claim,
     commit,
     dead_letter,
@@ -202,22 +203,34 @@ def _run_create(
 # --- stepping ------------------------------------------------------------------------------
 
 
-def run_step_execute(*, run_id: str, seq: int) -> None:
-    """Execute step ``seq`` of a run, if it is still the run's next step."""
+def run_step_execute(*, run_id: str, seq: int, chain_s: float = 0) -> None:
+    """Execute step ``seq`` of a run, if it is still the run's next step.
+
+    ``chain_s`` > 0 (the step task passes AGENTDESK_STEP_CHAIN_S): go on with the run's
+    following steps here for up to that many seconds, as long as each is due at once
+    (``runs.stepping.chaining``). 0: this one step only.
+    """
     run = claim(run_id, seq)
     if run is None:
         return
-    assert run.lease_token is not None
-    with trace_context(run.trace_id):
-        try:
-            _step(run, seq)
-        except (OperationalError, InterfaceError):
-            # The database itself is in trouble: nothing can be recorded now. The lease
-            # expires and the sweeper tries the step again.
-            raise
-        except Exception as exc:
-            log.exception("step %s crashed", seq)
-            dead_letter_after_crash(run, seq, exc)
+    with chaining(chain_s):
+        while True:
+            assert run.lease_token is not None
+            lease = run.lease_token
+            with trace_context(run.trace_id):
+                try:
+                    _step(run, seq)
+                except (OperationalError, InterfaceError):
+                    # The database itself is in trouble: nothing can be recorded now. The
+                    # lease expires and the sweeper tries the step again.
+                    raise
+                except Exception as exc:
+                    log.exception("step %s crashed", seq)
+                    dead_letter_after_crash(run, seq, exc)
+                    return
+            if run.lease_token in (None, lease) or run.next_seq == seq:
+                return  # ended, parked, deferred, handed to the broker, or our lease lost
+            seq = run.next_seq  # the commit kept the next step for this worker
 
 
 def _step(run: Run, seq: int) -> None:

@@ -9,15 +9,19 @@ A step that should run later (a backoff, a rate limit) is ``defer``red instead.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agentdesk.audit import audit_record
@@ -48,6 +52,49 @@ def enqueue_next_step(run: Run, *, countdown_s: float = 0) -> None:
     transaction.on_commit(send, robust=True)
 
 
+# Until when (time.monotonic()) the worker executing a step keeps the run's next step for
+# itself instead of putting it on the broker; None outside ``chaining``.
+_chain_until: ContextVar[float | None] = ContextVar("chain_until", default=None)
+
+
+@contextmanager
+def chaining(seconds: float) -> Iterator[None]:
+    """Within this block, a step due at once is kept by this worker, not sent to the broker.
+
+    The step's commit takes the lease on the next step in the same UPDATE that records this
+    one (``keep_next_step``), and the caller executes it straight away: no message to
+    publish, consume and acknowledge, and no claim, which was about a third of a step's
+    cost (docs/benchmarks.md). For ``seconds`` from now; after that, or for a step that
+    is due later (a backoff), the next step goes through the broker as usual, so no run
+    keeps a worker for long. A worker that dies holding a kept step holds a lease like
+    any other: it expires and the sweeper enqueues the step again.
+    """
+    token = _chain_until.set(time.monotonic() + seconds if seconds > 0 else None)
+    try:
+        yield
+    finally:
+        _chain_until.reset(token)
+
+
+def _keeps_next_step(countdown_s: float) -> bool:
+    until = _chain_until.get()
+    return countdown_s <= 0 and until is not None and time.monotonic() < until
+
+
+def keep_next_step(run: Run) -> None:
+    """Take the lease on the run's next step for this worker (the caller saves the run).
+
+    What ``claim`` would do for the step, without the round trips: the run's row is already
+    locked by the commit. ``enqueued_at`` is now (the step is due now and under way), so
+    the stalled-run sweeper treats it like any claimed step.
+    """
+    now = timezone.now()
+    run.lease_token = uuid.uuid4()
+    run.lease_expires_at = now + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
+    run.step_attempts = 1
+    run.enqueued_at = now
+
+
 def release_db_connection() -> None:
     """Give the database connection back to the pool before a long wait (a model call).
 
@@ -58,9 +105,57 @@ def release_db_connection() -> None:
         connection.close()
 
 
+# The fields a step may change. The others (the input, the trace id, who submitted it, the
+# versions it runs with) are fixed when the run is created, and are not written again on
+# every step: the input alone can be kilobytes.
+STEP_FIELDS = tuple(
+    f.name
+    for f in Run._meta.concrete_fields
+    if f.name
+    not in {
+        "id",
+        "agent_name",
+        "input",
+        "trace_id",
+        "prompt_version",
+        "model",
+        "submitted_by",
+        "idempotency_key",
+        "request_hash",
+        "config_version",
+        "created_at",
+    }
+)
+
+
 def claim(run_id: str, seq: int) -> Run | None:
-    """Take the lease on step ``seq``; None if it is stale, held, or the run has ended."""
+    """Take the lease on step ``seq``; None if it is stale, held, or the run has ended.
+
+    The usual case, a running run whose step ``seq`` is free, is one compare-and-set
+    UPDATE (its WHERE is the whole condition, so of two workers holding the same message
+    one wins) and one SELECT, without a transaction around them: two round trips instead
+    of four. Everything else (the run's first step, which starts it and writes its audit
+    event; a stale or held step, which is logged) goes through ``_claim_locked``.
+    """
     now = timezone.now()
+    token = uuid.uuid4()
+    won = (
+        Run.objects.filter(pk=run_id, next_seq=seq, state=RunState.RUNNING)
+        .filter(Q(lease_token__isnull=True) | Q(lease_expires_at__lte=now))
+        .update(
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S),
+            step_attempts=F("step_attempts") + 1,
+            updated_at=now,
+        )
+    )
+    if won:
+        # Ours until the lease expires: nobody else writes the row meanwhile.
+        return Run.objects.get(pk=run_id)
+    return _claim_locked(run_id, seq, now)
+
+
+def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
         if run is None:
@@ -91,12 +186,40 @@ def claim(run_id: str, seq: int) -> Run | None:
     return run
 
 
-def _locked_if_ours(run: Run, seq: int) -> Run | None:
-    locked = Run.objects.select_for_update().get(pk=run.pk)
-    if locked.lease_token != run.lease_token or locked.next_seq != seq:
+@contextmanager
+def _undone_on_error(run: Run) -> Iterator[None]:
+    """If the transaction fails, undo in memory what was done to ``run`` inside it too.
+
+    The database rolled back; the run object must as well, or what ``apply`` had changed
+    (an appended message, the next lease) would be written by the next commit, such as
+    the dead letter that records the crash.
+    """
+    try:
+        yield
+    except BaseException:
+        with suppress(DatabaseError):  # the database is in trouble; the lease will expire
+            run.refresh_from_db()
+        raise
+
+
+def _lock_if_ours(run: Run, seq: int) -> bool:
+    """Lock the run's row if our lease on step ``seq`` still holds (inside a transaction).
+
+    Only the lease is checked, not the row read again: while the lease holds, nobody but
+    its holder writes the row (a sweeper that finds it expired takes the token away, and
+    every other writer acts on runs that are not running), so ``run`` as claimed is the
+    row as it is.
+    """
+    ours = (
+        Run.objects.select_for_update()
+        .filter(pk=run.pk, lease_token=run.lease_token, next_seq=seq)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if ours is None:
         log.warning("lease on step %s lost; its result is discarded", seq)
-        return None
-    return locked
+        return False
+    return True
 
 
 def commit(
@@ -107,30 +230,32 @@ def commit(
     countdown_s: float = 0,
     recorded: bool = True,
 ) -> bool:
-    """Record a step's results if our lease still holds; enqueue the next step.
+    """Record a step's results if our lease still holds; enqueue (or keep) the next step.
 
-    ``apply`` receives the freshly locked run and records the step on it. Returns False
+    ``apply`` receives the run, its row locked, and records the step on it. Returns False
     (and records nothing) when the lease was lost: another worker took the run over after
     ours expired, and its result is the one that counts. ``recorded=False``: ``apply``
     ended or parked the run without taking the step (a limit, a crash), so the step
     number stays where it is and a requeued run takes exactly that step.
     """
-    with transaction.atomic():
-        locked = _locked_if_ours(run, seq)
-        if locked is None:
+    with _undone_on_error(run), transaction.atomic():
+        if not _lock_if_ours(run, seq):
             return False
-        stored = (locked.checkpoint or {}).get("messages")
+        stored = (run.checkpoint or {}).get("messages")
         stored_count = len(stored) if isinstance(stored, list) else 0
-        apply(locked)
-        _redact_messages(locked, stored, stored_count)
+        apply(run)
+        _redact_messages(run, stored, stored_count)
         if recorded:
-            locked.next_seq = seq + 1
-        locked.step_attempts = 0
-        locked.lease_token = None
-        locked.lease_expires_at = None
-        if locked.state in ACTIVE_STATES:
-            enqueue_next_step(locked, countdown_s=countdown_s)
-        locked.save()
+            run.next_seq = seq + 1
+        run.step_attempts = 0
+        run.lease_token = None
+        run.lease_expires_at = None
+        if run.state in ACTIVE_STATES:
+            if recorded and _keeps_next_step(countdown_s):
+                keep_next_step(run)
+            else:
+                enqueue_next_step(run, countdown_s=countdown_s)
+        run.save(update_fields=STEP_FIELDS)
     return True
 
 
@@ -161,15 +286,14 @@ def _redact_messages(run: Run, stored: Any = None, stored_count: int = 0) -> Non
 
 def defer(run: Run, seq: int, *, countdown_s: float, reason: str) -> bool:
     """Give the lease back without recording a step; try the same step again later."""
-    with transaction.atomic():
-        locked = _locked_if_ours(run, seq)
-        if locked is None:
+    with _undone_on_error(run), transaction.atomic():
+        if not _lock_if_ours(run, seq):
             return False
-        locked.lease_token = None
-        locked.lease_expires_at = None
-        locked.step_attempts = max(locked.step_attempts - 1, 0)  # not a crash
-        enqueue_next_step(locked, countdown_s=countdown_s)
-        locked.save()
+        run.lease_token = None
+        run.lease_expires_at = None
+        run.step_attempts = max(run.step_attempts - 1, 0)  # not a crash
+        enqueue_next_step(run, countdown_s=countdown_s)
+        run.save(update_fields=STEP_FIELDS)
     log.info("step %s deferred %.1f s: %s", seq, countdown_s, reason)
     return True
 
@@ -233,13 +357,12 @@ def dead_letter_after_crash(run: Run, seq: int, exc: BaseException) -> None:
         f"step {seq} raised {type(exc).__name__}: {exc}"[:1000],
     )
     with transaction.atomic():
-        locked = _locked_if_ours(run, seq)
-        if locked is None:
+        if not _lock_if_ours(run, seq):
             return
-        locked.lease_token = None
-        locked.lease_expires_at = None
-        dead_letter(locked, error)
-        locked.save()
+        run.lease_token = None
+        run.lease_expires_at = None
+        dead_letter(run, error)
+        run.save(update_fields=STEP_FIELDS)
 
 
 def conversation_state(messages: list[dict[str, Any]]) -> dict[str, Any]:

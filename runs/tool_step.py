@@ -186,9 +186,11 @@ def _gate(run: Run, agent: Agent, tool: Tool | None, action: Action) -> _Gate:
                 errors=json.loads(exc.json(include_url=False, include_context=False)),
             )
         )
-    request = ApprovalRequest.objects.filter(action=action).first()
-    if request is not None:
-        return _reviewed(tool, request)
+    # Only a call the policy sent to review has a request (a person's decision) to read.
+    if action.verdict == PolicyVerdict.REVIEW:
+        request = ApprovalRequest.objects.filter(action=action).first()
+        if request is not None:
+            return _reviewed(tool, request)
     verdict = policy_evaluate(
         policy=config_policy_for_run(run=run, agent=agent),
         tool_name=tool.name,
@@ -264,13 +266,17 @@ def _park_for_review(
     log.info("tool %s sent to review in %s: %s", tool.name, review.queue, review.reason)
 
 
+def _verdict_fields(verdict: PolicyDecision) -> dict[str, Any]:
+    return {
+        "verdict": str(verdict.verdict),
+        "verdict_reason": verdict.reason[:500],
+        "policy_rule": verdict.rule,
+        "policy_version": verdict.policy_version,
+    }
+
+
 def _record_verdict(action: Action, verdict: PolicyDecision) -> None:
-    Action.objects.filter(pk=action.pk).update(
-        verdict=str(verdict.verdict),
-        verdict_reason=verdict.reason[:500],
-        policy_rule=verdict.rule,
-        policy_version=verdict.policy_version,
-    )
+    Action.objects.filter(pk=action.pk).update(**_verdict_fields(verdict))
 
 
 def _rate_key(tool: Tool) -> tuple[str, ...]:
@@ -314,14 +320,13 @@ def _record_result(
 
     def apply(locked: Run) -> None:
         step = record.create(locked, seq)
-        if verdict is not None:
-            _record_verdict(action, verdict)
         Action.objects.filter(pk=action.pk).update(
             status=status,
             result=tool_message,
             error_class=error["class"] if error else "",
             step=step,
             executed_at=timezone.now(),
+            **(_verdict_fields(verdict) if verdict is not None else {}),
         )
         checkpoint = locked.checkpoint
         checkpoint["attempt"] = 0
@@ -346,7 +351,7 @@ def _call(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
     """Run one validated, permitted call behind its breaker; return (result, error)."""
     breaker = tool_breaker_name(tool.name)
     try:
-        breaker_allow(name=breaker)
+        clean = breaker_allow(name=breaker)
     except CircuitOpen as exc:
         return None, error_payload(
             ErrorClass.CIRCUIT_OPEN,
@@ -356,8 +361,8 @@ def _call(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
     result, error = _execute(run, tool, action, validated)
     if error is not None and error["class"] in (ErrorClass.TOOL_TIMEOUT, ErrorClass.TOOL_CRASHED):
         breaker_record_failure(name=breaker, error_class=error["class"])
-    else:
-        breaker_record_success(name=breaker)  # a ToolError is the tool working as meant
+    else:  # a ToolError is the tool working as meant
+        breaker_record_success(name=breaker, was_clean=clean)
     return result, error
 
 
