@@ -1,0 +1,159 @@
+"""Users and groups in the Django admin, with every change of access audited.
+
+Who may do what is a group (a role: agentdesk.roles), a model permission, or the staff and
+superuser flags; queue-level access is audited by reviews.admin. Django's own UserAdmin
+and GroupAdmin change these without a trace, so they are replaced here by subclasses that
+write one audit event per change (``user.created``, ``user.access_changed``,
+``user.deleted``, ``group.created``, ``group.permissions_changed``, ``group.deleted``)
+with the access before and after. The admin runs each change form in a transaction, and
+the event is written inside it, once the many-to-many fields are saved.
+
+A change that leaves access as it was (a new email address) writes nothing: the log is
+for who may do what. Passwords are not part of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, Permission, User
+from django.db import transaction
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
+
+from agentdesk.audit import audit_record
+
+USER_FLAGS = ("is_active", "is_staff", "is_superuser")
+
+
+def _permission_names(permissions: Any) -> list[str]:
+    """Permissions (objects or ids) as sorted "app_label.codename" strings."""
+    ids = [p.pk if isinstance(p, Permission) else int(p) for p in permissions]
+    return sorted(
+        f"{app_label}.{codename}"
+        for app_label, codename in Permission.objects.filter(pk__in=ids).values_list(
+            "content_type__app_label", "codename"
+        )
+    )
+
+
+def _group_names(groups: Any) -> list[str]:
+    ids = [g.pk if isinstance(g, Group) else int(g) for g in groups]
+    return sorted(Group.objects.filter(pk__in=ids).values_list("name", flat=True))
+
+
+def user_access(user: User) -> dict[str, Any]:
+    """What a user may do, as the audit log records it."""
+    return {
+        **{flag: getattr(user, flag) for flag in USER_FLAGS},
+        "groups": _group_names(user.groups.all()),
+        "user_permissions": _permission_names(user.user_permissions.all()),
+    }
+
+
+def _user_access_initial(initial: Mapping[str, Any]) -> dict[str, Any]:
+    """The same, from a change form's initial data (the user as the form was opened)."""
+    return {
+        **{flag: bool(initial.get(flag)) for flag in USER_FLAGS},
+        "groups": _group_names(initial.get("groups") or []),
+        "user_permissions": _permission_names(initial.get("user_permissions") or []),
+    }
+
+
+class AuditedUserAdmin(UserAdmin):
+    def save_related(
+        self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        user = form.instance
+        after = user_access(user)
+        before = _user_access_initial(form.initial) if change else None
+        if before == after:
+            return
+        audit_record(
+            actor=request.user,
+            verb="user.access_changed" if change else "user.created",
+            object_type="user",
+            object_id=str(user.pk),
+            before=before,
+            after={"username": user.get_username(), **after},
+        )
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        with transaction.atomic():
+            _audit_user_deleted(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        with transaction.atomic():
+            for user in queryset:
+                _audit_user_deleted(request, user)
+            super().delete_queryset(request, queryset)
+
+
+def _audit_user_deleted(request: HttpRequest, user: User) -> None:
+    audit_record(
+        actor=request.user,
+        verb="user.deleted",
+        object_type="user",
+        object_id=str(user.pk),
+        before={"username": user.get_username(), **user_access(user)},
+    )
+
+
+class AuditedGroupAdmin(GroupAdmin):
+    def save_related(
+        self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        group = form.instance
+        after = {"name": group.name, "permissions": _permission_names(group.permissions.all())}
+        before = (
+            {
+                "name": form.initial.get("name", group.name),
+                "permissions": _permission_names(form.initial.get("permissions") or []),
+            }
+            if change
+            else None
+        )
+        if before == after:
+            return
+        audit_record(
+            actor=request.user,
+            verb="group.permissions_changed" if change else "group.created",
+            object_type="group",
+            object_id=str(group.pk),
+            before=before,
+            after=after,
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Group) -> None:
+        with transaction.atomic():
+            _audit_group_deleted(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Group]) -> None:
+        with transaction.atomic():
+            for group in queryset:
+                _audit_group_deleted(request, group)
+            super().delete_queryset(request, queryset)
+
+
+def _audit_group_deleted(request: HttpRequest, group: Group) -> None:
+    audit_record(
+        actor=request.user,
+        verb="group.deleted",
+        object_type="group",
+        object_id=str(group.pk),
+        before={"name": group.name, "permissions": _permission_names(group.permissions.all())},
+    )
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+admin.site.register(User, AuditedUserAdmin)
+admin.site.register(Group, AuditedGroupAdmin)
