@@ -31,6 +31,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.utils import timezone
 
+from agentdesk.logging import current_request_id
 from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_value
 
@@ -127,6 +128,9 @@ def audit_record(
 ) -> AuditEvent:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction that makes the change")
+    # Without a run, the web request that made the change: everything one request changed
+    # shares an id, which its response header and its log lines carry too.
+    trace_id = trace_id or current_request_id()
     user = actor if actor is not None and actor.is_authenticated else None
     label = actor_label or (user.get_username() if user is not None else "system")
     # Through JSON once, so the hashed value is exactly what the jsonb column gives back.

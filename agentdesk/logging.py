@@ -1,16 +1,24 @@
-"""A trace id on every log line of a run.
+"""A trace id on every log line of a run, and of a web request.
 
 The runtime binds the run's trace id with ``trace_context`` around everything it does for
-the run; the filter copies it onto each record so the formatter can print it. A
-ContextVar, not a thread-local, so it is right under threads and asyncio alike.
+the run; ``RequestIdMiddleware`` binds a request id (``req-`` and 24 hex digits, or the
+caller's ``X-Request-ID``) around each web request. The filter copies it onto each record
+so the formatter can print it, and audit events made without a run record it as their
+trace id (agentdesk.audit), so an auditor can find everything one request changed, and the
+log lines it wrote. A ContextVar, not a thread-local, so it is right under threads and
+asyncio alike.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import re
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+
+from django.http import HttpRequest, HttpResponse
 
 _trace_id: ContextVar[str] = ContextVar("agentdesk_trace_id", default="-")
 
@@ -26,6 +34,42 @@ def trace_context(trace_id: str) -> Iterator[None]:
         yield
     finally:
         _trace_id.reset(token)
+
+
+# What a caller may pass as its own request id: short and harmless in a log line or a URL.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{7,31}")
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+_request_id: ContextVar[str] = ContextVar("agentdesk_request_id", default="")
+
+
+def current_request_id() -> str:
+    """The id RequestIdMiddleware bound for this web request; "" outside one."""
+    return _request_id.get()
+
+
+class RequestIdMiddleware:
+    """Bind a request id around each request and return it in ``X-Request-ID``.
+
+    A valid id sent by the caller (a proxy, a client retrying) is kept, so one id follows
+    a request across systems; anything else is replaced by a fresh one.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        sent = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = sent if _REQUEST_ID.fullmatch(sent) else f"req-{uuid.uuid4().hex[:24]}"
+        token = _request_id.set(request_id)
+        try:
+            with trace_context(request_id):
+                response = self.get_response(request)
+        finally:
+            _request_id.reset(token)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
 
 
 class TraceIdFilter(logging.Filter):

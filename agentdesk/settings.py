@@ -184,6 +184,8 @@ if AGENTDESK_HTTPS:
     SECURE_SSL_REDIRECT = True
 
 MIDDLEWARE = [
+    # First, so that every log line and audit event of a request carries its id.
+    "agentdesk.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves STATIC_ROOT (collectstatic) from the app server itself, so daphne needs no
     # proxy in front for /static/; a proxy or CDN may still take it over.
