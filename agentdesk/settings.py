@@ -234,6 +234,7 @@ if DATABASE_URL:
     _db["OPTIONS"] = {
         **_db.get("OPTIONS", {}),  # e.g. ?sslmode=require in the URL
         "pool": {"min_size": 1, "max_size": AGENTDESK_DB_POOL_MAX, "timeout": 30},
+        "server_side_binding": True,
     }
     DATABASES = {"default": _db}
 else:
