@@ -447,21 +447,20 @@ def prompt_detail(request: HttpRequest, agent_name: str) -> HttpResponse:
     cards = []
     for row in rows:
         source = prompts.PROMOTED_FROM.get(PromptLabelName(row.label))
-        source_version = by_label[source] if source else None
+        promote_to = by_label[source] if source else None
+        if promote_to is not None and promote_to.pk == row.version_id:
+            promote_to = None
+        previous = (
+            prompts.prompt_label_previous(agent_name=agent.name, label=row.label) if source else []
+        )
         cards.append(
             LabelCard(
                 row=row,
                 source=source or "",
-                promote_to=(
-                    source_version
-                    if source_version is not None and source_version.pk != row.version_id
-                    else None
-                ),
-                rollback_to=(
-                    prompts.prompt_label_previous(agent_name=agent.name, label=row.label)
-                    if source
-                    else []
-                ),
+                promote_to=promote_to,
+                # The version a promotion offers is not offered again as a rollback: moving
+                # there is a promotion (through the gate) either way.
+                rollback_to=[v for v in previous if v != promote_to],
                 may_move=_may_move(request, row.label),
             )
         )
