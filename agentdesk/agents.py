@@ -221,6 +221,11 @@ class Agent:
     # Turns the validated input into the first user message.
     render_input: Callable[[BaseModel], str]
     prompt_context: Callable[[BaseModel], Mapping[str, str]] = lambda _input: {}
+    # The ``$names`` an operator's prompt version may use: the keys ``prompt_context``
+    # always provides. None: those the code's ``system_prompt`` uses. A stored version
+    # with any other placeholder is refused (``agentdesk.prompts``), because
+    # safe_substitute would send it to the model as literal "$name".
+    prompt_placeholders: tuple[str, ...] | None = None
     limits: Limits = field(default_factory=Limits)
     # The fallback chain, in order: the primary model, alternative models or endpoints,
     # an optional deterministic rule, then (if escalate_to_human) a human. A link is left
@@ -240,6 +245,15 @@ class Agent:
         if len(names) != len(set(names)):
             raise ValueError(f"agent {self.name!r} declares a tool twice: {names}")
         self.policy.validate_for(set(names))
+        if self.prompt_placeholders is not None:
+            unknown = set(Template(self.system_prompt).get_identifiers()) - set(
+                self.prompt_placeholders
+            )
+            if unknown:
+                raise ValueError(
+                    f"agent {self.name!r}: system_prompt uses {sorted(unknown)}, "
+                    "which prompt_placeholders does not declare"
+                )
 
     @property
     def model_routes(self) -> tuple[ModelRoute, ...]:
@@ -251,15 +265,25 @@ class Agent:
                 return tool
         return None
 
-    def render_system_prompt(self, validated_input: BaseModel) -> str:
-        return Template(self.system_prompt).safe_substitute(self.prompt_context(validated_input))
+    def render_system_prompt(self, validated_input: BaseModel, template: str | None = None) -> str:
+        """The system prompt for one input, from ``template`` (default: the code's)."""
+        source = self.system_prompt if template is None else template
+        return Template(source).safe_substitute(self.prompt_context(validated_input))
+
+    @property
+    def allowed_placeholders(self) -> frozenset[str]:
+        """The ``$names`` a stored prompt version may use (see ``prompt_placeholders``)."""
+        if self.prompt_placeholders is not None:
+            return frozenset(self.prompt_placeholders)
+        return frozenset(Template(self.system_prompt).get_identifiers())
 
     @property
     def prompt_version(self) -> str:
-        """A short content hash of the prompt template and tool schemas.
+        """A short content hash of the code-declared prompt template and tool schemas.
 
-        Two runs with the same prompt version saw the same instructions; the operator
-        console's versioned prompts replace this with a stored version later.
+        A fingerprint of the code only. Runs no longer record it: they record the stored
+        prompt version the ``production`` label points at (``agentdesk.prompts``,
+        ``PromptVersion.ref``), which operators change without a deploy.
         """
         blob = json.dumps(
             {"prompt": self.system_prompt, "tools": [t.openai_schema() for t in self.tools]},

@@ -177,3 +177,29 @@ def rules_from(formset: Any) -> list[dict[str, Any]]:
         for form in formset.forms
         if form.has_changed() and not (formset.can_delete and formset._should_delete_form(form))
     ]
+
+
+# --- prompt versions, for operators ------------------------------------------------------------
+
+
+class PromptVersionForm(forms.Form):
+    """A new prompt version's text and note. The service validates the template itself."""
+
+    # strip=False: the service canonicalises line ends and the final newline; stripping
+    # here as well would hide what was posted from its error messages.
+    template = forms.CharField(
+        strip=False,
+        required=False,  # the service's "The prompt is empty." is the clearer message
+        label="Prompt template",
+        widget=forms.Textarea(attrs={"rows": 28, "spellcheck": "true", "class": "prompt-text"}),
+    )
+    note = forms.CharField(
+        max_length=500, label="What changes and why", widget=forms.TextInput(attrs={"size": 60})
+    )
+
+
+class PromptLabelMoveForm(forms.Form):
+    """Which label to move and to which version number; the service checks the rest."""
+
+    label = forms.CharField(max_length=32)
+    number = forms.IntegerField(min_value=1)

@@ -21,22 +21,33 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "reviews.view_goldencandidate",
         "agentdesk.view_agentconfigversion",
         "agentdesk.change_agentconfigversion",
+        "agentdesk.view_promptversion",
+        "agentdesk.change_promptversion",
     ),
     "auditor": (
         "runs.view_run",
         "runs.view_deadletter",
         "agentdesk.view_auditevent",
         "agentdesk.view_agentconfigversion",
+        "agentdesk.view_promptversion",
         "reviews.view_queue",
         "reviews.view_goldencandidate",
     ),
 }
+# Moving an agent's production prompt label changes what every new run is told, so it is
+# a permission of its own that operators do not hold: a release manager is an operator
+# who may also do that (superusers hold every permission anyway).
+ROLE_PERMISSIONS["release_manager"] = (
+    *ROLE_PERMISSIONS["operator"],
+    "agentdesk.promote_production_prompt",
+)
 
 DEMO_ACCOUNTS: tuple[tuple[str, str, str | None], ...] = (
     # username, password, role (None: superuser)
     ("reviewer", "reviewer-demo", "reviewer"),
     ("senior", "senior-demo", "reviewer"),
     ("operator", "operator-demo", "operator"),
+    ("release", "release-demo", "release_manager"),
     ("auditor", "auditor-demo", "auditor"),
     ("admin", "admin-demo", None),
 )

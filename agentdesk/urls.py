@@ -28,6 +28,17 @@ agent_urls = (
     "agents",
 )
 
+prompt_urls = (
+    [
+        path("", views.prompt_list, name="list"),
+        path("<str:agent_name>/", views.prompt_detail, name="detail"),
+        path("<str:agent_name>/new", views.prompt_version_new, name="new"),
+        path("<str:agent_name>/versions/<int:number>/", views.prompt_version, name="version"),
+        path("<str:agent_name>/move", views.prompt_label_move, name="move"),
+    ],
+    "prompts",
+)
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.AuditedLoginView.as_view(), name="login"),
@@ -36,6 +47,7 @@ urlpatterns = [
     path("inbox/", include("reviews.urls")),
     path("audit/", include(audit_urls)),
     path("agents/", include(agent_urls)),
+    path("prompts/", include(prompt_urls)),
     path("api/runs", api.runs_create, name="api-runs-create"),
     path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
     path("api/requests", reviews_api.requests_list, name="api-requests"),

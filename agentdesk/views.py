@@ -27,12 +27,26 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from agentdesk import configuration, selectors
+from agentdesk import configuration, prompts, selectors
 from agentdesk.agents import Agent
 from agentdesk.audit import audit_record
-from agentdesk.forms import AuditSearchForm, ConfigForm, RuleFormSet, rules_from
+from agentdesk.forms import (
+    AuditSearchForm,
+    ConfigForm,
+    PromptLabelMoveForm,
+    PromptVersionForm,
+    RuleFormSet,
+    rules_from,
+)
 from agentdesk.http import HtmxHttpRequest
-from agentdesk.models import AgentConfigVersion, AuditEvent
+from agentdesk.models import (
+    AgentConfigVersion,
+    AuditEvent,
+    PromptLabel,
+    PromptLabelMoveKind,
+    PromptLabelName,
+    PromptVersion,
+)
 from agentdesk.registry import UnknownAgent, agent_get, agents
 from agentdesk.selectors import AuditFilters
 from reviews import selectors as review_selectors
@@ -82,6 +96,7 @@ _OBJECT_LINKS = {
     "run": "runs:detail",
     "approval_request": "reviews:detail",
     "agent_config": "agents:detail",
+    "prompt": "prompts:detail",
 }
 CSV_COLUMNS = (
     "seq",
@@ -368,3 +383,217 @@ def agent_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
         {"agent": agent, "active": active, "form": form, "rules": rules},
         status=status,
     )
+
+
+# --- prompt versions, for operators ----------------------------------------------------------
+#
+# Holders of agentdesk.view_promptversion (operators, release managers, auditors) see every
+# agent's prompt versions and labels; agentdesk.change_promptversion (operators) creates
+# versions and moves dev and staging; agentdesk.promote_production_prompt (release
+# managers, superusers) moves production. Without view: 403 on the list, 404 on an agent's
+# pages. With view but without what a write needs: 403, and nothing changes.
+
+
+def _prompt_agent(request: HttpRequest, agent_name: str) -> Agent:
+    """The agent whose prompts the user may see, else 404."""
+    if not request.user.has_perm(prompts.VIEW_PROMPTS):
+        raise Http404
+    try:
+        return agent_get(agent_name)
+    except UnknownAgent:
+        raise Http404 from None
+
+
+def _prompt_version_or_404(agent: Agent, number: int) -> PromptVersion:
+    version = prompts.prompt_version_get(agent_name=agent.name, number=number)
+    if version is None:
+        raise Http404
+    return version
+
+
+def _may_move(request: HttpRequest, label: str) -> bool:
+    return request.user.has_perm(prompts.prompt_move_permission(label=label))
+
+
+@dataclass(frozen=True)
+class LabelCard:
+    """One label on the prompt page, and the moves this user may make from there."""
+
+    row: PromptLabel
+    source: str  # the label a promotion comes from; "" for dev
+    promote_to: PromptVersion | None  # the source's version, when it differs
+    rollback_to: list[PromptVersion]
+    may_move: bool
+
+
+@login_required
+def prompt_list(request: HttpRequest) -> HttpResponse:
+    """Every registered agent and where its prompt labels point."""
+    if not request.user.has_perm(prompts.VIEW_PROMPTS):
+        raise PermissionDenied
+    rows = [
+        (agent, prompts.prompt_label_rows(agent_name=agent.name))
+        for agent in sorted(agents().values(), key=lambda a: a.name)
+    ]
+    return render(request, "prompts/list.html", {"rows": rows, "labels": prompts.LABELS})
+
+
+@login_required
+def prompt_detail(request: HttpRequest, agent_name: str) -> HttpResponse:
+    """An agent's prompt labels (promote, roll back), its versions and the label history."""
+    agent = _prompt_agent(request, agent_name)
+    rows = prompts.prompt_label_rows(agent_name=agent.name)
+    by_label = {row.label: row.version for row in rows}
+    cards = []
+    for row in rows:
+        source = prompts.PROMOTED_FROM.get(PromptLabelName(row.label))
+        promote_to = by_label[source] if source else None
+        if promote_to is not None and promote_to.pk == row.version_id:
+            promote_to = None
+        previous = (
+            prompts.prompt_label_previous(agent_name=agent.name, label=row.label) if source else []
+        )
+        cards.append(
+            LabelCard(
+                row=row,
+                source=source or "",
+                promote_to=promote_to,
+                # The version a promotion offers is not offered again as a rollback: moving
+                # there is a promotion (through the gate) either way.
+                rollback_to=[v for v in previous if v != promote_to],
+                may_move=_may_move(request, row.label),
+            )
+        )
+    versions = prompts.prompt_versions(agent_name=agent.name)
+    labels_of = {
+        version.pk: [row.label for row in rows if row.version_id == version.pk]
+        for version in versions
+    }
+    return render(
+        request,
+        "prompts/detail.html",
+        {
+            "agent": agent,
+            "cards": cards,
+            "production": by_label[PromptLabelName.PRODUCTION],
+            "dev": by_label[PromptLabelName.DEV],
+            "versions": [(version, labels_of[version.pk]) for version in versions],
+            "history": prompts.prompt_label_history(agent_name=agent.name),
+            "code_version": prompts.prompt_code_version(agent=agent),
+            "placeholders": sorted(agent.allowed_placeholders),
+            "can_change": request.user.has_perm(prompts.CHANGE_PROMPTS),
+        },
+    )
+
+
+@login_required
+def prompt_version(request: HtmxHttpRequest, agent_name: str, number: int) -> HttpResponse:
+    """One prompt version and its diff against production (or ``?against=<number>``)."""
+    agent = _prompt_agent(request, agent_name)
+    version = _prompt_version_or_404(agent, number)
+    rows = prompts.prompt_label_rows(agent_name=agent.name)
+    production = next(r.version for r in rows if r.label == PromptLabelName.PRODUCTION)
+    against = production
+    raw = request.GET.get("against", "")
+    if raw.isdigit():
+        against = _prompt_version_or_404(agent, int(raw))
+    context = {
+        "agent": agent,
+        "version": version,
+        "labels": [row.label for row in rows if row.version_id == version.pk],
+        "dev": next(r.version for r in rows if r.label == PromptLabelName.DEV),
+        "production": production,
+        "against": against,
+        "diff": prompts.prompt_diff(a=against, b=version),
+        "can_change": request.user.has_perm(prompts.CHANGE_PROMPTS),
+    }
+    template = "prompts/version.html#diff" if request.htmx else "prompts/version.html"
+    return render(request, template, context)
+
+
+@login_required
+def prompt_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
+    """A new prompt version, starting from dev's (``?from=<number>`` or ``?from=code``)."""
+    agent = _prompt_agent(request, agent_name)
+    if not request.user.has_perm(prompts.CHANGE_PROMPTS):
+        raise PermissionDenied
+    start = prompts.prompt_labels(agent_name=agent.name)[PromptLabelName.DEV]
+    if request.method == "POST":
+        form = PromptVersionForm(request.POST)
+        if form.is_valid():
+            try:
+                version = prompts.prompt_version_create(
+                    agent_name=agent.name,
+                    template=form.cleaned_data["template"],
+                    note=form.cleaned_data["note"],
+                    user=cast(User, request.user),
+                )
+            except prompts.PromptRefused as exc:
+                form.add_error("template", str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Saved version {version.number}. No label points at it yet: point dev "
+                    "at it to try it, then promote it.",
+                )
+                return redirect("prompts:version", agent_name=agent.name, number=version.number)
+        status = 400
+    else:
+        raw = request.GET.get("from", "")
+        initial = start.template
+        if raw == "code":
+            initial = prompts.prompt_canonical(template=agent.system_prompt)
+        elif raw.isdigit():
+            start = _prompt_version_or_404(agent, int(raw))
+            initial = start.template
+        form = PromptVersionForm(initial={"template": initial})
+        status = 200
+    return render(
+        request,
+        "prompts/new.html",
+        {"agent": agent, "form": form, "placeholders": sorted(agent.allowed_placeholders)},
+        status=status,
+    )
+
+
+_MOVED = {
+    PromptLabelMoveKind.PROMOTION: "Promoted version {n} to {label}.",
+    PromptLabelMoveKind.ROLLBACK: "Rolled {label} back to version {n}.",
+    PromptLabelMoveKind.MOVE: "{label} now points at version {n}.",
+}
+
+
+@login_required
+@require_POST
+def prompt_label_move(request: HttpRequest, agent_name: str) -> HttpResponse:
+    """Move a label: promote, roll back, or point dev at a version."""
+    agent = _prompt_agent(request, agent_name)
+    user = request.user
+    if not (user.has_perm(prompts.CHANGE_PROMPTS) or user.has_perm(prompts.PROMOTE_PRODUCTION)):
+        raise PermissionDenied
+    form = PromptLabelMoveForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a label and a version number to move it to.")
+        return redirect("prompts:detail", agent_name=agent.name)
+    label = form.cleaned_data["label"]
+    if label in PromptLabelName.values and not _may_move(request, label):
+        raise PermissionDenied
+    try:
+        move = prompts.prompt_label_move(
+            agent_name=agent.name,
+            label=label,
+            number=form.cleaned_data["number"],
+            user=cast(User, user),
+        )
+    except prompts.PromptRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        text = _MOVED[PromptLabelMoveKind(move.kind)].format(
+            n=move.to_version.number, label=move.label
+        )
+        if move.label == PromptLabelName.PRODUCTION:
+            text += " New runs use it; runs in flight keep the version they started with."
+        if move.gate:
+            text += f" Gate: {move.gate}."
+        messages.success(request, text)
+    return redirect("prompts:detail", agent_name=agent.name)

@@ -40,6 +40,7 @@ from agentdesk.audit import audit_record
 from agentdesk.configuration import config_active
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
+from agentdesk.prompts import prompt_production, prompt_render
 from agentdesk.redaction import redact_value
 from agentdesk.registry import UnknownAgent, agent_get
 from runs.model_step import model_step
@@ -157,12 +158,19 @@ def _run_create(
     idempotency_key: str | None,
     request_hash: str,
 ) -> Run:
+    # The system prompt is the version the production label points at now, rendered once:
+    # the checkpoint carries its text, so the run keeps it (and records it on every step
+    # through run.prompt_version) whatever the label points at later.
+    prompt = prompt_production(agent_name=agent.name)
     # Secrets in the input (a key pasted into a ticket, a card number) are redacted before
     # the first prompt is built and before anything is stored; the request hash above is
     # of the submission as sent, so an idempotent retry still matches.
     messages = redact_value(
         [
-            {"role": "system", "content": agent.render_system_prompt(validated)},
+            {
+                "role": "system",
+                "content": prompt_render(agent=agent, version=prompt, validated_input=validated),
+            },
             {"role": "user", "content": agent.render_input(validated)},
         ]
     )
@@ -173,7 +181,7 @@ def _run_create(
         config_version=config_version,
         input=redact_value(run_input),
         trace_id=uuid.uuid4().hex,
-        prompt_version=agent.prompt_version,
+        prompt_version=prompt.ref,
         model=agent.model,
         checkpoint={"messages": messages, "pending_actions": []},
         submitted_by=user,

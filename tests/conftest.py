@@ -70,6 +70,11 @@ def operator(db: None) -> Any:
 
 
 @pytest.fixture
+def release_manager(db: None) -> Any:
+    return _user("rhea", "release_manager")
+
+
+@pytest.fixture
 def auditor(db: None) -> Any:
     return _user("aude", "auditor")
 

@@ -1,0 +1,343 @@
+"""The prompt pages: who sees and changes what, the form, diff, promotion and rollback.
+
+Operators (view, change) create versions and move dev and staging; release managers
+also move production; auditors only look (403 on the form and every POST); reviewers
+and outsiders get 403 on the list and 404 on an agent's pages; the anonymous are sent
+to log in. A denied or refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from agentdesk import prompts
+from agentdesk.models import AuditEvent, PromptLabel, PromptLabelMove, PromptVersion
+from agentdesk.registry import agent_get
+from examples.support.agent import SYSTEM_PROMPT
+
+pytestmark = pytest.mark.django_db
+
+AGENT = "support"
+PERSONAS = ("release_manager", "operator", "auditor", "reviewer", "outsider", "anonymous")
+V2_TEXT = SYSTEM_PROMPT + "Sign off with the customer's first name when you know it.\n"
+
+
+@pytest.fixture
+def people(
+    release_manager: Any, operator: Any, auditor: Any, reviewer: Any, outsider: Any
+) -> dict[str, Any]:
+    return {
+        "release_manager": release_manager,
+        "operator": operator,
+        "auditor": auditor,
+        "reviewer": reviewer,
+        "outsider": outsider,
+        "anonymous": None,
+    }
+
+
+@pytest.fixture
+def staged(operator: Any) -> PromptVersion:
+    """Version 2 at dev and staging; production still at version 1."""
+    prompts.prompt_labels(agent_name=AGENT)
+    v2 = prompts.prompt_version_create(
+        agent_name=AGENT, template=V2_TEXT, note="Sign off by name", user=operator
+    )
+    for label in ("dev", "staging"):
+        prompts.prompt_label_move(agent_name=AGENT, label=label, number=2, user=operator)
+    return v2
+
+
+def _client(user: Any) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def _state() -> tuple[list[tuple[int, str]], dict[str, int], int, int]:
+    return (
+        list(PromptVersion.objects.order_by("number").values_list("number", "content_hash")),
+        dict(PromptLabel.objects.values_list("label", "version__number")),
+        PromptLabelMove.objects.count(),
+        AuditEvent.objects.count(),
+    )
+
+
+def _labels() -> dict[str, int]:
+    return dict(PromptLabel.objects.values_list("label", "version__number"))
+
+
+# --- the permission matrix --------------------------------------------------------------------
+
+VIEWERS = {"release_manager": 200, "operator": 200, "auditor": 200}
+GETS = {
+    "list": ("/prompts/", {**VIEWERS, "reviewer": 403, "outsider": 403}),
+    "detail": ("/prompts/support/", {**VIEWERS, "reviewer": 404, "outsider": 404}),
+    "version": ("/prompts/support/versions/2/", {**VIEWERS, "reviewer": 404, "outsider": 404}),
+    "new": (
+        "/prompts/support/new",
+        {"release_manager": 200, "operator": 200, "auditor": 403, "reviewer": 404, "outsider": 404},
+    ),
+}
+
+
+@pytest.mark.parametrize("page_name", list(GETS))
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_who_may_see_each_page(
+    people: dict[str, Any], staged: Any, page_name: str, persona: str
+) -> None:
+    path, expected = GETS[page_name]
+    before = _state()
+
+    response = _client(people[persona]).get(path)
+
+    if persona == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/")
+    else:
+        assert response.status_code == expected[persona]
+    assert _state() == before
+
+
+MOVES = {
+    "dev": {"release_manager": 302, "operator": 302},
+    "staging": {"release_manager": 302, "operator": 302},
+    "production": {"release_manager": 302, "operator": 403},
+}
+DENIED = {"auditor": 403, "reviewer": 404, "outsider": 404, "anonymous": 302}
+
+
+@pytest.mark.parametrize("label", list(MOVES))
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_who_may_move_each_label(
+    people: dict[str, Any], staged: Any, label: str, persona: str
+) -> None:
+    # dev back to v1 (a move), staging back to v1 (a rollback), production to v2 (a promotion)
+    number = 2 if label == "production" else 1
+    status = {**MOVES[label], **DENIED}[persona]
+    before = _state()
+
+    response = _client(people[persona]).post(
+        "/prompts/support/move", {"label": label, "number": number}
+    )
+
+    assert response.status_code == status
+    if status == 302 and persona != "anonymous":
+        assert response["Location"] == "/prompts/support/"
+        assert _labels()[label] == number
+        assert AuditEvent.objects.filter(verb="prompt.label_moved").count() == 3 + 2 + 1
+    else:
+        assert _state() == before
+
+
+@pytest.mark.parametrize(
+    ("persona", "status"),
+    [("auditor", 403), ("reviewer", 404), ("outsider", 404), ("anonymous", 302)],
+)
+def test_only_operators_may_create_a_version(
+    people: dict[str, Any], staged: Any, persona: str, status: int
+) -> None:
+    before = _state()
+
+    response = _client(people[persona]).post(
+        "/prompts/support/new", {"template": V2_TEXT + "More.\n", "note": "more"}
+    )
+
+    assert response.status_code == status
+    assert _state() == before
+
+
+def test_an_unknown_agent_or_version_is_404_for_an_operator(operator: Any) -> None:
+    client = _client(operator)
+    assert client.get("/prompts/nobody/").status_code == 404
+    assert client.get("/prompts/support/versions/9/").status_code == 404
+    assert client.get("/prompts/support/new?from=9").status_code == 404
+    assert client.post("/prompts/nobody/move", {"label": "dev", "number": 1}).status_code == 404
+    assert PromptVersion.objects.filter(agent_name="nobody").count() == 0
+
+
+def test_moving_is_post_only(operator: Any, staged: Any) -> None:
+    before = _state()
+    assert _client(operator).get("/prompts/support/move?label=dev&number=1").status_code == 405
+    assert _state() == before
+
+
+# --- the operator's flow ---------------------------------------------------------------------
+
+
+def test_create_promote_and_roll_back_in_the_browser(operator: Any, release_manager: Any) -> None:
+    client = _client(operator)
+    page = client.get("/prompts/support/new").content.decode()
+    assert "Placeholders this agent fills in: <code>$shop_name</code>, <code>$today</code>" in page
+    assert "You are the customer-support agent of $shop_name" in page  # starts from dev's
+
+    response = client.post(
+        "/prompts/support/new",
+        {"template": V2_TEXT.replace("\n", "\r\n"), "note": "Sign off by name"},
+    )
+
+    assert (response.status_code, response["Location"]) == (302, "/prompts/support/versions/2/")
+    v2 = PromptVersion.objects.get(agent_name=AGENT, number=2)
+    assert (v2.template, v2.note, v2.created_by) == (V2_TEXT, "Sign off by name", operator)
+    page = client.get(response["Location"]).content.decode()
+    assert "Saved version 2. No label points at it yet" in page
+    assert "Diff: version 1 (production) → version 2" in page
+    assert '<span class="diff-add">+Sign off with the customer&#x27;s first name' in page
+
+    def move(who: Client, label: str, number: int) -> str:
+        response = who.post("/prompts/support/move", {"label": label, "number": number})
+        assert (response.status_code, response["Location"]) == (302, "/prompts/support/")
+        body = who.get("/prompts/support/").content.decode()
+        return body.split('<p class="flash flash-', 1)[1].split("</p>", 1)[0]
+
+    assert move(client, "dev", 2) == 'success">dev now points at version 2.'
+    assert move(client, "staging", 2) == (
+        'success">Promoted version 2 to staging. Gate: passed: no eval gate configured yet.'
+    )
+    # The operator sees the promotion to production but may not make it.
+    body = client.get("/prompts/support/").content.decode()
+    assert "Moving production needs the <code>promote_production_prompt</code>" in body
+    assert "Promote v2 from staging" not in body
+
+    manager = _client(release_manager)
+    assert "Promote v2 from staging" in manager.get("/prompts/support/").content.decode()
+    assert move(manager, "production", 2) == (
+        'success">Promoted version 2 to production. New runs use it; runs in flight keep the '
+        "version they started with. Gate: passed: no eval gate configured yet."
+    )
+    assert prompts.prompt_production(agent_name=AGENT) == v2
+    body = manager.get("/prompts/support/").content.decode()
+    assert '<option value="1">v1 · Declared in code' in body  # production may roll back to v1
+
+    assert move(manager, "production", 1) == (
+        'success">Rolled production back to version 1. New runs use it; runs in flight keep '
+        "the version they started with."
+    )
+    assert _labels() == {"dev": 2, "staging": 2, "production": 1}
+    assert [
+        (e.before["number"], e.after["number"], e.after["label"], e.after["kind"], e.actor_label)
+        for e in AuditEvent.objects.filter(verb="prompt.label_moved").order_by("seq")[3:]
+    ] == [
+        (1, 2, "dev", "move", "otto"),
+        (1, 2, "staging", "promotion", "otto"),
+        (1, 2, "production", "promotion", "rhea"),
+        (2, 1, "production", "rollback", "rhea"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("", "The prompt is empty."),
+        (SYSTEM_PROMPT + "Hello $customer_name.\n", "does not provide $customer_name"),
+        ("Refunds up to $50.\n", "Line 1: &#x27;$50.&#x27; is not a placeholder"),
+        (SYSTEM_PROMPT, "Version 1 has exactly this text already"),
+    ],
+)
+def test_an_invalid_template_re_renders_with_the_reason_and_saves_nothing(
+    operator: Any, staged: Any, template: str, message: str
+) -> None:
+    before = _state()
+
+    response = _client(operator).post("/prompts/support/new", {"template": template, "note": "bad"})
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert message in body
+    assert "Save as a new version" in body
+    assert _state() == before
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"label": "qa", "number": "1"}, "There is no label &#x27;qa&#x27;"),
+        ({"label": "dev", "number": "9"}, "support has no prompt version 9."),
+        ({"label": "dev", "number": "two"}, "Choose a label and a version number"),
+        ({"label": "staging", "number": "2"}, "staging already points at version 2."),
+    ],
+)
+def test_an_impossible_move_says_why_and_saves_nothing(
+    operator: Any, staged: Any, data: dict[str, str], message: str
+) -> None:
+    client = _client(operator)
+    before = _state()
+
+    response = client.post("/prompts/support/move", data)
+
+    assert (response.status_code, response["Location"]) == (302, "/prompts/support/")
+    assert message in client.get("/prompts/support/").content.decode()
+    assert _state() == before
+
+
+def test_the_diff_comes_as_a_fragment_for_htmx(auditor: Any, staged: Any) -> None:
+    client = _client(auditor)
+
+    fragment = client.get("/prompts/support/versions/2/", headers={"HX-Request": "true"})
+    page = client.get("/prompts/support/versions/2/")
+
+    assert fragment.status_code == page.status_code == 200
+    body = fragment.content.decode()
+    assert "<html" not in body
+    assert "Diff: version 1 (production) → version 2" in body
+    assert "+Sign off with the customer" in body
+    assert "Point dev here" not in page.content.decode()  # an auditor cannot
+
+
+def test_the_diff_against_another_version(auditor: Any, staged: Any) -> None:
+    body = _client(auditor).get("/prompts/support/versions/1/?against=2").content.decode()
+
+    assert "Diff: version 2 → version 1" in body
+    assert '<span class="diff-del">-Sign off with the customer' in body
+
+
+def test_a_deploy_that_changed_the_code_prompt_is_pointed_out(
+    operator: Any, staged: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = agent_get(AGENT)
+    changed = dataclasses.replace(agent, system_prompt=SYSTEM_PROMPT + "New rule.\n")
+    monkeypatch.setattr("agentdesk.views.agent_get", lambda name: changed)
+    client = _client(operator)
+
+    body = client.get("/prompts/support/").content.decode()
+    form = client.get("/prompts/support/new?from=code").content.decode()
+
+    assert "The code declares a system prompt that is not stored as a version" in body
+    assert 'href="/prompts/support/new?from=code"' in body
+    assert "New rule." in form
+
+
+def test_the_list_shows_where_each_label_points(auditor: Any, staged: Any) -> None:
+    body = _client(auditor).get("/prompts/").content.decode()
+
+    assert body.count('href="/prompts/support/versions/2/">v2</a>') == 2  # dev, staging
+    assert body.count('href="/prompts/support/versions/1/">v1</a>') == 1  # production
+
+
+@pytest.mark.parametrize(
+    ("persona", "shown"),
+    [("operator", True), ("auditor", True), ("reviewer", False), ("outsider", False)],
+)
+def test_the_nav_link_is_shown_to_who_may_see(
+    people: dict[str, Any], persona: str, shown: bool
+) -> None:
+    body = _client(people[persona]).get("/runs/").content.decode()
+
+    assert ('href="/prompts/"' in body) is shown
+
+
+def test_the_agent_page_links_to_its_prompts(operator: Any) -> None:
+    body = _client(operator).get("/agents/support/").content.decode()
+
+    assert 'href="/prompts/support/">Prompt versions</a>' in body
+
+
+def test_the_audit_log_links_a_prompt_event_to_the_prompt_page(auditor: Any, staged: Any) -> None:
+    body = _client(auditor).get("/audit/?verb=prompt.").content.decode()
+
+    assert 'href="/prompts/support/"' in body
