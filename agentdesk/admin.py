@@ -64,7 +64,25 @@ def _user_access_initial(initial: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class AuditedUserAdmin(UserAdmin):
+class _AuditedDeletes(admin.ModelAdmin):
+    """Deleting from the admin (one object or a selection) writes an event per object."""
+
+    def audit_deleted(self, request: HttpRequest, obj: Any) -> None:
+        raise NotImplementedError
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            self.audit_deleted(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with transaction.atomic():
+            for obj in queryset:
+                self.audit_deleted(request, obj)
+            super().delete_queryset(request, queryset)
+
+
+class AuditedUserAdmin(_AuditedDeletes, UserAdmin):
     def save_related(
         self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
     ) -> None:
@@ -83,29 +101,17 @@ class AuditedUserAdmin(UserAdmin):
             after={"username": user.get_username(), **after},
         )
 
-    def delete_model(self, request: HttpRequest, obj: User) -> None:
-        with transaction.atomic():
-            _audit_user_deleted(request, obj)
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        with transaction.atomic():
-            for user in queryset:
-                _audit_user_deleted(request, user)
-            super().delete_queryset(request, queryset)
+    def audit_deleted(self, request: HttpRequest, obj: Any) -> None:
+        audit_record(
+            actor=request.user,
+            verb="user.deleted",
+            object_type="user",
+            object_id=str(obj.pk),
+            before={"username": obj.get_username(), **user_access(obj)},
+        )
 
 
-def _audit_user_deleted(request: HttpRequest, user: User) -> None:
-    audit_record(
-        actor=request.user,
-        verb="user.deleted",
-        object_type="user",
-        object_id=str(user.pk),
-        before={"username": user.get_username(), **user_access(user)},
-    )
-
-
-class AuditedGroupAdmin(GroupAdmin):
+class AuditedGroupAdmin(_AuditedDeletes, GroupAdmin):
     def save_related(
         self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
     ) -> None:
@@ -131,26 +137,14 @@ class AuditedGroupAdmin(GroupAdmin):
             after=after,
         )
 
-    def delete_model(self, request: HttpRequest, obj: Group) -> None:
-        with transaction.atomic():
-            _audit_group_deleted(request, obj)
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Group]) -> None:
-        with transaction.atomic():
-            for group in queryset:
-                _audit_group_deleted(request, group)
-            super().delete_queryset(request, queryset)
-
-
-def _audit_group_deleted(request: HttpRequest, group: Group) -> None:
-    audit_record(
-        actor=request.user,
-        verb="group.deleted",
-        object_type="group",
-        object_id=str(group.pk),
-        before={"name": group.name, "permissions": _permission_names(group.permissions.all())},
-    )
+    def audit_deleted(self, request: HttpRequest, obj: Any) -> None:
+        audit_record(
+            actor=request.user,
+            verb="group.deleted",
+            object_type="group",
+            object_id=str(obj.pk),
+            before={"name": obj.name, "permissions": _permission_names(obj.permissions.all())},
+        )
 
 
 admin.site.unregister(User)
