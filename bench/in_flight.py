@@ -33,6 +33,8 @@ worker slots and the runs submitted without any more work getting done, so neith
 figure held against the budget. ``runs_in_flight_mean`` is the time average of the same
 samples (by Little's law, model calls per second times the latency); when the calls come in
 waves, as they do once the workers run out of CPU, it is above the median.
+``worker_host_estimate`` is derived, not measured: the runs in flight two cores running only
+workers would keep at the measured worker CPU per model call (see ``_worker_host_estimate``).
 
 Run: ``.venv/bin/python bench/in_flight.py`` for the recommended configuration, or
 ``--sweep`` for the table of alternatives in docs/concurrency.md (about 12 minutes).
@@ -273,6 +275,7 @@ def measure(
         "worker_cpu_ms_per_step": round(cores["workers"] * 1000 * length_s / steps["steps"], 1)
         if steps["steps"]
         else None,
+        "worker_host_estimate": _worker_host_estimate(cores, steps, length_s, latency_ms),
         "cores_used": cores,
         "workers_rss_mb": memory_mb,
         "db_pool_max": config.db_pool_max,
@@ -283,6 +286,25 @@ def measure(
         "worker_log_trouble": len(trouble),
         "worker_log_sample": trouble[:5],
     }
+
+
+def _worker_host_estimate(
+    cores: dict[str, float], steps: dict[str, Any], length_s: float, latency_ms: int
+) -> int | None:
+    """Runs in flight a host running only workers, with two cores, could keep: an estimate.
+
+    Here PostgreSQL, Redis, the simulator and this driver share the two cores with the
+    workers; in a deployment they are elsewhere. The workers' CPU per model call (every
+    step counted: the tool steps between model calls too) gives the model calls two cores
+    can carry per second, and each call is in flight for the model's latency (Little's
+    law). A derived figure, reported beside the measured one, never instead of it: it
+    assumes the workers scale to both cores, which the 1/2/4-process runs only roughly bear
+    out.
+    """
+    if not steps["model_steps"]:
+        return None
+    worker_cpu_s_per_model_call = cores["workers"] * length_s / steps["model_steps"]
+    return round(2 / worker_cpu_s_per_model_call * latency_ms / 1000)
 
 
 def _list(cast: Any) -> Any:
