@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -155,7 +156,7 @@ class OnLimit(StrEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """Default per-run limits; operator configuration may tighten them later."""
+    """Per-run limits as declared in code; a configuration version may set others."""
 
     max_steps: int = 30
     max_tool_calls: int = 15
@@ -203,6 +204,26 @@ class RuleContext:
 
 
 RuleFallback = Callable[[RuleContext], RuleReply]
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What an agent's ``task_kind`` sees before a model step: cheap, deterministic facts.
+
+    Never the model's words: the kind decides which model answers, and text a model (or a
+    ticket) wrote must not be able to pick a weaker or a stronger one.
+    """
+
+    # The tools that returned a result so far, in order; a call refused before it ran
+    # (invalid arguments, blocked, rejected by a reviewer) or that failed is not counted.
+    tools_called: tuple[str, ...]
+    input: Mapping[str, Any]
+    # The model replies so far (not failed attempts, so a retry keeps its kind).
+    model_steps: int
+
+
+TaskKind = Callable[[TaskContext], str]
+_TASK_KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # What a reviewer needs to see besides the call: the records it touches (the order, the
 # customer's refund history). Called by the worker when a call is routed to review, with
 # the tool's name, the validated arguments and the run's input; returns JSON-able data.
@@ -233,6 +254,13 @@ class Agent:
     model: str = "gpt-4o-mini"
     endpoint: str = "default"
     fallback_models: tuple[ModelRoute, ...] = ()
+    # Task kinds: each model step is one of these (``task_kind`` picks it; without one, the
+    # first), and each kind has its own model tier, a primary and its fallbacks. Kinds
+    # missing from ``model_tiers`` use ``model``, ``endpoint`` and ``fallback_models``.
+    # Operators change the tiers in configuration versions (agentdesk.configuration).
+    task_kinds: tuple[str, ...] = ("default",)
+    task_kind: TaskKind | None = None
+    model_tiers: Mapping[str, tuple[ModelRoute, ...]] = field(default_factory=dict)
     rule_fallback: RuleFallback | None = None
     escalate_to_human: bool = True
     # Which calls run, wait for a person or are refused (agentdesk.policy). The default
@@ -246,18 +274,51 @@ class Agent:
             raise ValueError(f"agent {self.name!r} declares a tool twice: {names}")
         self.policy.validate_for(set(names))
         if self.prompt_placeholders is not None:
-            unknown = set(Template(self.system_prompt).get_identifiers()) - set(
+            undeclared = set(Template(self.system_prompt).get_identifiers()) - set(
                 self.prompt_placeholders
             )
-            if unknown:
+            if undeclared:
                 raise ValueError(
-                    f"agent {self.name!r}: system_prompt uses {sorted(unknown)}, "
+                    f"agent {self.name!r}: system_prompt uses {sorted(undeclared)}, "
                     "which prompt_placeholders does not declare"
                 )
+        kinds = self.task_kinds
+        if not kinds or len(kinds) != len(set(kinds)):
+            raise ValueError(f"agent {self.name!r}: task_kinds must be distinct, at least one")
+        for kind in kinds:
+            if not _TASK_KIND_NAME.match(kind):
+                raise ValueError(
+                    f"agent {self.name!r}: bad task kind {kind!r} (lower-case letters, digits "
+                    "and underscores, starting with a letter, at most 32)"
+                )
+        unknown = sorted(set(self.model_tiers) - set(kinds))
+        if unknown:
+            raise ValueError(f"agent {self.name!r}: model_tiers for unknown task kinds {unknown}")
+        for kind, routes in self.model_tiers.items():
+            if not routes:
+                raise ValueError(f"agent {self.name!r}: the tier of {kind!r} has no model")
 
     @property
     def model_routes(self) -> tuple[ModelRoute, ...]:
         return (ModelRoute(self.model, self.endpoint), *self.fallback_models)
+
+    @property
+    def declared_tiers(self) -> dict[str, tuple[ModelRoute, ...]]:
+        """Every task kind's models as declared in code, in the order of ``task_kinds``."""
+        return {
+            kind: tuple(self.model_tiers.get(kind, self.model_routes)) for kind in self.task_kinds
+        }
+
+    def choose_task_kind(self, context: TaskContext) -> str:
+        """The kind of the next model step; ValueError if ``task_kind`` names an unknown one."""
+        if self.task_kind is None:
+            return self.task_kinds[0]
+        kind = self.task_kind(context)
+        if kind not in self.task_kinds:
+            raise ValueError(
+                f"agent {self.name!r}: task_kind returned {kind!r}, not one of {self.task_kinds}"
+            )
+        return kind
 
     def tool(self, name: str) -> Tool | None:
         for tool in self.tools:

@@ -1,18 +1,29 @@
 """Agent configuration as immutable versions: create, activate, roll back, diff.
 
-An agent's policy (scope, per-tool thresholds, review rules and two-person rules, the
-default and per-tool queues) is declared in code as a starting point; from the first
-run on, the database holds it as numbered, immutable ``AgentConfigVersion`` rows, one of
-them active (``AgentConfigActive``). Operators change it without a deploy:
+An agent's operator-editable configuration is declared in code as a starting point; from
+the first run on, the database holds it as numbered, immutable ``AgentConfigVersion``
+rows, one of them active (``AgentConfigActive``). Operators change it without a deploy.
+A version holds:
+
+- the policy (``agentdesk.policy``): scope, per-tool thresholds, review rules and
+  two-person rules, the default and per-tool review queues;
+- ``limits``: the run's step, tool-call, token, cost and time budget, and whether a run
+  that reaches one fails or waits for a person;
+- ``model_tiers``: per task kind of the agent, a model at an endpoint alias, then its
+  fallbacks in order. Aliases only: URLs and keys stay in the environment;
+- ``escalation_queue``: where a run that needs a person waits;
+- ``sla_minutes``: the due time of the agent's requests (null: each queue's own SLA).
 
 1. ``config_version_create`` validates a whole configuration (every rule parses, every
-   tool exists, thresholds in 0..1, approvals >= 1, queues are slugs) and stores it as
-   the next number. Nothing is saved when anything is wrong, nor when it equals the
-   active version.
+   tool exists, thresholds in 0..1, approvals >= 1, queues are slugs, limits > 0, every
+   task kind has models at configured endpoints) and stores it as the next number.
+   Nothing is saved when anything is wrong, nor when it equals the active version.
 2. ``config_activate`` points the agent at a version: a newer one, or any earlier one
    (a rollback is an activation of an earlier number).
-3. Each run records the version active when it was created and is judged by it to its
-   end (``config_policy_for_run``); a newer activation changes only new runs.
+3. Each run records the version active when it was created and runs under it to its end
+   (``config_for_run``): its policy, limits, models and escalation; a newer activation
+   changes only new runs. A version stored before a section existed takes that section
+   from the agent's code.
 
 Every change writes its audit event (``config.version_created``, ``config.activated``,
 object ``agent_config:<agent>``) in the same transaction.
@@ -24,13 +35,15 @@ import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 
-from agentdesk.agents import Agent, Risk
+from agentdesk.agents import Agent, Limits, ModelRoute, OnLimit, Risk
 from agentdesk.audit import audit_record
 from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agentdesk.policy import Policy, PolicyInvalid, ReviewRule
@@ -42,8 +55,22 @@ if TYPE_CHECKING:
     from runs.models import Run
 
 AUDIT_OBJECT = "agent_config"
-CONFIG_FIELDS = ("scope", "review_risks", "thresholds", "rules", "queue", "tool_queues")
+POLICY_FIELDS = ("scope", "review_risks", "thresholds", "rules", "queue", "tool_queues")
+RUNTIME_FIELDS = ("limits", "model_tiers", "escalation_queue", "sla_minutes")
+CONFIG_FIELDS = (*POLICY_FIELDS, *RUNTIME_FIELDS)
 RULE_FIELDS = ("name", "when", "tools", "queue", "approvals", "description")
+LIMIT_FIELDS = (
+    "max_steps",
+    "max_tool_calls",
+    "max_tokens",
+    "max_cost_usd",
+    "deadline_s",
+    "on_exceeded",
+)
+ROUTE_FIELDS = ("model", "endpoint")
+LIMIT_MAX = 1_000_000_000  # past this a "limit" is none, and a deadline overflows a date
+MODEL_NAME_MAX = 100
+SLA_MINUTES_MAX = 525_600  # a year
 
 
 class ConfigRefused(ValueError):
@@ -159,8 +186,209 @@ def _policy_from_config(config: Any) -> Policy:
     )
 
 
+# --- JSON <-> limits, model tiers, escalation ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a version decides about a run: ``config_for_run`` gives a run its own."""
+
+    policy: Policy
+    limits: Limits
+    # Per task kind: the primary model, then its fallbacks in order.
+    tiers: Mapping[str, tuple[ModelRoute, ...]]
+    escalation_queue: str
+    sla_minutes: int | None  # None: the queue's own SLA
+
+    def tier(self, kind: str) -> tuple[ModelRoute, ...]:
+        return self.tiers[kind]
+
+
+def _whole(value: Any, what: str, *, low: int, high: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PolicyInvalid(f"{what} must be {hint}, not {value!r}")
+    return value
+
+
+def _limits(raw: Any, default: Limits, *, strict: bool) -> Limits:
+    """Limits from JSON; a field left out keeps the agent's code value.
+
+    ``strict`` (a new version): every limit above 0. A stored version is read as it was
+    stored: version 1 holds the code's limits unchecked (a deadline of 0 s is allowed there
+    and ends a run at its first step).
+    """
+    low = 1 if strict else 0
+    if not isinstance(raw, Mapping):
+        raise PolicyInvalid("limits must be an object")
+    unknown = sorted(set(raw) - set(LIMIT_FIELDS))
+    if unknown:
+        raise PolicyInvalid(f"limits has unknown fields {unknown}")
+    whole = {
+        name: _whole(
+            raw.get(name, getattr(default, name)),
+            f"limits.{name}",
+            low=low,
+            high=LIMIT_MAX,
+            hint=f"a whole number greater than 0 (at most {LIMIT_MAX})",
+        )
+        for name in ("max_steps", "max_tool_calls", "max_tokens", "deadline_s")
+    }
+    cost_raw = raw.get("max_cost_usd", str(default.max_cost_usd))
+    try:
+        cost = Decimal(cost_raw) if isinstance(cost_raw, str) and len(cost_raw) <= 20 else None
+    except InvalidOperation:
+        cost = None
+    if (
+        cost is None
+        or not cost.is_finite()
+        or cost > LIMIT_MAX
+        or (cost <= 0 if strict else cost < 0)
+    ):
+        raise PolicyInvalid(
+            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
+            f'such as "0.25", not {cost_raw!r}'
+        )
+    on_exceeded = raw.get("on_exceeded", str(default.on_exceeded))
+    choices = sorted(o.value for o in OnLimit)
+    if on_exceeded not in choices:
+        raise PolicyInvalid(f"limits.on_exceeded must be one of {choices}, not {on_exceeded!r}")
+    return Limits(**whole, max_cost_usd=cost, on_exceeded=OnLimit(on_exceeded))
+
+
+def _route(raw: Any, where: str, *, strict: bool) -> ModelRoute:
+    if not isinstance(raw, Mapping):
+        raise PolicyInvalid(f"{where} must be an object with a model and an endpoint")
+    unknown = sorted(set(raw) - set(ROUTE_FIELDS))
+    if unknown:
+        raise PolicyInvalid(f"{where} has unknown fields {unknown}")
+    model = raw.get("model")
+    if (
+        not isinstance(model, str)
+        or not 1 <= len(model) <= MODEL_NAME_MAX
+        or any(c.isspace() or c == "," or not c.isprintable() for c in model)
+    ):
+        raise PolicyInvalid(
+            f"{where}: the model must be a name of 1 to {MODEL_NAME_MAX} characters without "
+            f"spaces or commas, not {model!r}"
+        )
+    endpoint = raw.get("endpoint", "default")
+    # Aliases only: the URL and key behind one are the environment's and are never shown.
+    configured = sorted(settings.AGENTDESK_LLM_ENDPOINTS)
+    if not isinstance(endpoint, str) or (strict and endpoint not in configured):
+        raise PolicyInvalid(
+            f"{where}: the endpoint {endpoint!r} is not configured; the configured endpoint "
+            f"aliases are {configured}"
+        )
+    return ModelRoute(model, endpoint)
+
+
+def _tiers(raw: Any, agent: Agent, *, strict: bool) -> dict[str, tuple[ModelRoute, ...]]:
+    """Model tiers from JSON.
+
+    ``strict`` (a new version): exactly the agent's task kinds, at configured endpoints.
+    Otherwise (a stored version, read by a run) a kind the code has since added takes the
+    code's tier and one it dropped is ignored, and an alias since removed from the
+    environment is skipped by the fallback chain at run time: a deploy never makes a
+    stored version unreadable.
+    """
+    if not isinstance(raw, Mapping):
+        raise PolicyInvalid("model_tiers must map each task kind to a list of models")
+    if strict:
+        unknown = sorted(set(raw) - set(agent.task_kinds))
+        if unknown:
+            raise PolicyInvalid(
+                f"model_tiers names task kinds the agent does not have: {unknown}; "
+                f"its task kinds are {list(agent.task_kinds)}"
+            )
+        missing = [kind for kind in agent.task_kinds if kind not in raw]
+        if missing:
+            raise PolicyInvalid(f"model_tiers has no models for the task kinds {missing}")
+    tiers = dict(agent.declared_tiers)
+    for kind, routes in raw.items():
+        if not isinstance(routes, list):
+            raise PolicyInvalid(f"model_tiers.{kind} must be a list of models")
+        if not routes:
+            raise PolicyInvalid(f"model_tiers.{kind} is empty: a task kind needs a model")
+        parsed = tuple(
+            _route(route, f"model_tiers.{kind}[{i + 1}]", strict=strict)
+            for i, route in enumerate(routes)
+        )
+        for i, route in enumerate(parsed):
+            if route in parsed[:i]:
+                raise PolicyInvalid(f"model_tiers.{kind} lists {route} twice")
+        tiers[str(kind)] = parsed
+    return tiers
+
+
+def _run_config(
+    config: Any, agent: Agent, *, strict: bool, policy: Policy | None = None
+) -> RunConfig:
+    """A version's JSON as a RunConfig; PolicyInvalid with a readable message on junk.
+
+    A section left out (a version stored before it existed) is the agent's code's:
+    its limits and tiers, no SLA of its own, escalation to the version's review queue.
+    """
+    if policy is None:
+        policy = _policy_from_config(config)
+    limits = config.get("limits")
+    tiers = config.get("model_tiers")
+    escalation = config.get("escalation_queue")
+    sla = config.get("sla_minutes")
+    return RunConfig(
+        policy=policy,
+        limits=_limits(limits, agent.limits, strict=strict) if limits is not None else agent.limits,
+        tiers=_tiers(tiers, agent, strict=strict) if tiers is not None else agent.declared_tiers,
+        escalation_queue=_slug(escalation, "the escalation queue")
+        if escalation is not None
+        else policy.queue,
+        sla_minutes=None
+        if sla is None
+        else _whole(
+            sla,
+            "sla_minutes",
+            low=1,
+            high=SLA_MINUTES_MAX,
+            hint=f"a whole number of minutes from 1 to {SLA_MINUTES_MAX}, or null for the "
+            "queue's own SLA",
+        ),
+    )
+
+
+def _code_run_config(agent: Agent) -> RunConfig:
+    return RunConfig(
+        policy=agent.policy,
+        limits=agent.limits,
+        tiers=agent.declared_tiers,
+        escalation_queue=agent.policy.queue,
+        sla_minutes=None,
+    )
+
+
+def config_canonical(*, run_config: RunConfig) -> dict[str, Any]:
+    """The JSON a version stores for ``run_config`` (canonical: hashing and diffs)."""
+    limits = run_config.limits
+    return {
+        **config_from_policy(policy=run_config.policy),
+        "limits": {
+            "max_steps": limits.max_steps,
+            "max_tool_calls": limits.max_tool_calls,
+            "max_tokens": limits.max_tokens,
+            # As a string: JSON numbers would turn 0.1 into a float.
+            "max_cost_usd": format(limits.max_cost_usd.normalize(), "f"),
+            "deadline_s": limits.deadline_s,
+            "on_exceeded": str(limits.on_exceeded),
+        },
+        "model_tiers": {
+            kind: [{"model": r.model, "endpoint": r.endpoint} for r in routes]
+            for kind, routes in run_config.tiers.items()
+        },
+        "escalation_queue": run_config.escalation_queue,
+        "sla_minutes": run_config.sla_minutes,
+    }
+
+
 _POLICIES: dict[str, Policy] = {}
-_POLICIES_BY_VERSION_ID: dict[int, Policy] = {}
+_RUN_CONFIGS_BY_VERSION_ID: dict[int, RunConfig] = {}
 
 
 def config_policy(*, version: AgentConfigVersion) -> Policy:
@@ -176,24 +404,45 @@ def config_policy(*, version: AgentConfigVersion) -> Policy:
     return policy
 
 
-def config_policy_for_run(*, run: Run, agent: Agent) -> Policy:
-    """The policy that judges a run's calls: its own version's, to the end of the run.
+def config_effective(*, version: AgentConfigVersion) -> dict[str, Any]:
+    """What a version means for runs, as JSON: its own, sections it lacks from the code.
 
-    Runs created before configuration versions existed fall back to the agent's code.
+    Pages show and diff this, so a version stored before limits or tiers were part of a
+    version shows the code's, which are what its runs use.
+    """
+    agent = agent_get(version.agent_name)
+    return config_canonical(
+        run_config=_run_config(
+            version.config, agent, strict=False, policy=config_policy(version=version)
+        )
+    )
+
+
+def config_for_run(*, run: Run, agent: Agent) -> RunConfig:
+    """A run's own configuration, to its end: its version's, whatever activates later.
+
+    Runs created before configuration versions existed follow the agent's code.
     """
     if run.config_version_id is None:
-        return agent.policy
+        return _code_run_config(agent)
     # Kept by the version's id: a version row never changes and PostgreSQL never hands its
-    # id to another row, so this saves a query on every tool step.
-    policy = _POLICIES_BY_VERSION_ID.get(run.config_version_id)
-    if policy is None:
+    # id to another row, so this saves a query on every step.
+    built = _RUN_CONFIGS_BY_VERSION_ID.get(run.config_version_id)
+    if built is None:
         version = AgentConfigVersion.objects.only("config", "policy_version").get(
             pk=run.config_version_id
         )
-        policy = config_policy(version=version)
-        if len(_POLICIES_BY_VERSION_ID) < 1024:
-            _POLICIES_BY_VERSION_ID[run.config_version_id] = policy
-    return policy
+        built = _run_config(
+            version.config, agent, strict=False, policy=config_policy(version=version)
+        )
+        if len(_RUN_CONFIGS_BY_VERSION_ID) < 1024:
+            _RUN_CONFIGS_BY_VERSION_ID[run.config_version_id] = built
+    return built
+
+
+def config_policy_for_run(*, run: Run, agent: Agent) -> Policy:
+    """The policy that judges a run's calls: its own version's, to the end of the run."""
+    return config_for_run(run=run, agent=agent).policy
 
 
 # --- versions ----------------------------------------------------------------------------------
@@ -226,7 +475,7 @@ def config_active(*, agent_name: str) -> AgentConfigVersion:
     if active is not None:
         return active.version
     agent = agent_get(agent_name)
-    config = config_from_policy(policy=agent.policy)
+    config = config_canonical(run_config=_code_run_config(agent))
     with transaction.atomic():
         try:
             with transaction.atomic():  # a savepoint: the race's loser reads the winner's
@@ -235,7 +484,7 @@ def config_active(*, agent_name: str) -> AgentConfigVersion:
                     number=1,
                     defaults={
                         "config": config,
-                        "note": "Declared in code (the agent's policy at first use).",
+                        "note": "Declared in code (the agent's configuration at first use).",
                         "policy_version": agent.policy.version,
                     },
                 )
@@ -261,15 +510,19 @@ def config_active(*, agent_name: str) -> AgentConfigVersion:
         return active.version
 
 
-def config_validate(*, agent_name: str, config: Any) -> tuple[dict[str, Any], Policy]:
-    """The canonical form of a proposed configuration and its policy; ConfigRefused if bad."""
+def config_validate(*, agent_name: str, config: Any) -> tuple[dict[str, Any], RunConfig]:
+    """The canonical form of a proposed configuration and what it means; ConfigRefused if bad.
+
+    A section left out takes the agent's code declaration, so the stored version says
+    everything its runs will use.
+    """
     agent = agent_get(agent_name)
     try:
-        policy = _policy_from_config(config)
-        policy.validate_for({tool.name for tool in agent.tools})
+        run_config = _run_config(config, agent, strict=True)
+        run_config.policy.validate_for({tool.name for tool in agent.tools})
     except PolicyInvalid as exc:
         raise ConfigRefused(str(exc)) from None
-    return config_from_policy(policy=policy), policy
+    return config_canonical(run_config=run_config), run_config
 
 
 @transaction.atomic
@@ -281,11 +534,13 @@ def config_version_create(
     Numbers are handed out under the agent's pointer row lock, so two operators saving at
     once get consecutive numbers rather than one error.
     """
-    canonical, policy = config_validate(agent_name=agent_name, config=config)
+    canonical, run_config = config_validate(agent_name=agent_name, config=config)
     config_active(agent_name=agent_name)
     active = AgentConfigActive.objects.select_for_update().get(agent_name=agent_name)
     current = AgentConfigVersion.objects.get(pk=active.version_id)
-    if policy.version == current.policy_version:
+    # Compared as runs would see them: a version stored before limits and tiers were part
+    # of one is the same as a new one that spells out the code's values.
+    if canonical == config_effective(version=current):
         raise ConfigRefused(
             f"This is the same configuration as the active version {current.number}; "
             "nothing to save."
@@ -297,7 +552,7 @@ def config_version_create(
         config=canonical,
         note=note.strip()[:500],
         created_by=user,
-        policy_version=policy.version,
+        policy_version=run_config.policy.version,
     )
     _audit_created(version, user)
     return version
@@ -367,6 +622,11 @@ def _shown(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def routes_text(routes: list[dict[str, str]]) -> str:
+    """A tier as an operator writes it on the form: ``gpt-4o@default, gpt-4o-mini@default``."""
+    return ", ".join(f"{route['model']}@{route['endpoint']}" for route in routes)
+
+
 def _summary(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for field in CONFIG_FIELDS:
@@ -393,13 +653,14 @@ def _summary(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, str,
                 )
             rows.extend(rule_rows)
         elif isinstance(old, Mapping) and isinstance(new, Mapping):
+            shown = routes_text if field == "model_tiers" else _shown
             for key in sorted({*old, *new}):
                 if old.get(key) != new.get(key):
                     rows.append(
                         (
                             f"{field}.{key}",
-                            _shown(old[key]) if key in old else "",
-                            _shown(new[key]) if key in new else "",
+                            shown(old[key]) if key in old else "",
+                            shown(new[key]) if key in new else "",
                         )
                     )
         else:
@@ -408,9 +669,10 @@ def _summary(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, str,
 
 
 def config_diff(*, a: AgentConfigVersion, b: AgentConfigVersion) -> ConfigDiff:
-    """The change from version ``a`` to version ``b`` of the same agent."""
-    old = json.dumps(a.config, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
-    new = json.dumps(b.config, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    """The change from version ``a`` to version ``b`` of the same agent, as runs see them."""
+    a_config, b_config = config_effective(version=a), config_effective(version=b)
+    old = json.dumps(a_config, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    new = json.dumps(b_config, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
     lines: list[tuple[str, str]] = []
     for line in difflib.unified_diff(
         old, new, fromfile=f"version {a.number}", tofile=f"version {b.number}", lineterm="", n=3
@@ -419,4 +681,4 @@ def config_diff(*, a: AgentConfigVersion, b: AgentConfigVersion) -> ConfigDiff:
             continue
         kind = {"@": "hunk", "+": "add", "-": "del"}.get(line[:1], "ctx")
         lines.append((kind, line))
-    return ConfigDiff(lines=lines, summary=_summary(a.config, b.config))
+    return ConfigDiff(lines=lines, summary=_summary(a_config, b_config))

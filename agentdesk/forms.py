@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
-from agentdesk.agents import Risk
+from agentdesk.agents import OnLimit, Risk
+from agentdesk.configuration import SLA_MINUTES_MAX, routes_text
 from agentdesk.selectors import AuditFilters
 
 _DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
@@ -55,13 +58,33 @@ class AuditSearchForm(forms.Form):
 # --- agent configuration, for operators ------------------------------------------------------
 
 
+def parse_tier(text: str) -> list[dict[str, str]]:
+    """``gpt-4o@default, gpt-4o-mini@backup`` as a tier's JSON; ValidationError if malformed.
+
+    Strict: every entry is ``model@endpoint`` (the endpoint after the last ``@``, so a
+    model name may hold one), none empty. Whether the endpoints exist is the service's
+    check, with the configured aliases in its message.
+    """
+    routes = []
+    for entry in text.split(","):
+        model, at, endpoint = entry.strip().rpartition("@")
+        if not at or not model or not endpoint:
+            raise forms.ValidationError(
+                f"{entry.strip() or '(empty)'!r} is not model@endpoint; write the models in "
+                "order, separated by commas, such as gpt-4o@default, gpt-4o-mini@default."
+            )
+        routes.append({"model": model, "endpoint": endpoint})
+    return routes
+
+
 class ConfigForm(forms.Form):
-    """Scope, thresholds, reviewed risks and queues of a new configuration version.
+    """A new configuration version: policy, limits, model tiers, escalation and SLA.
 
     Per tool: whether it is in scope, the confidence below which a call waits for a person
     (blank: none) and its queue (blank: the default queue). Checking every tool stores no
-    scope restriction (tools a later deploy adds are in scope too). The service validates
-    the whole configuration again; this form only checks each field's type and range.
+    scope restriction (tools a later deploy adds are in scope too). Per task kind: its
+    models in order, the first the primary. The service validates the whole configuration
+    again; this form only checks each field's type, range and syntax.
     """
 
     note = forms.CharField(
@@ -76,11 +99,47 @@ class ConfigForm(forms.Form):
         choices=[(risk.value, risk.value) for risk in Risk],
         label="Always reviewed risk classes",
     )
-    queue = forms.SlugField(max_length=64, label="Default (escalation) queue")
+    queue = forms.SlugField(max_length=64, label="Default review queue")
+    escalation_queue = forms.SlugField(
+        max_length=64,
+        label="Escalation queue",
+        help_text="Where a run that cannot go on by itself waits for a person.",
+    )
+    sla_minutes = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=SLA_MINUTES_MAX,
+        label="Due after (minutes)",
+        help_text="How long this agent's requests may wait in their first queue; blank: "
+        "the queue's own SLA.",
+    )
+    max_steps = forms.IntegerField(min_value=1, label="Steps")
+    max_tool_calls = forms.IntegerField(min_value=1, label="Tool calls")
+    max_tokens = forms.IntegerField(min_value=1, label="Tokens")
+    max_cost_usd = forms.DecimalField(
+        min_value=Decimal("0.000001"), max_digits=16, decimal_places=6, label="Cost (USD)"
+    )
+    deadline_s = forms.IntegerField(min_value=1, label="Deadline (seconds)")
+    on_exceeded = forms.ChoiceField(
+        choices=[(OnLimit.FAIL.value, "fail the run"), (OnLimit.ESCALATE.value, "ask a person")],
+        label="When a limit is reached",
+    )
 
-    def __init__(self, *args: Any, tools: list[str], **kwargs: Any) -> None:
+    LIMIT_FIELDS = (
+        "max_steps",
+        "max_tool_calls",
+        "max_tokens",
+        "max_cost_usd",
+        "deadline_s",
+        "on_exceeded",
+    )
+
+    def __init__(self, *args: Any, tools: list[str], kinds: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tools = tools
+        self.kinds = kinds
+        # Alias names only: the URL and key behind each stay in the environment.
+        self.endpoints = sorted(settings.AGENTDESK_LLM_ENDPOINTS)
         scope_field = self.fields["scope"]
         assert isinstance(scope_field, forms.MultipleChoiceField)
         scope_field.choices = [(tool, tool) for tool in tools]
@@ -91,6 +150,23 @@ class ConfigForm(forms.Form):
             self.fields[f"queue__{tool}"] = forms.SlugField(
                 required=False, max_length=64, label=f"{tool} queue"
             )
+        for kind in kinds:
+            self.fields[f"tier__{kind}"] = forms.CharField(
+                max_length=1000,
+                label=f"{kind} models",
+                widget=forms.TextInput(attrs={"size": 50}),
+            )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for kind in self.kinds:
+            name = f"tier__{kind}"
+            if data.get(name):
+                try:
+                    data[name] = parse_tier(data[name])
+                except forms.ValidationError as exc:
+                    self.add_error(name, exc)
+        return data
 
     def tool_rows(self) -> list[tuple[str, bool, forms.BoundField, forms.BoundField]]:
         """Per tool, for the table: name, in scope, its threshold and queue fields."""
@@ -100,23 +176,39 @@ class ConfigForm(forms.Form):
             for tool in self.tools
         ]
 
+    def tier_rows(self) -> list[tuple[str, forms.BoundField]]:
+        return [(kind, self[f"tier__{kind}"]) for kind in self.kinds]
+
+    def limit_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.LIMIT_FIELDS]
+
     @staticmethod
-    def initial_from(config: dict[str, Any], tools: list[str], note: str = "") -> dict[str, Any]:
+    def initial_from(
+        config: dict[str, Any], tools: list[str], kinds: list[str], note: str = ""
+    ) -> dict[str, Any]:
+        """The form's initial values from a version's effective configuration."""
         initial: dict[str, Any] = {
             "note": note,
             "scope": tools if config.get("scope") is None else config["scope"],
             "review_risks": config.get("review_risks", []),
             "queue": config.get("queue", ""),
+            "escalation_queue": config["escalation_queue"],
+            "sla_minutes": config["sla_minutes"],
+            **config["limits"],
         }
         for tool in tools:
             initial[f"threshold__{tool}"] = config.get("thresholds", {}).get(tool)
             initial[f"queue__{tool}"] = config.get("tool_queues", {}).get(tool, "")
+        for kind in kinds:
+            initial[f"tier__{kind}"] = routes_text(config["model_tiers"].get(kind, []))
         return initial
 
     def config(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
         """The configuration JSON; call after is_valid()."""
         data = self.cleaned_data
         scope = [tool for tool in self.tools if tool in data["scope"]]
+        limits = {name: data[name] for name in self.LIMIT_FIELDS}
+        limits["max_cost_usd"] = str(limits["max_cost_usd"])
         return {
             "scope": None if len(scope) == len(self.tools) else scope,
             "review_risks": sorted(data["review_risks"]),
@@ -130,6 +222,10 @@ class ConfigForm(forms.Form):
             "tool_queues": {
                 tool: data[f"queue__{tool}"] for tool in self.tools if data.get(f"queue__{tool}")
             },
+            "limits": limits,
+            "model_tiers": {kind: data[f"tier__{kind}"] for kind in self.kinds},
+            "escalation_queue": data["escalation_queue"],
+            "sla_minutes": data["sla_minutes"],
         }
 
 

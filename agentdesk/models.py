@@ -71,11 +71,14 @@ class ApiToken(models.Model):
 class AgentConfigVersion(models.Model):
     """One immutable version of an agent's operator-editable configuration.
 
-    ``config`` is the policy as JSON (``agentdesk.configuration`` reads and writes it):
+    ``config`` is JSON (``agentdesk.configuration`` reads and writes it): the policy,
     ``scope`` (a list of tool names, or null for every tool the agent declares),
-    ``review_risks``, ``thresholds``, ``rules``, ``queue`` and ``tool_queues``. Services
+    ``review_risks``, ``thresholds``, ``rules``, ``queue`` and ``tool_queues``; and
+    ``limits``, ``model_tiers`` (endpoint aliases, never URLs or keys),
+    ``escalation_queue`` and ``sla_minutes`` (rows from before these existed lack them,
+    and their runs take them from the agent's code). Services
     only ever create rows; a change is a new version, and activation moves the pointer in
-    ``AgentConfigActive``. ``policy_version`` is the ``Policy.version`` hash of ``config``,
+    ``AgentConfigActive``. ``policy_version`` is the ``Policy.version`` hash of the policy,
     the same value each action records, so an action can be traced to the version it saw.
     """
 

@@ -29,7 +29,7 @@ def agents() -> dict[str, Agent]:
             raise ImproperlyConfigured(f"AGENTDESK_AGENTS: cannot import {path!r}: {exc}") from exc
         if not isinstance(agent, Agent):
             raise ImproperlyConfigured(f"AGENTDESK_AGENTS: {path!r} is not an Agent")
-        for route in agent.model_routes:
+        for route in dict.fromkeys(r for routes in agent.declared_tiers.values() for r in routes):
             if route.endpoint not in settings.AGENTDESK_LLM_ENDPOINTS:
                 raise ImproperlyConfigured(
                     f"agent {agent.name!r} uses endpoint {route.endpoint!r}, which is not "

@@ -294,6 +294,7 @@ def agent_detail(request: HttpRequest, agent_name: str) -> HttpResponse:
         {
             "agent": agent,
             "active": active,
+            "config": configuration.config_effective(version=active),
             "versions": versions,
             "can_change": request.user.has_perm(CHANGE_CONFIG),
         },
@@ -313,6 +314,7 @@ def agent_version(request: HtmxHttpRequest, agent_name: str, number: int) -> Htt
     context = {
         "agent": agent,
         "version": version,
+        "config": configuration.config_effective(version=version),
         "active": active,
         "against": against,
         "diff": configuration.config_diff(a=against, b=version),
@@ -348,8 +350,9 @@ def agent_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
     _require_config_change(request)
     active = configuration.config_active(agent_name=agent.name)
     tools = [tool.name for tool in agent.tools]
+    kinds = list(agent.task_kinds)
     if request.method == "POST":
-        form = ConfigForm(request.POST, tools=tools)
+        form = ConfigForm(request.POST, tools=tools, kinds=kinds)
         rules = RuleFormSet(request.POST, prefix="rules", form_kwargs={"tools": tools})
         if form.is_valid() and rules.is_valid():
             try:
@@ -370,11 +373,16 @@ def agent_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
                 return redirect("agents:version", agent_name=agent.name, number=version.number)
         status = 400
     else:
-        form = ConfigForm(initial=ConfigForm.initial_from(active.config, tools), tools=tools)
+        # From what the active version means for runs: one stored before limits and
+        # tiers were part of a version shows the code's, which its runs use.
+        config = configuration.config_effective(version=active)
+        form = ConfigForm(
+            initial=ConfigForm.initial_from(config, tools, kinds), tools=tools, kinds=kinds
+        )
         rules = RuleFormSet(
             prefix="rules",
             form_kwargs={"tools": tools},
-            initial=[{**rule, "queue": rule.get("queue") or ""} for rule in active.config["rules"]],
+            initial=[{**rule, "queue": rule.get("queue") or ""} for rule in config["rules"]],
         )
         status = 200
     return render(

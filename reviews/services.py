@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from agentdesk.agents import Tool
 from agentdesk.audit import audit_record
-from agentdesk.configuration import config_policy_for_run
+from agentdesk.configuration import config_for_run, config_policy_for_run
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Verdict, policy_evaluate
 from agentdesk.registry import UnknownAgent, agent_get
@@ -114,15 +114,28 @@ def queue_for_slug(slug: str) -> Queue:
     return queue
 
 
+def _agent_sla_minutes(run: Run) -> int | None:
+    """The due time the run's configuration version sets for its requests; None: the queue's."""
+    try:
+        agent = agent_get(run.agent_name)
+    except UnknownAgent:
+        return None
+    return config_for_run(run=run, agent=agent).sla_minutes
+
+
 def _request_open(
     *, run: Run, queue: Queue, audit_after: dict[str, Any], **fields: Any
 ) -> ApprovalRequest:
-    """Create a pending request in ``queue``, due after its SLA; audit and announce it."""
+    """Create a pending request in ``queue``, due after the agent's SLA, else the queue's.
+
+    Only the first queue: a request escalated on (``_move``) gets each next queue's own.
+    """
+    minutes = _agent_sla_minutes(run) or queue.sla_minutes
     request = ApprovalRequest.objects.create(
         queue=queue,
         run=run,
         agent_name=run.agent_name,
-        due_at=timezone.now() + timedelta(minutes=queue.sla_minutes),
+        due_at=timezone.now() + timedelta(minutes=minutes),
         **fields,
     )
     audit_record(
@@ -188,15 +201,16 @@ def approval_request_open(
 
 
 def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
-    """A run that cannot go on by itself waits on a request in its agent's escalation queue.
+    """A run that cannot go on by itself waits on a request in its escalation queue.
 
-    Inside the transaction that parks the run (runs.stepping.park_for_human). Approving
-    resumes the run (the fallback chain from its first link, a fresh budget); rejecting
-    ends it as failed with the reviewer's note.
+    The queue is the run's configuration version's (to the run's end). Inside the
+    transaction that parks the run (runs.stepping.park_for_human). Approving resumes the
+    run (the fallback chain from its first link, a fresh budget); rejecting ends it as
+    failed with the reviewer's note.
     """
     try:
-        policy = agent_get(run.agent_name).policy
-        queue_slug, policy_version = policy.queue, policy.version
+        config = config_for_run(run=run, agent=agent_get(run.agent_name))
+        queue_slug, policy_version = config.escalation_queue, config.policy.version
     except UnknownAgent:
         queue_slug, policy_version = "default", ""
     return _request_open(
@@ -729,10 +743,12 @@ def _expire(request: ApprovalRequest) -> Decision:
     """
     queue = request.queue
     target = queue.escalate_to
-    reason = f"not decided within {queue.sla_minutes} minutes in {queue.name}"
     visited = set(
         request.decisions.filter(kind=DecisionKind.ESCALATE).values_list("from_queue", flat=True)
     )
+    # In its first queue the request was due after the agent's SLA, if its version set one.
+    minutes = (None if visited else _agent_sla_minutes(request.run)) or queue.sla_minutes
+    reason = f"not decided within {minutes} minutes in {queue.name}"
     if target is not None and target.pk not in visited:
         decision = Decision.objects.create(
             request=request,

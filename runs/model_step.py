@@ -1,11 +1,14 @@
 """A model step: ask the fallback chain for the agent's next move and record it.
 
-The chain is the agent's primary model, its fallback models, its optional rule-based
-fallback, then a human (or, without one, the dead-letter list). A link is skipped while
-its endpoint's breaker is open; a transient failure is retried on the same link with
-backoff (a later task, never a sleep); a link whose retries are spent, that refuses, or
-whose output stays malformed after one repair attempt hands over to the next link for
-the next attempt. Each attempt is its own step, recorded with its error class and link.
+Each step first picks its task kind (the agent's ``task_kind``, from what the run has done
+so far). The chain is that kind's model tier in the run's configuration version (the
+primary model, then its fallbacks), the agent's optional rule-based fallback, then a human
+(or, without one, the dead-letter list). A link is skipped while its endpoint's breaker is
+open, or when its endpoint alias is not configured here; a transient failure is retried
+on the same link with backoff (a later task, never a sleep); a link whose retries are
+spent, that refuses, or whose output stays malformed after one repair attempt hands over
+to the next link for the next attempt. Each attempt is its own step, recorded with its
+error class, its link and its task kind.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -27,8 +31,10 @@ from agentdesk.agents import (
     Agent,
     ModelRoute,
     RuleContext,
+    TaskContext,
     Tool,
 )
+from agentdesk.configuration import config_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from runs.breakers import (
     CircuitOpen,
@@ -58,8 +64,9 @@ HUMAN = "human"
 Link = ModelRoute | str
 
 
-def chain(agent: Agent) -> list[Link]:
-    links: list[Link] = list(agent.model_routes)
+def chain(agent: Agent, tier: tuple[ModelRoute, ...]) -> list[Link]:
+    """A step's fallback chain: its task kind's tier, then the agent's rule and human."""
+    links: list[Link] = list(tier)
     if agent.rule_fallback is not None:
         links.append(RULE)
     if agent.escalate_to_human:
@@ -77,48 +84,98 @@ class _Outcome:
     error: dict[str, Any] | None = None
     retry_after_s: float | None = None
     skipped: tuple[str, ...] = ()
+    unconfigured: tuple[str, ...] = ()
     latency_ms: int = 0
+
+
+# How runs.tool_step stores a call that did not return a result: {"error": {...}} as JSON.
+_TOOL_ERROR_PREFIX = '{"error": '
+
+
+def task_context(run: Run) -> TaskContext:
+    """What the agent's ``task_kind`` is told, read from the checkpoint (no query)."""
+    names: dict[str, str] = {}
+    called: list[str] = []
+    replies = 0
+    for message in run.checkpoint["messages"]:
+        role = message.get("role")
+        if role == "assistant":
+            replies += 1
+            for call in message.get("tool_calls") or ():
+                names[call["id"]] = call["function"]["name"]
+        elif role == "tool":
+            name = names.get(message.get("tool_call_id", ""))
+            if name and not (message.get("content") or "").startswith(_TOOL_ERROR_PREFIX):
+                called.append(name)
+    return TaskContext(tools_called=tuple(called), input=run.input, model_steps=replies)
+
+
+def _set_link(checkpoint: dict[str, Any], index: int, kind: str) -> None:
+    checkpoint["link"] = index
+    checkpoint["link_kind"] = kind
 
 
 def model_step(run: Run, seq: int, agent: Agent) -> None:
     checkpoint = run.checkpoint
     messages = checkpoint["messages"]
-    links = chain(agent)
-    attempt = checkpoint.get("attempt", 0) + 1
+    kind = agent.choose_task_kind(task_context(run))
+    links = chain(agent, config_for_run(run=run, agent=agent).tier(kind))
+    # The checkpoint's link and attempt count along the chain of the kind that set them;
+    # a step of another kind (a tool call since has changed it) starts its own at the top.
+    same_kind = checkpoint.get("link_kind", kind) == kind
+    start = checkpoint.get("link", 0) if same_kind else 0
+    attempt = checkpoint.get("attempt", 0) + 1 if same_kind else 1
+    state = conversation_state(messages)
+    state["task_kind"] = kind
     record = StepRecord(
         kind=StepKind.MODEL,
-        state=conversation_state(messages),
+        state=state,
         started_at=timezone.now(),
         prompt_version=run.prompt_version,
         attempt=attempt,
     )
-    outcome = _ask_chain(run, agent, links, checkpoint.get("link", 0))
-    if outcome.link_index != checkpoint.get("link", 0):
-        # An open breaker moved the step to a later link: that link starts afresh.
+    outcome = _ask_chain(run, agent, links, start)
+    if outcome.link_index != start:
+        # A skipped link moved the step to a later one: that link starts afresh.
         attempt = record.attempt = 1
     if outcome.skipped:
         record.outcome["skipped_open_breakers"] = list(outcome.skipped)
+    if outcome.unconfigured:
+        record.outcome["skipped_unconfigured_endpoints"] = list(outcome.unconfigured)
     if outcome.link == HUMAN or outcome.link is None:
         _escalate(run, seq, record, outcome, checkpoint)
         return
     record.route = str(outcome.link)
     if outcome.reply is None:
         assert outcome.error is not None
-        _record_failed_attempt(run, seq, record, outcome, attempt)
+        _record_failed_attempt(run, seq, record, outcome, attempt, kind)
         return
-    _record_reply(run, seq, agent, record, outcome)
+    _record_reply(run, seq, agent, record, outcome, kind)
 
 
 def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcome:
     """Ask links from ``start`` on, skipping those whose breaker is open."""
     skipped: list[str] = []
+    unconfigured: list[str] = []
+
+    def outcome(reply: ModelReply | None, link: Link | None, index: int, **kw: Any) -> _Outcome:
+        return _Outcome(
+            reply, link, index, skipped=tuple(skipped), unconfigured=tuple(unconfigured), **kw
+        )
+
     for index in range(start, len(links)):
         link = links[index]
         if link == HUMAN:
-            return _Outcome(None, HUMAN, index, skipped=tuple(skipped))
+            return outcome(None, HUMAN, index)
         if link == RULE:
-            return _Outcome(_rule_reply(run, agent), RULE, index, skipped=tuple(skipped))
+            return outcome(_rule_reply(run, agent), RULE, index)
         assert isinstance(link, ModelRoute)
+        if link.endpoint not in settings.AGENTDESK_LLM_ENDPOINTS:
+            # A version named an alias the environment no longer has: the operator's
+            # next links serve meanwhile, rather than the run crashing on it.
+            log.error("endpoint alias %r is not configured; %s skipped", link.endpoint, link)
+            unconfigured.append(str(link))
+            continue
         breaker = model_breaker_name(link.endpoint)
         try:
             clean = breaker_allow(name=breaker)
@@ -137,18 +194,17 @@ def _ask_chain(run: Run, agent: Agent, links: list[Link], start: int) -> _Outcom
             # A request the endpoint refused as invalid says nothing about its health.
             if exc.error_class != ErrorClass.MODEL_REQUEST_INVALID:
                 breaker_record_failure(name=breaker, error_class=exc.error_class)
-            return _Outcome(
+            return outcome(
                 None,
                 link,
                 index,
-                error_payload(exc.error_class, exc.message),
+                error=error_payload(exc.error_class, exc.message),
                 retry_after_s=exc.retry_after_s,
-                skipped=tuple(skipped),
                 latency_ms=exc.latency_ms,
             )
         breaker_record_success(name=breaker, was_clean=clean)
-        return _Outcome(reply, link, index, skipped=tuple(skipped))
-    return _Outcome(None, None, len(links), skipped=tuple(skipped))
+        return outcome(reply, link, index)
+    return outcome(None, None, len(links))
 
 
 @cache
@@ -198,7 +254,10 @@ def _escalate(
 ) -> None:
     """Every model link failed: hand the run to a human, or to the dead-letter list."""
     last = checkpoint.get("last_error") or error_payload(
-        ErrorClass.CIRCUIT_OPEN, "every model endpoint's breaker is open"
+        ErrorClass.CIRCUIT_OPEN,
+        "every model endpoint's breaker is open"
+        if not outcome.unconfigured
+        else "every model link was skipped (an open breaker or an unconfigured endpoint)",
     )
     error = error_payload(
         ErrorClass(last["class"]),
@@ -218,7 +277,7 @@ def _escalate(
 
 
 def _record_failed_attempt(
-    run: Run, seq: int, record: StepRecord, outcome: _Outcome, attempt: int
+    run: Run, seq: int, record: StepRecord, outcome: _Outcome, attempt: int, kind: str
 ) -> None:
     error = outcome.error
     assert error is not None
@@ -242,15 +301,17 @@ def _record_failed_attempt(
         checkpoint["last_error"] = error
         if delay is not None:
             checkpoint["attempt"] = attempt
-            checkpoint["link"] = outcome.link_index
+            _set_link(checkpoint, outcome.link_index, kind)
         else:
             checkpoint["attempt"] = 0
-            checkpoint["link"] = outcome.link_index + 1
+            _set_link(checkpoint, outcome.link_index + 1, kind)
 
     commit(run, seq, apply, countdown_s=delay or 0)
 
 
-def _record_reply(run: Run, seq: int, agent: Agent, record: StepRecord, outcome: _Outcome) -> None:
+def _record_reply(
+    run: Run, seq: int, agent: Agent, record: StepRecord, outcome: _Outcome, kind: str
+) -> None:
     reply = outcome.reply
     assert reply is not None
     cost = (
@@ -320,7 +381,7 @@ def _record_reply(run: Run, seq: int, agent: Agent, record: StepRecord, outcome:
         if unusable is not None:
             # A refusal or an empty answer: the next link gets the same conversation.
             checkpoint["last_error"] = unusable
-            checkpoint["link"] = outcome.link_index + 1
+            _set_link(checkpoint, outcome.link_index + 1, kind)
             return
         checkpoint["messages"].append(reply.assistant_message())
         if streak >= 2:
@@ -328,7 +389,7 @@ def _record_reply(run: Run, seq: int, agent: Agent, record: StepRecord, outcome:
         else:
             checkpoint.pop("last_error", None)
         checkpoint["malformed_streak"] = streak if streak < 2 else 0
-        checkpoint["link"] = outcome.link_index + 1 if streak >= 2 else 0
+        _set_link(checkpoint, outcome.link_index + 1 if streak >= 2 else 0, kind)
         if not parsed:
             finish(locked, RunState.SUCCEEDED, output=reply.content)
             return

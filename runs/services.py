@@ -35,9 +35,9 @@ from django.db.models import Q
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.agents import Agent, OnLimit
+from agentdesk.agents import Agent, Limits, OnLimit
 from agentdesk.audit import audit_record
-from agentdesk.configuration import config_active
+from agentdesk.configuration import config_active, config_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
 from agentdesk.prompts import prompt_production, prompt_render
@@ -182,7 +182,11 @@ def _run_create(
         input=redact_value(run_input),
         trace_id=uuid.uuid4().hex,
         prompt_version=prompt.ref,
-        model=agent.model,
+        # The model the run starts with: its first task kind's primary model in its version
+        # (each step records the one that served it).
+        model=config_for_run(run=Run(config_version=config_version), agent=agent)
+        .tier(agent.task_kinds[0])[0]
+        .model,
         checkpoint={"messages": messages, "pending_actions": []},
         submitted_by=user,
         idempotency_key=idempotency_key,
@@ -243,6 +247,7 @@ def run_step_execute(*, run_id: str, seq: int, chain_s: float = 0) -> None:
 
 def _step(run: Run, seq: int) -> None:
     agent = agent_get(run.agent_name)
+    limits = config_for_run(run=run, agent=agent).limits
     pending = run.checkpoint.get("pending_actions", [])
     if run.step_attempts > MAX_STEP_ATTEMPTS:
         crashed = error_payload(
@@ -251,8 +256,8 @@ def _step(run: Run, seq: int) -> None:
             "see the worker logs for this trace id",
         )
         commit(run, seq, lambda r: dead_letter(r, crashed), recorded=False)
-    elif exceeded := _limit_exceeded(run, agent, about_to_call_tool=bool(pending)):
-        on_limit = park_for_human if agent.limits.on_exceeded == OnLimit.ESCALATE else fail
+    elif exceeded := _limit_exceeded(run, limits, about_to_call_tool=bool(pending)):
+        on_limit = park_for_human if limits.on_exceeded == OnLimit.ESCALATE else fail
         commit(run, seq, lambda r: on_limit(r, exceeded), recorded=False)
     elif pending:
         tool_step(run, seq, agent, pending[0])
@@ -260,13 +265,13 @@ def _step(run: Run, seq: int) -> None:
         model_step(run, seq, agent)
 
 
-def _limit_exceeded(run: Run, agent: Agent, *, about_to_call_tool: bool) -> dict[str, Any] | None:
-    """The first limit the run has reached, as a budget_exceeded error; None if none.
+def _limit_exceeded(run: Run, limits: Limits, *, about_to_call_tool: bool) -> dict[str, Any] | None:
+    """The first of its limits the run has reached, as a budget_exceeded error; None if none.
 
+    ``limits`` are the run's configuration version's (to its end, whatever activates later).
     Counted from the run's budget baseline: its start, or the moment a person resumed it
-    after a limit stopped it (reviews.services), which gives it the agent's limits anew.
+    after a limit stopped it (reviews.services), which gives it its limits anew.
     """
-    limits = agent.limits
     base = run.checkpoint.get("budget_base") or {}
     steps = run.next_seq - base.get("steps", 0)
     tool_calls = run.tool_calls - base.get("tool_calls", 0)

@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentdesk.agents import Agent, Limits, ModelRoute, RuleContext, RuleReply
+from agentdesk.agents import Agent, Limits, ModelRoute, RuleContext, RuleReply, TaskContext
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
 from examples.support.review import SUPPORT_POLICY, support_review_context
 from examples.support.tools import SUPPORT_TOOLS
@@ -166,6 +166,25 @@ def support_rule_fallback(context: RuleContext) -> RuleReply:
     )
 
 
+# After one of these the case is decided; what is left is the reply and the summary.
+DECIDING_TOOLS = frozenset({"issue_refund", "cancel_order", "handoff_to_human", "send_reply"})
+
+
+def support_task_kind(context: TaskContext) -> str:
+    """Which tier serves the next model step, from the tools that have returned so far.
+
+    routing: nothing looked up yet (read the ticket, pick the lookup); decision: facts in
+    hand, nothing done yet: whether to refund, cancel, hand off or just answer, the step
+    where a wrong call costs money; drafting: the case is decided, write the reply and the
+    summary for the reviewers.
+    """
+    if not context.tools_called:
+        return "routing"
+    if DECIDING_TOOLS.isdisjoint(context.tools_called):
+        return "decision"
+    return "drafting"
+
+
 support_agent = Agent(
     name="support",
     description=(
@@ -186,6 +205,11 @@ support_agent = Agent(
     ),
     model="gpt-4o-mini",
     fallback_models=(ModelRoute("gpt-4o", "default"),),
+    task_kinds=("routing", "decision", "drafting"),
+    task_kind=support_task_kind,
+    # The decision is where a stronger model pays; routing and drafting keep the small
+    # one (model, fallback_models), with the stronger one as their fallback.
+    model_tiers={"decision": (ModelRoute("gpt-4o"), ModelRoute("gpt-4o-mini"))},
     rule_fallback=support_rule_fallback,
     escalate_to_human=True,
     policy=SUPPORT_POLICY,

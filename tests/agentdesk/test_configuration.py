@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from django.db import connections
 from agentdesk import configuration
 from agentdesk.configuration import ConfigRefused, config_from_policy
 from agentdesk.models import AgentConfigActive, AgentConfigVersion, AuditEvent
+from agentdesk.registry import agent_get
 from examples.support.review import SUPPORT_POLICY
 from examples.support.seed import seed_shop
 from reviews import services as review_services
@@ -26,10 +29,43 @@ from tests.runs.factories import drive, seeded_ticket_input
 AGENT = "support"
 
 
+def _route(model: str, endpoint: str = "default") -> dict[str, str]:
+    return {"model": model, "endpoint": endpoint}
+
+
+# What version 1 holds besides the policy: the example agent's code declarations.
+CODE_RUNTIME: dict[str, Any] = {
+    "limits": {
+        "max_steps": 40,
+        "max_tool_calls": 10,
+        "max_tokens": 60_000,
+        "max_cost_usd": "0.25",
+        "deadline_s": 600,
+        "on_exceeded": "fail",
+    },
+    "model_tiers": {
+        "routing": [_route("gpt-4o-mini"), _route("gpt-4o")],
+        "decision": [_route("gpt-4o"), _route("gpt-4o-mini")],
+        "drafting": [_route("gpt-4o-mini"), _route("gpt-4o")],
+    },
+    "escalation_queue": "support",
+    "sla_minutes": None,
+}
+
+
 def _config(**changes: Any) -> dict[str, Any]:
-    config = copy.deepcopy(config_from_policy(policy=SUPPORT_POLICY))
+    config = copy.deepcopy({**config_from_policy(policy=SUPPORT_POLICY), **CODE_RUNTIME})
     config.update(changes)
     return config
+
+
+@pytest.fixture(autouse=True)
+def endpoints(settings: Any) -> None:
+    """Two endpoint aliases, as AGENTDESK_LLM_ENDPOINTS=backup would configure them."""
+    settings.AGENTDESK_LLM_ENDPOINTS = {
+        "default": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-default-secret"},
+        "backup": {"base_url": "http://127.0.0.1:9/v2", "api_key": "sk-backup-secret"},
+    }
 
 
 def _state() -> tuple[list[tuple[int, str]], int | None, int]:
@@ -59,7 +95,7 @@ def test_the_first_use_stores_the_code_declared_policy_as_version_1() -> None:
     again = configuration.config_active(agent_name=AGENT)
 
     assert (version.number, again.pk) == (1, version.pk)
-    assert version.config == config_from_policy(policy=SUPPORT_POLICY)
+    assert version.config == {**config_from_policy(policy=SUPPORT_POLICY), **CODE_RUNTIME}
     assert version.policy_version == SUPPORT_POLICY.version
     assert configuration.config_policy(version=version) == SUPPORT_POLICY
     assert version.created_by is None
@@ -189,7 +225,6 @@ BAD_RULE = {"name": "r", "when": "true", "tools": [], "queue": None, "approvals"
         ({"queue": "support queue"}, "the default queue 'support queue' is not a slug"),
         ({"tool_queues": {"issue_refund": "refunds/senior"}}, "is not a slug"),
         ({"review_risks": ["catastrophic"]}, "review_risks must be a list of"),
-        ({"limits": {"max_steps": 3}}, "unknown configuration fields ['limits']"),
     ],
 )
 def test_an_invalid_configuration_is_refused_and_nothing_is_saved(
@@ -214,6 +249,244 @@ def test_a_configuration_that_is_not_an_object_is_refused(operator: Any) -> None
     with pytest.raises(ConfigRefused, match="a configuration must be an object"):
         configuration.config_version_create(agent_name=AGENT, config=["x"], note="", user=operator)
 
+    assert _state() == before
+
+
+# --- limits, model tiers, escalation and SLA ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_limits_tiers_escalation_and_sla_are_versioned_diffed_and_rolled_back(
+    operator: Any,
+) -> None:
+    v1 = configuration.config_active(agent_name=AGENT)
+    proposed = _config(
+        limits={**CODE_RUNTIME["limits"], "max_steps": 12, "max_cost_usd": "0.500"},
+        model_tiers={
+            **CODE_RUNTIME["model_tiers"],
+            "decision": [_route("gpt-4.1"), _route("gpt-4o", "backup")],
+        },
+        escalation_queue="support-leads",
+        sla_minutes=15,
+    )
+
+    v2 = configuration.config_version_create(
+        agent_name=AGENT, config=proposed, note="A stronger decision model", user=operator
+    )
+
+    # Stored canonical: "0.500" and "0.5" are one amount.
+    assert v2.config == {**proposed, "limits": {**proposed["limits"], "max_cost_usd": "0.5"}}
+    assert v2.policy_version == v1.policy_version  # the policy itself did not change
+    assert configuration.config_diff(a=v1, b=v2).summary == [
+        ("limits.max_cost_usd", '"0.25"', '"0.5"'),
+        ("limits.max_steps", "40", "12"),
+        (
+            "model_tiers.decision",
+            "gpt-4o@default, gpt-4o-mini@default",
+            "gpt-4.1@default, gpt-4o@backup",
+        ),
+        ("escalation_queue", '"support"', '"support-leads"'),
+        ("sla_minutes", "null", "15"),
+    ]
+    created = _config_events("config.version_created")[-1][1]
+    assert created["config"]["model_tiers"]["decision"] == [
+        {"model": "gpt-4.1", "endpoint": "default"},
+        {"model": "gpt-4o", "endpoint": "backup"},
+    ]
+
+    configuration.config_activate(agent_name=AGENT, number=2, user=operator)
+    assert configuration.config_active(agent_name=AGENT) == v2
+    configuration.config_activate(agent_name=AGENT, number=1, user=operator)  # roll back
+    assert configuration.config_active(agent_name=AGENT) == v1
+    assert AgentConfigVersion.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_endpoint_urls_and_keys_are_never_stored(operator: Any) -> None:
+    configuration.config_active(agent_name=AGENT)
+    configuration.config_version_create(
+        agent_name=AGENT,
+        config=_config(
+            model_tiers={**CODE_RUNTIME["model_tiers"], "routing": [_route("x", "backup")]}
+        ),
+        note="backup",
+        user=operator,
+    )
+
+    stored = json.dumps(list(AgentConfigVersion.objects.values_list("config", flat=True)))
+    logged = json.dumps(list(AuditEvent.objects.values_list("after", flat=True)))
+    for secret in ("127.0.0.1:9", "sk-default-secret", "sk-backup-secret"):
+        assert secret not in stored
+        assert secret not in logged
+
+
+@pytest.mark.django_db
+def test_a_section_left_out_takes_the_code_declaration(operator: Any) -> None:
+    configuration.config_active(agent_name=AGENT)
+    config = _config(thresholds={"issue_refund": 0.5}, limits={"max_steps": 9})
+    for field in ("model_tiers", "escalation_queue", "sla_minutes"):
+        del config[field]
+
+    version = configuration.config_version_create(
+        agent_name=AGENT, config=config, note="partial", user=operator
+    )
+
+    assert version.config == _config(
+        thresholds={"issue_refund": 0.5}, limits={**CODE_RUNTIME["limits"], "max_steps": 9}
+    )
+
+
+@pytest.mark.django_db
+def test_a_version_stored_before_these_sections_existed_follows_the_code(operator: Any) -> None:
+    """Rows saved before limits and tiers were part of a version hold only the policy."""
+    legacy = configuration.config_active(agent_name=AGENT)
+    policy = replace(SUPPORT_POLICY, queue="frontline")
+    AgentConfigVersion.objects.filter(pk=legacy.pk).update(
+        config=config_from_policy(policy=policy), policy_version=policy.version
+    )
+    legacy.refresh_from_db()
+    run = Run.objects.create(
+        agent_name=AGENT,
+        config_version=legacy,
+        input={},
+        trace_id="t",
+        prompt_version="p",
+        model="m",
+        request_hash="h",
+    )
+    before = _state()
+
+    config = configuration.config_for_run(run=run, agent=agent_get(AGENT))
+
+    assert config.limits == agent_get(AGENT).limits
+    assert config.tiers == agent_get(AGENT).declared_tiers
+    assert (config.escalation_queue, config.sla_minutes) == ("frontline", None)
+    assert configuration.config_effective(version=legacy) == _config(
+        queue="frontline", escalation_queue="frontline"
+    )
+    # Spelling out what the old row means is no change.
+    with pytest.raises(ConfigRefused, match="same configuration as the active version 1"):
+        configuration.config_version_create(
+            agent_name=AGENT,
+            config=_config(queue="frontline", escalation_queue="frontline"),
+            note="no change",
+            user=operator,
+        )
+    assert _state() == before
+
+
+ONE = [_route("gpt-4o")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"model_tiers": {**CODE_RUNTIME["model_tiers"], "decision": [_route("gpt-4o", "lab")]}},
+            "model_tiers.decision[1]: the endpoint 'lab' is not configured; the configured "
+            "endpoint aliases are ['backup', 'default']",
+        ),
+        (
+            {"model_tiers": {**CODE_RUNTIME["model_tiers"], "decision": []}},
+            "model_tiers.decision is empty: a task kind needs a model",
+        ),
+        (
+            {"model_tiers": {"routing": ONE, "decision": ONE}},
+            "model_tiers has no models for the task kinds ['drafting']",
+        ),
+        (
+            {"model_tiers": {**CODE_RUNTIME["model_tiers"], "poetry": ONE}},
+            "model_tiers names task kinds the agent does not have: ['poetry']; its task kinds "
+            "are ['routing', 'decision', 'drafting']",
+        ),
+        (
+            {"model_tiers": {**CODE_RUNTIME["model_tiers"], "routing": [_route("")]}},
+            "model_tiers.routing[1]: the model must be a name of 1 to 100 characters without "
+            "spaces or commas, not ''",
+        ),
+        (
+            {"model_tiers": {**CODE_RUNTIME["model_tiers"], "routing": [*ONE, _route("a b")]}},
+            "model_tiers.routing[2]: the model must be a name of 1 to 100 characters without "
+            "spaces or commas, not 'a b'",
+        ),
+        (
+            {"model_tiers": {**CODE_RUNTIME["model_tiers"], "routing": [*ONE, *ONE]}},
+            "model_tiers.routing lists gpt-4o@default twice",
+        ),
+        (
+            {
+                "model_tiers": {
+                    **CODE_RUNTIME["model_tiers"],
+                    "routing": [{**ONE[0], "api_key": "sk-x"}],
+                }
+            },
+            "model_tiers.routing[1] has unknown fields ['api_key']",
+        ),
+        ({"model_tiers": ["gpt-4o"]}, "model_tiers must map each task kind to a list of models"),
+        (
+            {"limits": {"max_steps": 0}},
+            "limits.max_steps must be a whole number greater than 0 (at most 1000000000), not 0",
+        ),
+        (
+            {"limits": {"deadline_s": -5}},
+            "limits.deadline_s must be a whole number greater than 0 (at most 1000000000), not -5",
+        ),
+        (
+            {"limits": {"max_tokens": "500"}},
+            "limits.max_tokens must be a whole number greater than 0 (at most 1000000000), "
+            "not '500'",
+        ),
+        (
+            {"limits": {"max_cost_usd": "ten"}},
+            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
+            "such as \"0.25\", not 'ten'",
+        ),
+        (
+            {"limits": {"max_cost_usd": "0"}},
+            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
+            "such as \"0.25\", not '0'",
+        ),
+        (
+            {"limits": {"max_cost_usd": 0.25}},
+            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
+            'such as "0.25", not 0.25',
+        ),
+        (
+            {"limits": {"on_exceeded": "retry"}},
+            "limits.on_exceeded must be one of ['escalate', 'fail'], not 'retry'",
+        ),
+        ({"limits": {"max_retries": 3}}, "limits has unknown fields ['max_retries']"),
+        ({"limits": 3}, "limits must be an object"),
+        (
+            {"sla_minutes": 0},
+            "sla_minutes must be a whole number of minutes from 1 to 525600, or null for the "
+            "queue's own SLA, not 0",
+        ),
+        (
+            {"escalation_queue": "Team leads"},
+            "the escalation queue 'Team leads' is not a slug (letters, digits, hyphens, "
+            "underscores)",
+        ),
+        ({"temperature": 0.2}, "unknown configuration fields ['temperature']"),
+        (
+            {"thresholds": {"issue_refund": 1.5}},
+            "threshold of 'issue_refund' must be between 0 and 1",
+        ),
+    ],
+)
+def test_an_invalid_section_is_refused_with_its_message_and_nothing_is_saved(
+    operator: Any, changes: dict[str, Any], message: str
+) -> None:
+    configuration.config_active(agent_name=AGENT)
+    before = _state()
+
+    with pytest.raises(ConfigRefused) as refused:
+        configuration.config_version_create(
+            agent_name=AGENT, config=_config(**changes), note="bad", user=operator
+        )
+
+    assert str(refused.value) == message
     assert _state() == before
 
 

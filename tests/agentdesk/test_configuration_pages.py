@@ -71,6 +71,13 @@ def _form_data(config: dict[str, Any], note: str = "A change") -> dict[str, Any]
         "scope": tools if config["scope"] is None else config["scope"],
         "review_risks": config["review_risks"],
         "queue": config["queue"],
+        "escalation_queue": config["escalation_queue"],
+        "sla_minutes": "" if config["sla_minutes"] is None else str(config["sla_minutes"]),
+        **{name: str(value) for name, value in config["limits"].items()},
+        **{
+            f"tier__{kind}": ", ".join(f"{r['model']}@{r['endpoint']}" for r in routes)
+            for kind, routes in config["model_tiers"].items()
+        },
         "rules-TOTAL_FORMS": str(len(config["rules"]) + 1),
         "rules-INITIAL_FORMS": str(len(config["rules"])),
         "rules-MIN_NUM_FORMS": "0",
@@ -152,6 +159,8 @@ def test_only_operators_may_create_a_version(
 ) -> None:
     config = copy.deepcopy(versions[1].config)
     config["thresholds"]["issue_refund"] = 0.3
+    config["model_tiers"]["decision"] = [{"model": "gpt-4.1", "endpoint": "default"}]
+    config["limits"]["max_steps"] = 5
     before = _state()
 
     response = _client(people[persona]).post("/agents/support/new", _form_data(config))
@@ -259,6 +268,100 @@ def test_invalid_input_re_renders_with_errors_and_saves_nothing(
     before = _state()
 
     response = _client(operator).post("/agents/support/new", _form_data(config))
+
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert _state() == before
+
+
+def test_the_form_shows_limits_tiers_and_endpoint_aliases_never_urls_or_keys(
+    operator: Any, versions: Any, settings: Any
+) -> None:
+    settings.AGENTDESK_LLM_ENDPOINTS = {
+        "default": {"base_url": "http://models.internal:8100/v1", "api_key": "sk-live-123"},
+        "backup": {"base_url": "http://backup.internal:8100/v1", "api_key": "sk-live-456"},
+    }
+
+    body = _client(operator).get("/agents/support/new").content.decode()
+
+    assert 'name="tier__decision" value="gpt-4o@default, gpt-4o-mini@default"' in body
+    assert 'name="tier__routing" value="gpt-4o-mini@default, gpt-4o@default"' in body
+    assert 'name="max_steps" value="40"' in body
+    assert 'name="max_cost_usd" value="0.25"' in body
+    assert 'name="escalation_queue" value="support"' in body
+    assert "Configured endpoints: <code>backup</code>, <code>default</code>." in body
+    for secret in ("models.internal", "backup.internal", "sk-live"):
+        assert secret not in body
+
+
+def test_an_operator_switches_the_decision_model_and_sees_it_in_the_diff(
+    operator: Any, versions: Any
+) -> None:
+    client = _client(operator)
+    config = copy.deepcopy(versions[0].config)
+    config["model_tiers"]["decision"] = [
+        {"model": "gpt-4.1", "endpoint": "default"},
+        {"model": "gpt-4o", "endpoint": "default"},
+    ]
+    config["limits"].update(max_steps=12, on_exceeded="escalate")
+    config.update(escalation_queue="support-leads", sla_minutes=20)
+
+    response = client.post("/agents/support/new", _form_data(config, note="Stronger decisions"))
+
+    assert (response.status_code, response["Location"]) == (302, "/agents/support/versions/3/")
+    assert AgentConfigVersion.objects.get(agent_name=AGENT, number=3).config == config
+    page = client.get(response["Location"]).content.decode()
+    assert "<code>gpt-4.1@default</code> → <code>gpt-4o@default</code>" in page
+    assert (
+        "stuck runs wait in <code>support-leads</code>; requests are due after 20 minutes" in page
+    )
+    assert "12 steps" in page
+    assert "model_tiers.decision" in page
+    assert "gpt-4o@default, gpt-4o-mini@default" in page  # the active version's, in the diff
+
+
+def _tier(text: str) -> Any:
+    return lambda data: data.update(tier__decision=text)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            _tier("gpt-4o@lab"),
+            "model_tiers.decision[1]: the endpoint &#x27;lab&#x27; is not configured; the "
+            "configured endpoint aliases are [&#x27;default&#x27;]",
+        ),
+        (
+            _tier("gpt-4o"),
+            "&#x27;gpt-4o&#x27; is not model@endpoint; write the models in order, separated by "
+            "commas, such as gpt-4o@default, gpt-4o-mini@default.",
+        ),
+        (_tier("gpt-4o@default, "), "&#x27;(empty)&#x27; is not model@endpoint"),
+        (_tier(""), "This field is required."),
+        (
+            _tier("gpt-4o@default, gpt-4o@default"),
+            "model_tiers.decision lists gpt-4o@default twice",
+        ),
+        (lambda d: d.update(max_steps="0"), "Ensure this value is greater than or equal to 1."),
+        (lambda d: d.update(max_cost_usd="ten"), "Enter a number."),
+        (lambda d: d.update(max_cost_usd="0"), "Ensure this value is greater than or equal to"),
+        (lambda d: d.update(on_exceeded="retry"), "Select a valid choice. retry is not one of"),
+        (lambda d: d.update(sla_minutes="0"), "Ensure this value is greater than or equal to 1."),
+        (lambda d: d.update(escalation_queue="team leads"), "Enter a valid"),
+    ],
+)
+def test_invalid_limits_or_tiers_are_refused_with_the_message_and_nothing_saved(
+    operator: Any, versions: Any, settings: Any, change: Any, message: str
+) -> None:
+    settings.AGENTDESK_LLM_ENDPOINTS = {
+        "default": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-test"}
+    }
+    data = _form_data(versions[0].config)
+    change(data)
+    before = _state()
+
+    response = _client(operator).post("/agents/support/new", data)
 
     assert response.status_code == 400
     assert message in response.content.decode()

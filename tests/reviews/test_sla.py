@@ -20,6 +20,7 @@ from django.db import connection
 from django.utils import timezone
 from freezegun import freeze_time
 
+from agentdesk import configuration
 from agentdesk.models import AuditEvent
 from examples.support.models import Refund
 from examples.support.seed import seed_shop
@@ -190,6 +191,31 @@ def test_an_overdue_request_escalates_along_the_chain_then_expires(
     assert _verbs(request) == ["request.opened", "request.escalated", "request.expired"]
     run.refresh_from_db()
     assert run.state == RunState.RUNNING
+
+
+@pytest.mark.django_db
+def test_a_version_s_sla_sets_the_due_time_in_the_first_queue_only(
+    shop: None, model_endpoint: Simulator, refunds: Queue, senior: Queue, operator: Any
+) -> None:
+    active = configuration.config_active(agent_name="support")
+    config = {**configuration.config_effective(version=active), "sla_minutes": 5}
+    configuration.config_version_create(
+        agent_name="support", config=config, note="Refund decisions within 5 minutes", user=operator
+    )
+    configuration.config_activate(agent_name="support", number=2, user=operator)
+
+    run, request = _parked()
+
+    assert run.config_version.number == 2
+    assert request.queue == refunds  # sla_minutes sets the due time, not the queue
+    assert abs(request.due_at - request.created_at - timedelta(minutes=5)) < timedelta(seconds=1)
+    swept_at = request.due_at + timedelta(seconds=1)
+    with freeze_time(swept_at):
+        assert tasks.approvals_expire() == 1
+    request.refresh_from_db()
+    # Escalated on, the request takes the next queue's own SLA.
+    assert (request.queue, request.due_at) == (senior, swept_at + timedelta(minutes=60))
+    assert Decision.objects.get(request=request).reason == "not decided within 5 minutes in Refunds"
 
 
 @pytest.mark.django_db
