@@ -46,12 +46,13 @@ from reviews.models import (
 )
 from runs.model_step import args_hash
 from runs.models import Action, Run, RunState
-from runs.stepping import enqueue_next_step
+from runs.stepping import enqueue_next_step, run_audit_state
 
 log = logging.getLogger(__name__)
 
 CLAIM_MINUTES = 5
 FEEDBACK_MAX = 2000
+SLA = "sla"  # the actor label of what the SLA clock does on its own
 
 
 class DecisionRefused(Exception):
@@ -187,16 +188,7 @@ def approval_request_open(
     )
     before = run.state
     run.state = RunState.WAITING_FOR_APPROVAL
-    audit_record(
-        actor=None,
-        actor_label="worker",
-        verb="run.waiting_for_approval",
-        object_type="run",
-        object_id=str(run.pk),
-        before={"state": before},
-        after={"state": run.state, "request": request.pk},
-        trace_id=run.trace_id,
-    )
+    run_audit_state(run, before, request=request.pk)
     return request
 
 
@@ -533,7 +525,7 @@ def _move(request: ApprovalRequest, to_queue: Queue, *, actor: User | None, reas
     request.save(update_fields=["queue", "due_at", "reminded_at", "claimed_by", "claimed_until"])
     audit_record(
         actor=actor,
-        actor_label="" if actor else "sla",
+        actor_label="" if actor else SLA,
         verb="request.escalated",
         object_type="approval_request",
         object_id=str(request.pk),
@@ -569,15 +561,14 @@ def _complete(
         run.state = RunState.RUNNING
         enqueue_next_step(run)
         run.save()
-        audit_record(
+        run_audit_state(
+            run,
+            waiting_in,
             actor=actor,
-            actor_label="" if actor else "sla",
+            actor_label=SLA,
             verb="run.resumed",
-            object_type="run",
-            object_id=str(run.pk),
-            before={"state": waiting_in},
-            after={"state": run.state, "request": request.pk, "outcome": outcome},
-            trace_id=run.trace_id,
+            request=request.pk,
+            outcome=outcome,
         )
     queue_changed(queue_id=request.queue_id, request_id=request.pk, event="decided")
 
@@ -613,16 +604,7 @@ def _run_end_by_person(run: Run, request: ApprovalRequest, actor: User | None) -
         "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000],
     }
     run.save()
-    audit_record(
-        actor=actor,
-        actor_label="" if actor else "sla",
-        verb="run.failed",
-        object_type="run",
-        object_id=str(run.pk),
-        before={"state": before},
-        after={"state": run.state, "request": request.pk, "error": run.error},
-        trace_id=run.trace_id,
-    )
+    run_audit_state(run, before, actor=actor, actor_label=SLA, request=request.pk, error=run.error)
 
 
 def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
@@ -776,7 +758,7 @@ def _expire(request: ApprovalRequest) -> Decision:
         )
     audit_record(
         actor=None,
-        actor_label="sla",
+        actor_label=SLA,
         verb="request.expired",
         object_type="approval_request",
         object_id=str(request.pk),

@@ -54,6 +54,7 @@ from runs.stepping import (
     enqueue_next_step,
     fail,
     park_for_human,
+    run_audit_state,
 )
 from runs.tool_step import tool_step
 
@@ -392,14 +393,13 @@ def dead_letter_requeue(*, letter_id: int, actor: User | None) -> Run:
         run.lease_token = None
         run.lease_expires_at = None
         run.checkpoint.update(attempt=0, link=0, malformed_streak=0)
-        audit_record(
+        run_audit_state(
+            run,
+            before,
             actor=actor,
+            actor_label="system",
             verb="run.requeued",
-            object_type="run",
-            object_id=str(run.id),
-            before={"state": before},
-            after={"state": run.state, "next_seq": run.next_seq},
-            trace_id=run.trace_id,
+            next_seq=run.next_seq,
         )
         enqueue_next_step(run)
         run.save()

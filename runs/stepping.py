@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -28,6 +28,9 @@ from agentdesk.audit import audit_record
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_value
 from runs.models import ACTIVE_STATES, DeadLetter, Run, RunState, Step, StepKind, StepStatus
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 log = logging.getLogger("runs.services")
 
@@ -181,7 +184,7 @@ def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
             run.state = RunState.RUNNING
             run.started_at = now
             fields += ["state", "started_at"]
-            _audit_state(run, RunState.QUEUED, verb="run.started")
+            run_audit_state(run, RunState.QUEUED, verb="run.started")
         run.save(update_fields=fields)
     return run
 
@@ -298,10 +301,24 @@ def defer(run: Run, seq: int, *, countdown_s: float, reason: str) -> bool:
     return True
 
 
-def _audit_state(run: Run, before: str, *, verb: str = "", **after: Any) -> None:
+def run_audit_state(
+    run: Run,
+    before: str,
+    *,
+    actor: User | None = None,
+    actor_label: str = WORKER,
+    verb: str = "",
+    **after: Any,
+) -> None:
+    """The audit event of a run's change of state, inside the transaction that makes it.
+
+    Every writer of a run's state goes through here (the runtime, reviewers' decisions, the
+    SLA clock, operators requeueing a dead letter), so a run's transitions read alike in
+    the log. ``actor_label`` names a change without a person (``worker``, ``sla``).
+    """
     audit_record(
-        actor=None,
-        actor_label=WORKER,
+        actor=actor,
+        actor_label="" if actor is not None else actor_label,
         verb=verb or f"run.{run.state}",
         object_type="run",
         object_id=str(run.id),
@@ -320,7 +337,7 @@ def finish(
     run.output = output
     run.error = error
     run.finished_at = timezone.now()
-    _audit_state(run, before, error=error)
+    run_audit_state(run, before, error=error)
     if state == RunState.DEAD_LETTERED:
         DeadLetter.objects.create(run=run, seq=run.next_seq, error=error or {})
     log.info("run %s %s%s", run.id, state, f": {error['class']}" if error else "")
@@ -345,7 +362,7 @@ def park_for_human(run: Run, error: dict[str, Any]) -> None:
     before = run.state
     run.state = RunState.NEEDS_HUMAN
     run.error = error
-    _audit_state(run, before, error=error)
+    run_audit_state(run, before, error=error)
     run_escalation_open(run=run, error=error)
     log.info("run %s needs a human: %s", run.id, error["class"])
 
