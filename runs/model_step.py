@@ -49,6 +49,7 @@ from runs.pricing import model_call_cost
 from runs.retrying import retry_delay
 from runs.stepping import (
     StepRecord,
+    action_audit,
     commit,
     conversation_state,
     dead_letter,
@@ -409,6 +410,17 @@ def _record_reply(
             )
             for index, (call, args, rationale, confidence) in enumerate(parsed)
         ]
+        for action in actions:
+            action_audit(
+                action,
+                trace_id=locked.trace_id,
+                before=None,
+                run=str(locked.id),
+                step=seq,
+                args_hash=action.args_hash,
+                idempotency_key=action.idempotency_key,
+                confidence=action.confidence,
+            )
         checkpoint["pending_actions"] = [action.pk for action in actions]
 
     commit(run, seq, apply)

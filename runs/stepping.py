@@ -27,7 +27,16 @@ from django.utils import timezone
 from agentdesk.audit import audit_record
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_value
-from runs.models import ACTIVE_STATES, DeadLetter, Run, RunState, Step, StepKind, StepStatus
+from runs.models import (
+    ACTIVE_STATES,
+    Action,
+    DeadLetter,
+    Run,
+    RunState,
+    Step,
+    StepKind,
+    StepStatus,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -325,6 +334,28 @@ def run_audit_state(
         before={"state": before},
         after={"state": run.state, **after},
         trace_id=run.trace_id,
+    )
+
+
+def action_audit(action: Action, *, trace_id: str, before: str | None, **after: Any) -> None:
+    """The audit event of a proposed tool call's change of state (inside its transaction).
+
+    ``action.proposed`` when the model proposes it, then ``action.<status>`` when its step
+    records how it ended (succeeded, failed, blocked, rejected), ``before`` being
+    ``proposed``, or ``executing`` when the tool was called. ``executing`` itself is not a
+    separate event: it is the intent marker written just before the effect, outside any
+    transaction, so that a crash leaves it visible on the action; the outcome's event
+    says the call ran.
+    """
+    audit_record(
+        actor=None,
+        actor_label=WORKER,
+        verb=f"action.{action.status}",
+        object_type="action",
+        object_id=str(action.pk),
+        before={"status": before} if before else None,
+        after={"status": action.status, "tool": action.tool, **after},
+        trace_id=trace_id,
     )
 
 

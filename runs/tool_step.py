@@ -46,7 +46,14 @@ from runs.breakers import (
 )
 from runs.models import Action, ActionStatus, Run, StepKind
 from runs.retrying import retry_delay
-from runs.stepping import StepRecord, commit, conversation_state, defer, release_db_connection
+from runs.stepping import (
+    StepRecord,
+    action_audit,
+    commit,
+    conversation_state,
+    defer,
+    release_db_connection,
+)
 
 log = logging.getLogger("runs.services")
 
@@ -327,6 +334,17 @@ def _record_result(
             step=step,
             executed_at=timezone.now(),
             **(_verdict_fields(verdict) if verdict is not None else {}),
+        )
+        ran = error is None or error["class"] not in NOT_EXECUTED
+        before = ActionStatus.EXECUTING if ran else action.status
+        action.status = status
+        action_audit(
+            action,
+            trace_id=locked.trace_id,
+            before=before,
+            step=seq,
+            error_class=error["class"] if error else "",
+            **({"verdict": str(verdict.verdict), "policy_rule": verdict.rule} if verdict else {}),
         )
         checkpoint = locked.checkpoint
         checkpoint["attempt"] = 0

@@ -265,3 +265,69 @@ def test_stalled_runs_are_found_and_requeued(shop: None, model_endpoint: Simulat
     assert Run.objects.get(pk=fresh.pk).enqueued_at == fresh.enqueued_at  # not stalled
     assert finished.state == RunState.SUCCEEDED
     assert services.runs_recover_stalled() == 0  # just re-enqueued: not stalled again yet
+
+
+def test_every_action_is_audited_when_proposed_and_when_it_ends(
+    shop: None, model_endpoint: Simulator
+) -> None:
+    run = drive(_submit(REFUND_TICKET))
+
+    actions = list(Action.objects.filter(run=run).order_by("proposed_seq", "index"))
+    events = list(
+        AuditEvent.objects.filter(object_type="action")
+        .order_by("seq")
+        .values_list("verb", "object_id", "before", "after", "trace_id", "actor_label")
+    )
+    assert [a.tool for a in actions] == [
+        "lookup_order",
+        "search_refund_policy",
+        "issue_refund",
+        "send_reply",
+    ]
+    expected = []
+    for action in actions:
+        expected.append(("action.proposed", str(action.pk), None, "proposed"))
+        expected.append(("action.succeeded", str(action.pk), {"status": "executing"}, "succeeded"))
+    assert [
+        (verb, object_id, before, after["status"])
+        for verb, object_id, before, after, _, _ in events
+    ] == expected
+    assert {(trace, label) for *_, trace, label in events} == {(run.trace_id, "worker")}
+    refund = next(a for a in actions if a.tool == "issue_refund")
+    proposed = AuditEvent.objects.get(verb="action.proposed", object_id=str(refund.pk))
+    assert proposed.after == {
+        "status": "proposed",
+        "tool": "issue_refund",
+        "run": str(run.id),
+        "step": refund.proposed_seq,
+        "args_hash": refund.args_hash,
+        "idempotency_key": refund.idempotency_key,
+        "confidence": refund.confidence,
+    }
+    done = AuditEvent.objects.get(verb="action.succeeded", object_id=str(refund.pk))
+    assert done.after == {
+        "status": "succeeded",
+        "tool": "issue_refund",
+        "step": refund.step.seq,
+        "error_class": "",
+        "verdict": "execute",
+        "policy_rule": "",
+    }
+
+
+def test_a_call_refused_before_it_runs_is_audited_from_proposed(
+    shop: None, model_endpoint: Simulator
+) -> None:
+    run = _submit(REFUND_TICKET)
+    services.run_step_execute(run_id=str(run.id), seq=0)
+    action = Action.objects.get(run=run)
+    Action.objects.filter(pk=action.pk).update(tool="no_such_tool")
+
+    services.run_step_execute(run_id=str(run.id), seq=1)
+
+    event = AuditEvent.objects.get(object_type="action", verb__startswith="action.f")
+    assert (event.verb, event.before, event.after["error_class"]) == (
+        "action.failed",
+        {"status": "proposed"},
+        "tool_unknown",
+    )
