@@ -13,6 +13,10 @@ Call ``audit_record`` inside the transaction that makes the change. It:
    and ``hash = sha256(canonical JSON of its content, prev_hash)``. The unique ``seq``
    backs the lock: two appends that somehow raced fail rather than fork the chain.
 
+A transaction with more work after its events (the runtime's step commit) wraps itself in
+``audit_batch``: its events are collected and appended together right before it commits,
+so the lock is held only from then on.
+
 Because the lock is held until commit, a caller keeps the rest of its transaction short
 (no model or network call after ``audit_record``; the runtime makes those outside any
 transaction) and takes the row locks it needs before its first ``audit_record``, so that
@@ -23,6 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +122,52 @@ def _chain_lock() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
 
 
+# The events of an ``audit_batch`` block, not chained yet; None outside one.
+_batch: ContextVar[list[AuditEvent] | None] = ContextVar("agentdesk_audit_batch", default=None)
+
+
+@contextmanager
+def audit_batch() -> Iterator[None]:
+    """Chain and insert the events of this block together, as the block ends.
+
+    For a transaction that writes its events early and has more work after them: the
+    runtime's step commit, whose events (a run ending, actions proposed or done) come
+    before the checkpoint's UPDATE. ``audit_record`` only collects them here; at the end
+    of the block (still inside the transaction, right before it commits) they are appended
+    with one lock, one read of the chain's head and one INSERT. The chain's lock is then
+    held from that moment to the commit, not from the first event on, so steps of other
+    runs wait for it less. An exception in the block discards them with the transaction.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_batch must run inside the transaction that makes the change")
+    events: list[AuditEvent] = []
+    token = _batch.set(events)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    if events:
+        _append(events)
+
+
+def _append(events: list[AuditEvent]) -> None:
+    """Chain ``events`` after the current head, in order, and insert them."""
+    _chain_lock()
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
+    seq, prev_hash, at = last if last else (0, GENESIS_HASH, None)
+    for event in events:
+        seq += 1
+        # Never earlier than the event before, whatever this host's clock says: time then
+        # follows seq, and the auditor's time filters can be turned into a seq range.
+        at = max(timezone.now(), at) if at else timezone.now()
+        event.seq, event.created_at, event.prev_hash = seq, at, prev_hash
+        event.hash = prev_hash = stored_hash(event)
+    if len(events) == 1:
+        events[0].save(force_insert=True)
+    else:
+        AuditEvent.objects.bulk_create(events)
+
+
 def audit_record(
     *,
     actor: User | AnonymousUser | None,
@@ -126,6 +179,7 @@ def audit_record(
     trace_id: str = "",
     actor_label: str = "",
 ) -> AuditEvent:
+    """Append an event (or, inside ``audit_batch``, collect it for the block's end)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction that makes the change")
     # Without a run, the web request that made the change: everything one request changed
@@ -136,15 +190,7 @@ def audit_record(
     # Through JSON once, so the hashed value is exactly what the jsonb column gives back.
     before = _normalised(json.loads(json.dumps(redact_value(before))))
     after = _normalised(json.loads(json.dumps(redact_value(after))))
-    _chain_lock()
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
-    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-    # Never earlier than the event before, whatever this host's clock says: time then
-    # follows seq, and the auditor's time filters can be turned into a seq range.
-    created_at = max(timezone.now(), last[2]) if last else timezone.now()
     event = AuditEvent(
-        seq=seq,
-        created_at=created_at,
         actor=user,
         actor_label=label,
         verb=verb,
@@ -153,10 +199,12 @@ def audit_record(
         before=before,
         after=after,
         trace_id=trace_id,
-        prev_hash=prev_hash,
     )
-    event.hash = stored_hash(event)
-    event.save(force_insert=True)
+    batch = _batch.get()
+    if batch is not None:
+        batch.append(event)
+    else:
+        _append([event])
     return event
 
 

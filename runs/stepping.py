@@ -24,7 +24,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agentdesk.audit import audit_record
+from agentdesk.audit import audit_batch, audit_record
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_value
 from runs.models import (
@@ -250,7 +250,7 @@ def commit(
     ended or parked the run without taking the step (a limit, a crash), so the step
     number stays where it is and a requeued run takes exactly that step.
     """
-    with _undone_on_error(run), transaction.atomic():
+    with _undone_on_error(run), transaction.atomic(), audit_batch():
         if not _lock_if_ours(run, seq):
             return False
         stored = (run.checkpoint or {}).get("messages")

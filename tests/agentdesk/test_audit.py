@@ -12,7 +12,13 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 
-from agentdesk.audit import GENESIS_HASH, audit_chain_verify, audit_record, stored_hash
+from agentdesk.audit import (
+    GENESIS_HASH,
+    audit_batch,
+    audit_chain_verify,
+    audit_record,
+    stored_hash,
+)
 from agentdesk.models import AuditEvent
 from tests.conftest import AUDIT_TRUNCATE_TRIGGER_OFF
 
@@ -263,6 +269,88 @@ def test_concurrent_writers_produce_one_unbroken_chain() -> None:
     )
     assert audit_chain_verify(batch=50).as_dict()["intact"] is True
     assert AuditEvent.objects.filter(actor_label="writer-3").count() == per_thread
+
+
+def _event(verb: str, i: int) -> None:
+    audit_record(actor=None, actor_label="worker", verb=verb, object_type="run", object_id=str(i))
+
+
+@pytest.mark.django_db
+def test_a_batch_is_appended_in_order_as_its_block_ends() -> None:
+    with transaction.atomic():
+        _event("run.submitted", 0)
+        with audit_batch():
+            for i, verb in enumerate(("action.proposed", "action.proposed", "run.succeeded")):
+                _event(verb, i)
+            assert AuditEvent.objects.count() == 1  # collected, not written yet
+
+    assert list(AuditEvent.objects.order_by("seq").values_list("seq", "verb", "object_id")) == [
+        (1, "run.submitted", "0"),
+        (2, "action.proposed", "0"),
+        (3, "action.proposed", "1"),
+        (4, "run.succeeded", "2"),
+    ]
+    assert audit_chain_verify(batch=2).as_dict() == {
+        "intact": True,
+        "events": 4,
+        "last_seq": 4,
+        "head_hash": AuditEvent.objects.get(seq=4).hash,
+    }
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_block_fails_writes_nothing() -> None:
+    def fails() -> None:
+        with transaction.atomic(), audit_batch():
+            _event("run.succeeded", 1)
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        fails()
+
+    assert AuditEvent.objects.count() == 0
+
+
+def test_a_batch_outside_a_transaction_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="inside the transaction"), audit_batch():
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_produce_one_unbroken_chain() -> None:
+    threads, per_thread, per_batch = 6, 10, 3
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        try:
+            start.wait()
+            for i in range(per_thread):
+                with transaction.atomic(), audit_batch():
+                    for j in range(per_batch):
+                        _event(f"writer.{index}", i * per_batch + j)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    pool = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+
+    assert errors == []
+    total = threads * per_thread * per_batch
+    rows = list(AuditEvent.objects.order_by("seq").values_list("seq", "verb", "object_id"))
+    assert [seq for seq, _, _ in rows] == list(range(1, total + 1))
+    # A batch stays together on the chain, in the order its events were recorded.
+    for start_at in range(0, total, per_batch):
+        batch = rows[start_at : start_at + per_batch]
+        assert len({verb for _, verb, _ in batch}) == 1
+        first = int(batch[0][2])
+        assert [int(o) for _, _, o in batch] == [first, first + 1, first + 2]
+    assert audit_chain_verify(batch=50).as_dict()["intact"] is True
 
 
 # --- upgrading a database that has events from before the chain -----------------------------
