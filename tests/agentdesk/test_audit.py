@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -52,6 +53,28 @@ def _verify() -> tuple[int, str, str]:
     except SystemExit as exc:
         code = int(exc.code or 0)
     return code, out.getvalue(), err.getvalue()
+
+
+def _in_threads(count: int, writer: Callable[[int], None]) -> list[BaseException]:
+    """Run ``writer(0..count-1)`` on threads released at once; the exceptions they raised."""
+    start = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            start.wait()
+            writer(index)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    pool = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return errors
 
 
 # --- the chain -------------------------------------------------------------------------------
@@ -236,32 +259,20 @@ def test_a_deleted_event_is_found() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_produce_one_unbroken_chain() -> None:
     threads, per_thread = 8, 25
-    start = threading.Barrier(threads)
-    errors: list[BaseException] = []
 
     def writer(index: int) -> None:
-        try:
-            start.wait()
-            for i in range(per_thread):
-                with transaction.atomic():
-                    audit_record(
-                        actor=None,
-                        actor_label=f"writer-{index}",
-                        verb="run.started",
-                        object_type="run",
-                        object_id=f"{index}-{i}",
-                        after={"i": i},
-                    )
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        for i in range(per_thread):
+            with transaction.atomic():
+                audit_record(
+                    actor=None,
+                    actor_label=f"writer-{index}",
+                    verb="run.started",
+                    object_type="run",
+                    object_id=f"{index}-{i}",
+                    after={"i": i},
+                )
 
-    pool = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    errors = _in_threads(threads, writer)
 
     assert errors == []
     assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(
@@ -319,26 +330,14 @@ def test_a_batch_outside_a_transaction_is_refused() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_produce_one_unbroken_chain() -> None:
     threads, per_thread, per_batch = 6, 10, 3
-    start = threading.Barrier(threads)
-    errors: list[BaseException] = []
 
     def writer(index: int) -> None:
-        try:
-            start.wait()
-            for i in range(per_thread):
-                with transaction.atomic(), audit_batch():
-                    for j in range(per_batch):
-                        _event(f"writer.{index}", i * per_batch + j)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        for i in range(per_thread):
+            with transaction.atomic(), audit_batch():
+                for j in range(per_batch):
+                    _event(f"writer.{index}", i * per_batch + j)
 
-    pool = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    errors = _in_threads(threads, writer)
 
     assert errors == []
     total = threads * per_thread * per_batch
