@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from agentdesk.http import HtmxHttpRequest
+from agentdesk.prompts import prompt_ref_number
 from examples.support.models import Ticket
 from runs import selectors, services
 from runs.breakers import breaker_states
@@ -49,6 +50,9 @@ def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
         "run": run,
         "steps": selectors.run_steps(run=run),
         "pending_request": selectors.run_pending_request(run=run),
+        # The stored prompt version the run was told, for a link to it (None: a run from
+        # before prompt versions, which recorded a hash of the code's prompt).
+        "prompt_number": prompt_ref_number(run.prompt_version),
     }
     template = "runs/run_detail.html#run-live" if request.htmx else "runs/run_detail.html"
     return render(request, template, context)

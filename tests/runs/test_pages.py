@@ -139,3 +139,18 @@ def test_the_run_page_shows_its_configuration_version(
     # Operators may open the version; a reviewer, who would get a 404 there, sees its number.
     assert _config_version_fact(operator_html) == '<a href="/agents/support/versions/1/">v1</a>'
     assert _config_version_fact(reviewer_html) == "v1"
+
+
+def test_the_run_page_links_its_prompt_version_for_those_who_may_open_it(
+    client: Client, run: Run, operator: Any, reviewer: Any
+) -> None:
+    operator_html = _login(client, operator).get(f"/runs/{run.id}/").content.decode()
+    reviewer_html = _login(client, reviewer).get(f"/runs/{run.id}/").content.decode()
+
+    assert re.fullmatch(r"v1-[0-9a-f]{10}", run.prompt_version)
+    link = '<a id="run-prompt-version" href="/prompts/support/versions/1/">'
+    assert f"{link}<code>{run.prompt_version}</code></a>" in operator_html
+    # A reviewer would get a 404 on the prompt page: the ref, without a link.
+    assert 'id="run-prompt-version"' not in reviewer_html
+    assert f"<code>{run.prompt_version}</code>" in reviewer_html
+    assert _login(client, operator).get("/prompts/support/versions/1/").status_code == 200
