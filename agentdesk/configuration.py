@@ -411,11 +411,7 @@ def config_effective(*, version: AgentConfigVersion) -> dict[str, Any]:
     version shows the code's, which are what its runs use.
     """
     agent = agent_get(version.agent_name)
-    return config_canonical(
-        run_config=_run_config(
-            version.config, agent, strict=False, policy=config_policy(version=version)
-        )
-    )
+    return config_canonical(run_config=config_of_version(version=version, agent=agent))
 
 
 def config_for_run(*, run: Run, agent: Agent) -> RunConfig:
@@ -425,18 +421,29 @@ def config_for_run(*, run: Run, agent: Agent) -> RunConfig:
     """
     if run.config_version_id is None:
         return _code_run_config(agent)
-    # Kept by the version's id: a version row never changes and PostgreSQL never hands its
-    # id to another row, so this saves a query on every step.
+    # Kept by the version's id (config_of_version), so no query on every step.
     built = _RUN_CONFIGS_BY_VERSION_ID.get(run.config_version_id)
     if built is None:
         version = AgentConfigVersion.objects.only("config", "policy_version").get(
             pk=run.config_version_id
         )
+        built = config_of_version(version=version, agent=agent)
+    return built
+
+
+def config_of_version(*, version: AgentConfigVersion, agent: Agent) -> RunConfig:
+    """What a stored version decides about runs; sections it lacks come from the code.
+
+    Kept by the version's id: a version row never changes and PostgreSQL never hands its
+    id to another row.
+    """
+    built = _RUN_CONFIGS_BY_VERSION_ID.get(version.pk)
+    if built is None:
         built = _run_config(
             version.config, agent, strict=False, policy=config_policy(version=version)
         )
         if len(_RUN_CONFIGS_BY_VERSION_ID) < 1024:
-            _RUN_CONFIGS_BY_VERSION_ID[run.config_version_id] = built
+            _RUN_CONFIGS_BY_VERSION_ID[version.pk] = built
     return built
 
 

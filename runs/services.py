@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from agentdesk.agents import Agent, Limits, OnLimit
 from agentdesk.audit import audit_record
-from agentdesk.configuration import config_active, config_for_run
+from agentdesk.configuration import config_active, config_for_run, config_of_version
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
 from agentdesk.prompts import prompt_production, prompt_render
@@ -185,7 +185,7 @@ def _run_create(
         prompt_version=prompt.ref,
         # The model the run starts with: its first task kind's primary model in its version
         # (each step records the one that served it).
-        model=config_for_run(run=Run(config_version=config_version), agent=agent)
+        model=config_of_version(version=config_version, agent=agent)
         .tier(agent.task_kinds[0])[0]
         .model,
         checkpoint={"messages": messages, "pending_actions": []},
