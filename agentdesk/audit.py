@@ -115,11 +115,30 @@ def stored_hash(event: Any) -> str:
     )
 
 
-def _chain_lock() -> None:
+# Lock the chain, then read its head, in one round trip (one simple query of two
+# statements, without parameters, so psycopg sends it as it is and never prepares it). In
+# READ COMMITTED each statement takes its own snapshot: the SELECT starts once the lock is
+# granted, so it sees the event the previous holder of the lock committed.
+_LOCK_AND_READ_HEAD = (
+    f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY}); "
+    'SELECT "seq", "hash", "created_at" FROM "agentdesk_auditevent" ORDER BY "seq" DESC LIMIT 1'
+)
+
+
+def _lock_chain_and_read_head() -> tuple[int, str, datetime | None]:
+    """Take the chain's lock (PostgreSQL) and return its head: (seq, hash, created_at).
+
+    SQLite (the embedded mode) has one writer at a time already (IMMEDIATE transactions).
+    """
     connection = transaction.get_connection()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+            cursor.execute(_LOCK_AND_READ_HEAD)
+            cursor.nextset()
+            last = cursor.fetchone()
+    else:
+        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
+    return tuple(last) if last else (0, GENESIS_HASH, None)
 
 
 # The events of an ``audit_batch`` block, not chained yet; None outside one.
@@ -152,9 +171,7 @@ def audit_batch() -> Iterator[None]:
 
 def _append(events: list[AuditEvent]) -> None:
     """Chain ``events`` after the current head, in order, and insert them."""
-    _chain_lock()
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
-    seq, prev_hash, at = last if last else (0, GENESIS_HASH, None)
+    seq, prev_hash, at = _lock_chain_and_read_head()
     for event in events:
         seq += 1
         # Never earlier than the event before, whatever this host's clock says: time then

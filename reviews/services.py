@@ -44,9 +44,8 @@ from reviews.models import (
     RequestKind,
     RequestState,
 )
-from runs.model_step import args_hash
 from runs.models import Action, Run, RunState
-from runs.stepping import enqueue_next_step, run_audit_state
+from runs.stepping import args_hash, enqueue_next_step, run_audit_state
 
 log = logging.getLogger(__name__)
 

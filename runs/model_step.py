@@ -13,11 +13,11 @@ error class, its link and its task kind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -44,12 +44,14 @@ from runs.breakers import (
     model_breaker_name,
 )
 from runs.gateway import ModelCallFailed, ModelReply, ProposedCall, model_complete
-from runs.models import Action, Run, RunState, StepKind
+from runs.limits import run_spent
+from runs.models import Action, ActionStatus, Run, RunState, Step, StepKind
 from runs.pricing import model_call_cost
 from runs.retrying import retry_delay
 from runs.stepping import (
     StepRecord,
     action_audit,
+    args_hash,
     commit,
     conversation_state,
     dead_letter,
@@ -57,6 +59,7 @@ from runs.stepping import (
     park_for_human,
     release_db_connection,
 )
+from runs.tool_step import InlineCall, account_result, read_calls_inline, settle_action
 
 log = logging.getLogger("runs.services")
 
@@ -371,8 +374,41 @@ def _record_reply(
             )
         )
 
+    actions = [
+        Action(
+            run=run,
+            proposed_seq=seq,
+            index=index,
+            tool_call_id=call.id,
+            tool=call.name,
+            raw_arguments=call.raw_arguments,
+            arguments=args,
+            args_hash=args_hash(call.name, args, call.raw_arguments),
+            rationale=rationale,
+            confidence=confidence,
+            idempotency_key=f"{run.id}:{seq}:{index}",
+        )
+        for index, (call, args, rationale, confidence) in enumerate(parsed)
+    ]
+    inline: list[InlineCall] = []
+    if actions and unusable is None and streak < 2:
+        inline = read_calls_inline(
+            run,
+            agent,
+            actions,
+            seq=seq,
+            spent=run_spent(run).plus(
+                steps=1, tokens=reply.tokens_in + reply.tokens_out, cost_usd=cost
+            ),
+            step_cost=cost or Decimal(0),
+            messages=[*run.checkpoint["messages"], reply.assistant_message()],
+        )
+    retry_in_s = inline[-1].retry_in_s if inline else None
+
     def apply(locked: Run) -> None:
-        record.create(locked, seq)
+        steps = [record.build(locked, seq)]
+        steps += [call.record.build(locked, seq + 1 + i) for i, call in enumerate(inline)]
+        Step.objects.bulk_create(steps)
         locked.tokens_in += reply.tokens_in
         locked.tokens_out += reply.tokens_out
         locked.cost_usd += cost or 0
@@ -394,36 +430,36 @@ def _record_reply(
         if not parsed:
             finish(locked, RunState.SUCCEEDED, output=reply.content)
             return
-        actions = [
-            Action.objects.create(
-                run=locked,
-                proposed_seq=seq,
-                index=index,
-                tool_call_id=call.id,
-                tool=call.name,
-                raw_arguments=call.raw_arguments,
-                arguments=args,
-                args_hash=args_hash(call.name, args, call.raw_arguments),
-                rationale=rationale,
-                confidence=confidence,
-                idempotency_key=f"{locked.id}:{seq}:{index}",
-            )
-            for index, (call, args, rationale, confidence) in enumerate(parsed)
-        ]
+        settled = inline[:-1] if retry_in_s is not None else inline
+        for call, step in zip(settled, steps[1:], strict=False):
+            settle_action(call.action, step, call.result, call.error, call.verdict)
+        Action.objects.bulk_create(actions)
         for action in actions:
             action_audit(
                 action,
                 trace_id=locked.trace_id,
                 before=None,
+                status=ActionStatus.PROPOSED,
                 run=str(locked.id),
                 step=seq,
                 args_hash=action.args_hash,
                 idempotency_key=action.idempotency_key,
                 confidence=action.confidence,
             )
-        checkpoint["pending_actions"] = [action.pk for action in actions]
+        for i, call in enumerate(settled):
+            account_result(
+                locked,
+                call.action,
+                seq + 1 + i,
+                call.error,
+                call.verdict,
+                before=ActionStatus.PROPOSED,
+            )
+        checkpoint["pending_actions"] = [action.pk for action in actions[len(settled) :]]
+        if retry_in_s is not None:
+            checkpoint["attempt"] = 1  # the call that failed just now, recorded as a step
 
-    commit(run, seq, apply)
+    commit(run, seq, apply, steps=1 + len(inline), countdown_s=retry_in_s or 0)
 
 
 def _unusable(reply: ModelReply) -> dict[str, Any] | None:
@@ -474,12 +510,3 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str, float | None]
     ):
         confidence = None
     return parsed, rationale[:2000], float(confidence) if confidence is not None else None
-
-
-def args_hash(tool: str, arguments: dict[str, Any] | None, raw: str) -> str:
-    material = (
-        json.dumps([tool, arguments], sort_keys=True, separators=(",", ":"))
-        if arguments is not None
-        else f"{tool}\0{raw}"
-    )
-    return hashlib.sha256(material.encode()).hexdigest()

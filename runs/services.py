@@ -23,8 +23,7 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -35,7 +34,7 @@ from django.db.models import Q
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.agents import Agent, Limits, OnLimit
+from agentdesk.agents import Agent, OnLimit
 from agentdesk.audit import audit_record
 from agentdesk.configuration import config_active, config_for_run, config_of_version
 from agentdesk.errors import ErrorClass, error_payload
@@ -43,6 +42,7 @@ from agentdesk.logging import trace_context
 from agentdesk.prompts import prompt_production, prompt_render
 from agentdesk.redaction import redact_value
 from agentdesk.registry import UnknownAgent, agent_get
+from runs.limits import limit_reached, run_spent
 from runs.model_step import model_step
 from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
 from runs.stepping import (
@@ -53,6 +53,7 @@ from runs.stepping import (
     dead_letter_after_crash,
     enqueue_next_step,
     fail,
+    kept_next_step,
     park_for_human,
     run_audit_state,
 )
@@ -241,7 +242,7 @@ def run_step_execute(*, run_id: str, seq: int, chain_s: float = 0) -> None:
                     log.exception("step %s crashed", seq)
                     dead_letter_after_crash(run, seq, exc)
                     return
-            if run.lease_token in (None, lease) or run.next_seq == seq:
+            if not kept_next_step(run) or run.lease_token == lease:
                 return  # ended, parked, deferred, handed to the broker, or our lease lost
             seq = run.next_seq  # the commit kept the next step for this worker
 
@@ -257,40 +258,13 @@ def _step(run: Run, seq: int) -> None:
             "see the worker logs for this trace id",
         )
         commit(run, seq, lambda r: dead_letter(r, crashed), recorded=False)
-    elif exceeded := _limit_exceeded(run, limits, about_to_call_tool=bool(pending)):
+    elif exceeded := limit_reached(run_spent(run), limits, about_to_call_tool=bool(pending)):
         on_limit = park_for_human if limits.on_exceeded == OnLimit.ESCALATE else fail
         commit(run, seq, lambda r: on_limit(r, exceeded), recorded=False)
     elif pending:
         tool_step(run, seq, agent, pending[0])
     else:
         model_step(run, seq, agent)
-
-
-def _limit_exceeded(run: Run, limits: Limits, *, about_to_call_tool: bool) -> dict[str, Any] | None:
-    """The first of its limits the run has reached, as a budget_exceeded error; None if none.
-
-    ``limits`` are the run's configuration version's (to its end, whatever activates later).
-    Counted from the run's budget baseline: its start, or the moment a person resumed it
-    after a limit stopped it (reviews.services), which gives it its limits anew.
-    """
-    base = run.checkpoint.get("budget_base") or {}
-    steps = run.next_seq - base.get("steps", 0)
-    tool_calls = run.tool_calls - base.get("tool_calls", 0)
-    tokens = run.tokens_in + run.tokens_out - base.get("tokens", 0)
-    cost = run.cost_usd - Decimal(base.get("cost_usd", "0"))
-    since = datetime.fromisoformat(base["at"]) if "at" in base else run.started_at
-    reason: str | None = None
-    if steps >= limits.max_steps:
-        reason = f"the run reached its limit of {limits.max_steps} steps"
-    elif about_to_call_tool and tool_calls >= limits.max_tool_calls:
-        reason = f"the run reached its limit of {limits.max_tool_calls} tool calls"
-    elif tokens >= limits.max_tokens:
-        reason = f"the run used {tokens} tokens of {limits.max_tokens}"
-    elif cost >= limits.max_cost_usd:
-        reason = f"the run cost ${cost} of its ${limits.max_cost_usd} budget"
-    elif since and timezone.now() - since > timedelta(seconds=limits.deadline_s):
-        reason = f"the run passed its deadline of {limits.deadline_s} s"
-    return error_payload(ErrorClass.BUDGET_EXCEEDED, reason) if reason else None
 
 
 # --- recovery --------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ A step that should run later (a backoff, a rate limit) is ``defer``red instead.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -20,7 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -64,9 +66,15 @@ def enqueue_next_step(run: Run, *, countdown_s: float = 0) -> None:
     transaction.on_commit(send, robust=True)
 
 
-# Until when (time.monotonic()) the worker executing a step keeps the run's next step for
-# itself instead of putting it on the broker; None outside ``chaining``.
-_chain_until: ContextVar[float | None] = ContextVar("chain_until", default=None)
+@dataclass
+class _Chain:
+    """The chaining block of this worker's current call (see ``chaining``)."""
+
+    until: float  # time.monotonic() after which next steps go through the broker again
+    kept: uuid.UUID | None = None  # the lease ``keep_next_step`` last took for this worker
+
+
+_chain: ContextVar[_Chain | None] = ContextVar("agentdesk_chain", default=None)
 
 
 @contextmanager
@@ -81,30 +89,43 @@ def chaining(seconds: float) -> Iterator[None]:
     keeps a worker for long. A worker that dies holding a kept step holds a lease like
     any other: it expires and the sweeper enqueues the step again.
     """
-    token = _chain_until.set(time.monotonic() + seconds if seconds > 0 else None)
+    token = _chain.set(_Chain(until=time.monotonic() + seconds) if seconds > 0 else None)
     try:
         yield
     finally:
-        _chain_until.reset(token)
+        _chain.reset(token)
 
 
 def _keeps_next_step(countdown_s: float) -> bool:
-    until = _chain_until.get()
-    return countdown_s <= 0 and until is not None and time.monotonic() < until
+    chain = _chain.get()
+    return countdown_s <= 0 and chain is not None and time.monotonic() < chain.until
+
+
+def kept_next_step(run: Run) -> bool:
+    """Whether the last commit in this chaining block kept ``run``'s next step for us.
+
+    Only a lease that ``keep_next_step`` took and that was committed counts: a commit that
+    lost its lease reloads the run, whose token is then another worker's.
+    """
+    chain = _chain.get()
+    return chain is not None and run.lease_token is not None and run.lease_token == chain.kept
 
 
 def keep_next_step(run: Run) -> None:
     """Take the lease on the run's next step for this worker (the caller saves the run).
 
-    What ``claim`` would do for the step, without the round trips: the run's row is already
-    locked by the commit. ``enqueued_at`` is now (the step is due now and under way), so
-    the stalled-run sweeper treats it like any claimed step.
+    What ``claim`` would do for the step, without the round trips: the commit's UPDATE
+    writes it, on condition of the lease it ends. Like ``claim``, it leaves ``enqueued_at``
+    alone: the stalled-run sweeper looks at a leased step's ``lease_expires_at``, and
+    ``enqueued_at`` is indexed, so writing it would make every step's UPDATE write a new
+    entry in each of the run table's indexes (no HOT update).
     """
-    now = timezone.now()
     run.lease_token = uuid.uuid4()
-    run.lease_expires_at = now + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
+    run.lease_expires_at = timezone.now() + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
     run.step_attempts = 1
-    run.enqueued_at = now
+    chain = _chain.get()
+    if chain is not None:
+        chain.kept = run.lease_token
 
 
 def release_db_connection() -> None:
@@ -234,6 +255,27 @@ def _lock_if_ours(run: Run, seq: int) -> bool:
     return True
 
 
+class _LeaseLost(Exception):
+    """Raised inside a commit whose lease is gone, to roll back what it wrote."""
+
+
+def _save_if_ours(run: Run, seq: int, lease: uuid.UUID | None) -> None:
+    """Write the step's columns, on condition that our lease on step ``seq`` still holds.
+
+    One compare-and-set UPDATE, the last write of the commit before its audit events: it
+    locks the row and checks the lease at once, instead of a ``SELECT ... FOR UPDATE``
+    first and the UPDATE later (one round trip less on every step). Writing before the
+    check is safe because the transaction rolls back if the check fails (``_LeaseLost``);
+    nobody else sees those writes meanwhile.
+    """
+    run.updated_at = timezone.now()
+    saved = Run.objects.filter(pk=run.pk, lease_token=lease, next_seq=seq).update(
+        **{name: getattr(run, name) for name in STEP_FIELDS}
+    )
+    if not saved:
+        raise _LeaseLost
+
+
 def commit(
     run: Run,
     seq: int,
@@ -241,33 +283,47 @@ def commit(
     *,
     countdown_s: float = 0,
     recorded: bool = True,
+    steps: int = 1,
 ) -> bool:
     """Record a step's results if our lease still holds; enqueue (or keep) the next step.
 
-    ``apply`` receives the run, its row locked, and records the step on it. Returns False
-    (and records nothing) when the lease was lost: another worker took the run over after
-    ours expired, and its result is the one that counts. ``recorded=False``: ``apply``
-    ended or parked the run without taking the step (a limit, a crash), so the step
-    number stays where it is and a requeued run takes exactly that step.
+    ``apply`` receives the run and records the step on it (its inserts go first; the run's
+    row is written and the lease checked last, in ``_save_if_ours``). Returns False (and
+    records nothing) when the lease was lost: another worker took the run over after ours
+    expired, and its result is the one that counts. ``recorded=False``: ``apply`` ended or
+    parked the run without taking the step (a limit, a crash), so the step number stays
+    where it is and a requeued run takes exactly that step. ``steps``: how many steps
+    ``apply`` recorded, from ``seq`` on (a model step with the read-only calls it made at
+    once, runs.tool_step.read_calls_inline).
     """
-    with _undone_on_error(run), transaction.atomic(), audit_batch():
-        if not _lock_if_ours(run, seq):
-            return False
-        stored = (run.checkpoint or {}).get("messages")
-        stored_count = len(stored) if isinstance(stored, list) else 0
-        apply(run)
-        _redact_messages(run, stored, stored_count)
-        if recorded:
-            run.next_seq = seq + 1
-        run.step_attempts = 0
-        run.lease_token = None
-        run.lease_expires_at = None
-        if run.state in ACTIVE_STATES:
-            if recorded and _keeps_next_step(countdown_s):
-                keep_next_step(run)
-            else:
-                enqueue_next_step(run, countdown_s=countdown_s)
-        run.save(update_fields=STEP_FIELDS)
+    lease = run.lease_token
+    try:
+        with _undone_on_error(run), transaction.atomic(), audit_batch():
+            stored = (run.checkpoint or {}).get("messages")
+            stored_count = len(stored) if isinstance(stored, list) else 0
+            apply(run)
+            _redact_messages(run, stored, stored_count)
+            if recorded:
+                run.next_seq = seq + steps
+            run.step_attempts = 0
+            run.lease_token = None
+            run.lease_expires_at = None
+            if run.state in ACTIVE_STATES:
+                if recorded and _keeps_next_step(countdown_s):
+                    keep_next_step(run)
+                else:
+                    enqueue_next_step(run, countdown_s=countdown_s)
+            _save_if_ours(run, seq, lease)
+    except _LeaseLost:
+        log.warning("lease on step %s lost; its result is discarded", seq)
+        return False
+    except IntegrityError:
+        # The other worker that took the run over has recorded this very step (the Step's
+        # unique run and seq), which is a lost lease too; anything else is a real error.
+        if Run.objects.filter(pk=run.pk, lease_token=lease, next_seq=seq).exists():
+            raise
+        log.warning("lease on step %s lost; its result is discarded", seq)
+        return False
     return True
 
 
@@ -337,7 +393,14 @@ def run_audit_state(
     )
 
 
-def action_audit(action: Action, *, trace_id: str, before: str | None, **after: Any) -> None:
+def action_audit(
+    action: Action,
+    *,
+    trace_id: str,
+    before: str | None,
+    status: str | None = None,
+    **after: Any,
+) -> None:
     """The audit event of a proposed tool call's change of state (inside its transaction).
 
     ``action.proposed`` when the model proposes it, then ``action.<status>`` when its step
@@ -345,16 +408,18 @@ def action_audit(action: Action, *, trace_id: str, before: str | None, **after: 
     ``proposed``, or ``executing`` when the tool was called. ``executing`` itself is not a
     separate event: it is the intent marker written just before the effect, outside any
     transaction, so that a crash leaves it visible on the action; the outcome's event
-    says the call ran.
+    says the call ran. ``status``: the status the event records, when the action already
+    holds a later one (a read-only call made and settled within its model step).
     """
+    status = status or action.status
     audit_record(
         actor=None,
         actor_label=WORKER,
-        verb=f"action.{action.status}",
+        verb=f"action.{status}",
         object_type="action",
         object_id=str(action.pk),
         before={"status": before} if before else None,
-        after={"status": action.status, "tool": action.tool, **after},
+        after={"status": status, "tool": action.tool, **after},
         trace_id=trace_id,
     )
 
@@ -450,9 +515,24 @@ class StepRecord:
         self.error_class = error["class"]
         self.outcome = {**self.outcome, "error": error}
 
-    def create(self, run: Run, seq: int) -> Step:
-        """Save the step; what the agent knew, did, said and got is redacted first."""
+    def build(self, run: Run, seq: int) -> Step:
+        """The step, not saved; what the agent knew, did, said and got is redacted first."""
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
         for name in ("state", "action", "reason", "outcome"):
             fields[name] = redact_value(fields[name])
-        return Step.objects.create(run=run, seq=seq, finished_at=timezone.now(), **fields)
+        return Step(run=run, seq=seq, finished_at=timezone.now(), **fields)
+
+    def create(self, run: Run, seq: int) -> Step:
+        """Save the step (``build``, then one INSERT)."""
+        step = self.build(run, seq)
+        step.save(force_insert=True)
+        return step
+
+
+def args_hash(tool: str, arguments: dict[str, Any] | None, raw: str) -> str:
+    material = (
+        json.dumps([tool, arguments], sort_keys=True, separators=(",", ":"))
+        if arguments is not None
+        else f"{tool}\0{raw}"
+    )
+    return hashlib.sha256(material.encode()).hexdigest()

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -28,8 +29,8 @@ from django.utils import timezone
 from limits import storage, strategies
 from pydantic import ValidationError
 
-from agentdesk.agents import Agent, Tool, ToolContext, ToolError, parse_rate_limit
-from agentdesk.configuration import config_policy_for_run
+from agentdesk.agents import Agent, Risk, Tool, ToolContext, ToolError, parse_rate_limit
+from agentdesk.configuration import config_for_run, config_policy_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Verdict as PolicyVerdict
@@ -44,7 +45,8 @@ from runs.breakers import (
     breaker_record_success,
     tool_breaker_name,
 )
-from runs.models import Action, ActionStatus, Run, StepKind
+from runs.limits import Spent, limit_reached
+from runs.models import Action, ActionStatus, Run, Step, StepKind
 from runs.retrying import retry_delay
 from runs.stepping import (
     StepRecord,
@@ -126,33 +128,136 @@ def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
     else:
         result, error = _call(run, tool, action, gate.validated)
     record.latency_ms = round((time.perf_counter() - started) * 1000)
-    delay = None
-    if error is not None:
-        record.failed(error)
-        delay = retry_delay(attempt=attempt, error_class=error["class"])
-        log.info(
-            "tool %s failed: %s%s",
-            action.tool,
-            error["class"],
-            f", retry in {delay:.1f} s" if delay is not None else "",
-        )
-    else:
-        record.outcome = {"result": result}
-        log.info("tool %s succeeded", action.tool)
+    delay = _settle_record(record, action, result, error, attempt=attempt)
     if delay is not None:
         _record_retry(run, seq, record, attempt, delay)
     else:
         _record_result(run, seq, record, action, result, error, gate.verdict)
 
 
-def _record_for(run: Run, action: Action, gate: _Gate, *, attempt: int) -> StepRecord:
+@dataclass
+class InlineCall:
+    """A read-only call its model step made at once, to be recorded with that step."""
+
+    action: Action
+    record: StepRecord
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    verdict: PolicyDecision
+    retry_in_s: float | None = None  # failed for now: a tool step tries again after this
+
+
+def read_calls_inline(
+    run: Run,
+    agent: Agent,
+    actions: list[Action],
+    *,
+    seq: int,
+    spent: Spent,
+    step_cost: Decimal,
+    messages: list[dict[str, Any]],
+) -> list[InlineCall]:
+    """Make the leading calls of a model reply that only read, before the reply is recorded.
+
+    A call to a tool of risk ``read`` has no effect to protect: no intent to record before
+    it, nothing to repeat twice if its worker dies before the commit (the model step, and
+    the read, are simply done again). So the model step makes such calls at once and
+    records them with itself, each as its own tool step (seq + 1, seq + 2, ...): one
+    transaction for the reply and its reads, where a tool step each took one more
+    (docs/benchmarks.md). Flow 2 of the design, for the calls where it costs nothing.
+
+    From the first call on, each call is made here if its tool is known, reads, has no
+    rate limit, its arguments are valid, the policy says execute and the run's limits
+    allow one more tool call; the first that does not qualify, and every call after it,
+    goes to tool steps as before (writes, reviews, blocks, refusals, rate limits). A call
+    that fails for now (a timeout, a crash) is recorded as a failed attempt, and its tool
+    step tries again after the backoff, as it would have (``retry_in_s``).
+
+    ``messages``: the conversation with the reply appended; ``spent``: the run's usage
+    with this model step counted; ``step_cost``: this model step's cost.
+    """
+    limits = config_for_run(run=run, agent=agent).limits
+    calls: list[InlineCall] = []
+    for action in actions:
+        tool = agent.tool(action.tool)
+        if tool is None or tool.risk != Risk.READ or tool.rate_limit:
+            break
+        ran = sum(
+            1 for call in calls if call.error is None or call.error["class"] not in NOT_EXECUTED
+        )
+        if limit_reached(
+            spent.plus(steps=len(calls), tool_calls=ran), limits, about_to_call_tool=True
+        ):
+            break
+        gate = _gate(
+            run,
+            agent,
+            tool,
+            action,
+            run_facts={
+                "steps": seq + 1 + len(calls),
+                "tool_calls": run.tool_calls + ran,
+                "cost_usd": float(run.cost_usd + step_cost),
+            },
+        )
+        if gate.verdict is None or gate.verdict.verdict != PolicyVerdict.EXECUTE:
+            break
+        record = _record_for(run, action, gate, attempt=1, messages=messages)
+        started = time.perf_counter()
+        result, error = _call(run, tool, action, gate.validated, intent=False)
+        record.latency_ms = round((time.perf_counter() - started) * 1000)
+        call = InlineCall(action, record, result, error, gate.verdict)
+        call.retry_in_s = _settle_record(record, action, result, error, attempt=1)
+        calls.append(call)
+        if call.retry_in_s is not None:
+            break
+        content = {"error": error} if error is not None else result
+        messages = [
+            *messages,
+            {"role": "tool", "content": json.dumps(content, cls=DjangoJSONEncoder)},
+        ]
+    return calls
+
+
+def _settle_record(
+    record: StepRecord,
+    action: Action,
+    result: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+    *,
+    attempt: int,
+) -> float | None:
+    """Put a call's outcome on its step record and log it; seconds until a retry, or None."""
+    if error is None:
+        record.outcome = {"result": result}
+        log.info("tool %s succeeded", action.tool)
+        return None
+    record.failed(error)
+    delay = retry_delay(attempt=attempt, error_class=error["class"])
+    log.info(
+        "tool %s failed: %s%s",
+        action.tool,
+        error["class"],
+        f", retry in {delay:.1f} s" if delay is not None else "",
+    )
+    return delay
+
+
+def _record_for(
+    run: Run,
+    action: Action,
+    gate: _Gate,
+    *,
+    attempt: int,
+    messages: list[dict[str, Any]] | None = None,
+) -> StepRecord:
     if gate.validated is not None:
         arguments: Any = json.loads(gate.validated.model_dump_json())
     else:
         arguments = action.arguments if action.arguments is not None else action.raw_arguments
     return StepRecord(
         kind=StepKind.TOOL,
-        state=conversation_state(run.checkpoint["messages"]),
+        state=conversation_state(run.checkpoint["messages"] if messages is None else messages),
         started_at=timezone.now(),
         action={
             "tool": action.tool,
@@ -166,8 +271,19 @@ def _record_for(run: Run, action: Action, gate: _Gate, *, attempt: int) -> StepR
     )
 
 
-def _gate(run: Run, agent: Agent, tool: Tool | None, action: Action) -> _Gate:
-    """Validate the call, then ask the policy, or read the decision a person already made."""
+def _gate(
+    run: Run,
+    agent: Agent,
+    tool: Tool | None,
+    action: Action,
+    *,
+    run_facts: dict[str, Any] | None = None,
+) -> _Gate:
+    """Validate the call, then ask the policy, or read the decision a person already made.
+
+    ``run_facts``: what the policy is told of the run, when not the run as it is stored
+    (a call made within its model step, which is not recorded yet).
+    """
     if tool is None:
         known = ", ".join(t.name for t in agent.tools)
         return _Gate(
@@ -205,7 +321,8 @@ def _gate(run: Run, agent: Agent, tool: Tool | None, action: Action) -> _Gate:
         arguments=validated.model_dump(),
         confidence=action.confidence,
         run_input=run.input,
-        run_facts={
+        run_facts=run_facts
+        or {
             "steps": run.next_seq,
             "tool_calls": run.tool_calls,
             "cost_usd": float(run.cost_usd),
@@ -320,52 +437,78 @@ def _record_result(
     error: dict[str, Any] | None,
     verdict: PolicyDecision | None,
 ) -> None:
-    tool_message = {"error": error} if error is not None else result
-    status = ActionStatus.SUCCEEDED
-    if error is not None:
-        status = ERROR_STATUS.get(error["class"], ActionStatus.FAILED)
-
     def apply(locked: Run) -> None:
         step = record.create(locked, seq)
+        before = action.status
         Action.objects.filter(pk=action.pk).update(
-            status=status,
-            result=tool_message,
-            error_class=error["class"] if error else "",
-            step=step,
-            executed_at=timezone.now(),
-            **(_verdict_fields(verdict) if verdict is not None else {}),
+            **settle_action(action, step, result, error, verdict)
         )
-        ran = error is None or error["class"] not in NOT_EXECUTED
-        before = ActionStatus.EXECUTING if ran else action.status
-        action.status = status
-        action_audit(
-            action,
-            trace_id=locked.trace_id,
-            before=before,
-            step=seq,
-            error_class=error["class"] if error else "",
-            **({"verdict": str(verdict.verdict), "policy_rule": verdict.rule} if verdict else {}),
-        )
-        checkpoint = locked.checkpoint
-        checkpoint["attempt"] = 0
-        checkpoint["messages"].append(
-            {
-                "role": "tool",
-                "tool_call_id": action.tool_call_id,
-                "content": json.dumps(tool_message, cls=DjangoJSONEncoder),
-            }
-        )
-        checkpoint["pending_actions"] = [
-            pk for pk in checkpoint.get("pending_actions", []) if pk != action.pk
+        account_result(locked, action, seq, error, verdict, before=before)
+        locked.checkpoint["pending_actions"] = [
+            pk for pk in locked.checkpoint.get("pending_actions", []) if pk != action.pk
         ]
-        # The limit counts calls that reached the tool, not ones refused before it ran.
-        if error is None or error["class"] not in NOT_EXECUTED:
-            locked.tool_calls += 1
 
     commit(run, seq, apply)
 
 
-def _call(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
+def settle_action(
+    action: Action,
+    step: Step,
+    result: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+    verdict: PolicyDecision | None,
+) -> dict[str, Any]:
+    """How a call ended, set on ``action``; returns the fields set, for an UPDATE."""
+    status = ActionStatus.SUCCEEDED
+    if error is not None:
+        status = ERROR_STATUS.get(error["class"], ActionStatus.FAILED)
+    fields = {
+        "status": status,
+        "result": {"error": error} if error is not None else result,
+        "error_class": error["class"] if error else "",
+        "step": step,
+        "executed_at": timezone.now(),
+        **(_verdict_fields(verdict) if verdict is not None else {}),
+    }
+    for name, value in fields.items():
+        setattr(action, name, value)
+    return fields
+
+
+def account_result(
+    locked: Run,
+    action: Action,
+    seq: int,
+    error: dict[str, Any] | None,
+    verdict: PolicyDecision | None,
+    *,
+    before: str,
+) -> None:
+    """A settled call's audit event, its tool message to the model, and its count."""
+    ran = error is None or error["class"] not in NOT_EXECUTED
+    action_audit(
+        action,
+        trace_id=locked.trace_id,
+        before=ActionStatus.EXECUTING if ran else before,
+        step=seq,
+        error_class=error["class"] if error else "",
+        **({"verdict": str(verdict.verdict), "policy_rule": verdict.rule} if verdict else {}),
+    )
+    checkpoint = locked.checkpoint
+    checkpoint["attempt"] = 0
+    checkpoint["messages"].append(
+        {
+            "role": "tool",
+            "tool_call_id": action.tool_call_id,
+            "content": json.dumps(action.result, cls=DjangoJSONEncoder),
+        }
+    )
+    # The limit counts calls that reached the tool, not ones refused before it ran.
+    if ran:
+        locked.tool_calls += 1
+
+
+def _call(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bool = True) -> Result:
     """Run one validated, permitted call behind its breaker; return (result, error)."""
     breaker = tool_breaker_name(tool.name)
     try:
@@ -376,7 +519,7 @@ def _call(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
             f"{tool.name} is failing and temporarily switched off; do not call it again now",
             retry_at=exc.retry_at.isoformat() if exc.retry_at else None,
         )
-    result, error = _execute(run, tool, action, validated)
+    result, error = _execute(run, tool, action, validated, intent=intent)
     if error is not None and error["class"] in (ErrorClass.TOOL_TIMEOUT, ErrorClass.TOOL_CRASHED):
         breaker_record_failure(name=breaker, error_class=error["class"])
     else:  # a ToolError is the tool working as meant
@@ -384,12 +527,14 @@ def _call(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
     return result, error
 
 
-def _execute(run: Run, tool: Tool, action: Action, validated: Any) -> Result:
-    # Record the intent before the effect: an action left EXECUTING after a crash shows
-    # that the effect may have happened, and the redo runs under the same key.
-    Action.objects.filter(pk=action.pk, status=ActionStatus.PROPOSED).update(
-        status=ActionStatus.EXECUTING
-    )
+def _execute(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bool) -> Result:
+    if intent:
+        # Record the intent before the effect: an action left EXECUTING after a crash shows
+        # that the effect may have happened, and the redo runs under the same key. (A call
+        # that only reads, made within its model step, has no effect and no row yet.)
+        Action.objects.filter(pk=action.pk, status=ActionStatus.PROPOSED).update(
+            status=ActionStatus.EXECUTING
+        )
     context = ToolContext(
         run_id=str(run.id),
         trace_id=run.trace_id,

@@ -16,13 +16,16 @@ from freezegun import freeze_time
 
 from examples.support.seed import seed_shop
 from runs import services, stepping
-from runs.models import Run, RunState, Step
+from runs.models import Action, Run, RunState, Step
 from tests.processes import Simulator
 from tests.runs.factories import drive, seeded_ticket_input
 
 pytestmark = pytest.mark.django_db
 
 REFUND_TICKET = "T-0002"  # lookup, policy check, refund, reply, answer: 9 steps
+# A model step that calls a read-only tool (the lookup, the policy check) makes the call at
+# once and records it with itself: one call of run_step_execute takes both steps.
+FIRST_CALL_STEPS = 2
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ def test_without_chaining_a_call_takes_one_step_and_sends_the_next(
         services.run_step_execute(run_id=str(run.id), seq=0, chain_s=0)
 
     run.refresh_from_db()
-    assert (run.next_seq, run.lease_token, len(sent)) == (1, None, 1)
+    assert (run.next_seq, run.lease_token, len(sent)) == (FIRST_CALL_STEPS, None, 1)
 
 
 def test_past_the_chain_time_the_next_step_goes_to_the_broker(
@@ -86,7 +89,12 @@ def test_past_the_chain_time_the_next_step_goes_to_the_broker(
         services.run_step_execute(run_id=str(run.id), seq=0, chain_s=1e-9)
 
     run.refresh_from_db()
-    assert (run.next_seq, run.lease_token, run.state, len(sent)) == (1, None, "running", 1)
+    assert (run.next_seq, run.lease_token, run.state, len(sent)) == (
+        FIRST_CALL_STEPS,
+        None,
+        "running",
+        1,
+    )
 
 
 def test_a_worker_that_dies_holding_a_kept_step_leaves_it_to_the_sweeper(
@@ -109,7 +117,7 @@ def test_a_worker_that_dies_holding_a_kept_step_leaves_it_to_the_sweeper(
     monkeypatch.setattr(services, "_step", step)
 
     run.refresh_from_db()
-    assert (run.next_seq, run.step_attempts, run.state) == (1, 1, RunState.RUNNING)
+    assert (run.next_seq, run.step_attempts, run.state) == (FIRST_CALL_STEPS, 1, RunState.RUNNING)
     assert run.lease_token is not None
     assert services.runs_recover_stalled() == 0  # the lease is live: it may still finish
     later = run.lease_expires_at + timedelta(seconds=1)
@@ -144,11 +152,19 @@ def test_a_step_that_crashes_in_its_commit_is_dead_lettered_with_the_run_as_it_w
     run.refresh_from_db()
     assert run.state == RunState.DEAD_LETTERED
     assert run.error["class"] == "internal_error"
-    assert "step 1 raised RuntimeError: disk full" in run.error["message"]
-    assert run.next_seq == 1
-    assert [seq for seq, _, _ in _steps(run)] == [0]
-    # The conversation as step 0 left it: system, user, the assistant's tool call.
-    assert [m["role"] for m in run.checkpoint["messages"]] == ["system", "user", "assistant"]
-    assert run.checkpoint["pending_actions"] != []
+    # The second commit is model step 2's, with the policy check it made at once.
+    assert "step 2 raised RuntimeError: disk full" in run.error["message"]
+    assert run.next_seq == FIRST_CALL_STEPS == 2
+    assert [seq for seq, _, _ in _steps(run)] == [0, 1]
+    # The conversation as steps 0 and 1 left it: system, user, the assistant's lookup and
+    # its result; not step 2's reply and policy text, which the failed commit had appended.
+    assert [m["role"] for m in run.checkpoint["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+    ]
+    assert run.checkpoint["pending_actions"] == []
+    assert Action.objects.filter(run=run).count() == 1
     assert run.lease_token is None
     assert timezone.now() - run.finished_at < timedelta(minutes=1)
