@@ -53,6 +53,7 @@ class Timed:
     seconds: float
     cpu_seconds: float  # this process's CPU time (every thread) during the step
     bare_seconds: float | None = None  # model steps: the same conversation, SDK only
+    inline: bool = False  # a read-only tool call made within its model step
 
 
 class BareCall:
@@ -115,9 +116,26 @@ class StepClock:
         self._close(time.perf_counter(), time.process_time())
         self._open = None
 
+    def in_model_step(self) -> bool:
+        return self._open is not None and self._open["kind"] == "model"
+
+    def inline_call(self, seconds: float, cpu_seconds: float) -> None:
+        """A read-only call the open model step made: its own step, out of the model's."""
+        assert self._open is not None
+        self._open["excluded"] += seconds
+        self._open["excluded_cpu"] += cpu_seconds
+        self._open["inline"].append(Timed("tool", seconds, cpu_seconds, inline=True))
+
     @staticmethod
     def _new(now: float, cpu: float) -> dict[str, Any]:
-        return {"kind": None, "at": now, "cpu": cpu, "excluded": 0.0, "excluded_cpu": 0.0}
+        return {
+            "kind": None,
+            "at": now,
+            "cpu": cpu,
+            "excluded": 0.0,
+            "excluded_cpu": 0.0,
+            "inline": [],
+        }
 
     def _close(self, now: float, cpu: float) -> None:
         step = self._open
@@ -131,6 +149,7 @@ class StepClock:
                 step.get("bare"),
             )
         )
+        self.timed.extend(step["inline"])
 
 
 def drive_runs(
@@ -138,17 +157,28 @@ def drive_runs(
 ) -> list[Timed]:
     """Submit runs and execute them here, timing each step of each ``run_step_execute`` call."""
     from examples.support.models import Ticket
-    from runs import services
+    from runs import services, tool_step
     from runs.models import ACTIVE_STATES, Run, Step
 
     clock = StepClock(bare_call)
     step = services._step
+    call = tool_step._call
 
     def timed_step(run: Any, seq: int) -> None:
         clock.step_entered(run)
         step(run, seq)
 
+    def timed_call(*args: Any, **kwargs: Any) -> Any:
+        if not clock.in_model_step():
+            return call(*args, **kwargs)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            clock.inline_call(time.perf_counter() - started, time.process_time() - cpu_started)
+
     services._step = timed_step  # type: ignore[assignment]
+    tool_step._call = timed_call  # type: ignore[assignment]
     tickets = list(Ticket.objects.order_by("ticket_id"))
     submitted = 0
     try:
@@ -177,6 +207,7 @@ def drive_runs(
                 raise RuntimeError(f"run {run.pk}: steps {kinds} were not timed as recorded")
     finally:
         services._step = step  # type: ignore[assignment]
+        tool_step._call = call  # type: ignore[assignment]
     return clock.timed[warm_up:]
 
 
@@ -210,7 +241,8 @@ def main() -> None:
         harness.flush_redis()
 
     model = [t for t in timed if t.kind == "model"]
-    tool = [t.seconds for t in timed if t.kind == "tool"]
+    tool = [t.seconds for t in timed if t.kind == "tool" and not t.inline]
+    inline = [t.seconds for t in timed if t.inline]
     step_ms = [t.seconds * 1000 for t in model]
     bare_ms = [(t.bare_seconds or 0) * 1000 for t in model]
     paired_ms = [s - b for s, b in zip(step_ms, bare_ms, strict=True)]
@@ -221,15 +253,23 @@ def main() -> None:
         "baseline_median_ms": round(harness.median(bare_ms), 2),
         "step_median_ms": round(harness.median(step_ms), 2),
         "tool_step_median_ms": round(harness.median([s * 1000 for s in tool]), 2),
+        "inline_tool_call_median_ms": round(harness.median([s * 1000 for s in inline]), 2)
+        if inline
+        else None,
+        "inline_tool_calls": len(inline),
         "model_step_cpu_median_ms": round(harness.median([t.cpu_seconds * 1000 for t in model]), 2),
         "tool_step_cpu_median_ms": round(
-            harness.median([t.cpu_seconds * 1000 for t in timed if t.kind == "tool"]), 2
+            harness.median(
+                [t.cpu_seconds * 1000 for t in timed if t.kind == "tool" and not t.inline]
+            ),
+            2,
         ),
         "steps": len(timed),
         "chain_s": chain_s,
     }
     harness.note(
-        f"step_overhead: {len(model)} model steps, {len(tool)} tool steps; "
+        f"step_overhead: {len(model)} model steps, {len(tool)} tool steps, "
+        f"{len(inline)} read-only calls made within their model step; "
         f"step p95 {harness.percentile(step_ms, 95):.2f} ms, "
         f"bare p95 {harness.percentile(bare_ms, 95):.2f} ms, "
         f"paired overhead median {harness.median(paired_ms):.2f} ms"
