@@ -41,6 +41,7 @@ from django.utils import timezone
 from agentdesk.logging import current_request_id
 from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_value
+from agentdesk.statements import insert_rows
 
 GENESIS_HASH = "0" * 64
 # Any constant will do; it only has to be the same in every process. ("audit" in ASCII.)
@@ -179,10 +180,7 @@ def _append(events: list[AuditEvent]) -> None:
         at = max(timezone.now(), at) if at else timezone.now()
         event.seq, event.created_at, event.prev_hash = seq, at, prev_hash
         event.hash = prev_hash = stored_hash(event)
-    if len(events) == 1:
-        events[0].save(force_insert=True)
-    else:
-        AuditEvent.objects.bulk_create(events)
+    insert_rows(events)
 
 
 def audit_record(

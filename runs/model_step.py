@@ -36,6 +36,7 @@ from agentdesk.agents import (
 )
 from agentdesk.configuration import config_for_run
 from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.statements import insert_rows
 from runs.breakers import (
     CircuitOpen,
     breaker_allow,
@@ -45,7 +46,7 @@ from runs.breakers import (
 )
 from runs.gateway import ModelCallFailed, ModelReply, ProposedCall, model_complete
 from runs.limits import run_spent
-from runs.models import Action, ActionStatus, Run, RunState, Step, StepKind
+from runs.models import Action, ActionStatus, Run, RunState, StepKind
 from runs.pricing import model_call_cost
 from runs.retrying import retry_delay
 from runs.stepping import (
@@ -408,7 +409,7 @@ def _record_reply(
     def apply(locked: Run) -> None:
         steps = [record.build(locked, seq)]
         steps += [call.record.build(locked, seq + 1 + i) for i, call in enumerate(inline)]
-        Step.objects.bulk_create(steps)
+        insert_rows(steps)
         locked.tokens_in += reply.tokens_in
         locked.tokens_out += reply.tokens_out
         locked.cost_usd += cost or 0
@@ -433,7 +434,7 @@ def _record_reply(
         settled = inline[:-1] if retry_in_s is not None else inline
         for call, step in zip(settled, steps[1:], strict=False):
             settle_action(call.action, step, call.result, call.error, call.verdict)
-        Action.objects.bulk_create(actions)
+        insert_rows(actions)
         for action in actions:
             action_audit(
                 action,

@@ -29,6 +29,7 @@ from django.utils import timezone
 from agentdesk.audit import audit_batch, audit_record
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_value
+from agentdesk.statements import insert_rows, update_row_if
 from runs.models import (
     ACTIVE_STATES,
     Action,
@@ -269,10 +270,7 @@ def _save_if_ours(run: Run, seq: int, lease: uuid.UUID | None) -> None:
     nobody else sees those writes meanwhile.
     """
     run.updated_at = timezone.now()
-    saved = Run.objects.filter(pk=run.pk, lease_token=lease, next_seq=seq).update(
-        **{name: getattr(run, name) for name in STEP_FIELDS}
-    )
-    if not saved:
+    if not update_row_if(run, STEP_FIELDS, id=run.pk, lease_token=lease, next_seq=seq):
         raise _LeaseLost
 
 
@@ -525,7 +523,7 @@ class StepRecord:
     def create(self, run: Run, seq: int) -> Step:
         """Save the step (``build``, then one INSERT)."""
         step = self.build(run, seq)
-        step.save(force_insert=True)
+        insert_rows([step])
         return step
 
 
