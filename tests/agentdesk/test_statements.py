@@ -1,0 +1,99 @@
+"""The runtime's prebuilt INSERT and compare-and-set UPDATE store what the ORM would."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from agentdesk.statements import insert_rows, update_row_if
+from runs.models import Run, Step, StepKind, StepStatus
+
+pytestmark = pytest.mark.django_db
+
+AT = datetime(2026, 12, 1, 18, 0, 0, 123456, tzinfo=UTC)
+
+
+def _run() -> Run:
+    return Run.objects.create(
+        agent_name="support",
+        input={"ticket_id": "T-1"},
+        trace_id=uuid.uuid4().hex,
+        checkpoint={"messages": [], "pending_actions": []},
+    )
+
+
+def _step(run: Run, seq: int, **fields: object) -> Step:
+    fields.setdefault("kind", StepKind.MODEL)
+    return Step(
+        run=run,
+        seq=seq,
+        state={"messages": 2, "last_content": 'Grüße, ünïcode and "quotes"'},
+        action={"type": "tool_calls", "calls": [{"tool": "lookup_order", "arguments": {}}]},
+        outcome={"finish_reason": "tool_calls", "nested": {"list": [1, 2.5, None, True]}},
+        confidence=0.75,
+        cost_usd=Decimal("0.000123"),
+        started_at=AT - timedelta(milliseconds=5),
+        finished_at=AT,
+        **fields,
+    )
+
+
+def test_inserted_rows_read_back_as_the_orm_stores_them_with_their_keys_in_order() -> None:
+    run = _run()
+    rows = [_step(run, 0), _step(run, 1, kind=StepKind.TOOL, status=StepStatus.ERROR)]
+    by_orm = _step(run, 2)
+    by_orm.save()
+
+    insert_rows(rows)
+
+    assert [r.pk for r in rows] == list(
+        Step.objects.filter(run=run, seq__lt=2).order_by("seq").values_list("pk", flat=True)
+    )
+    fields = [f.attname for f in Step._meta.concrete_fields if f.attname not in ("id", "seq")]
+    stored = Step.objects.get(pk=rows[0].pk)
+    reference = Step.objects.get(pk=by_orm.pk)
+    assert {f: getattr(stored, f) for f in fields} == {f: getattr(reference, f) for f in fields}
+    assert Step.objects.get(pk=rows[1].pk).status == StepStatus.ERROR
+    assert rows[0]._state.adding is False
+
+
+def test_nothing_to_insert_is_no_statement(django_assert_num_queries: object) -> None:
+    with django_assert_num_queries(0):  # type: ignore[operator]
+        insert_rows([])
+
+
+def test_the_update_writes_only_where_every_condition_holds() -> None:
+    run = _run()
+    lease = uuid.uuid4()
+    Run.objects.filter(pk=run.pk).update(lease_token=lease, next_seq=3)
+    run.refresh_from_db()
+    run.checkpoint = {"messages": [{"role": "user", "content": "x"}], "pending_actions": [7]}
+    run.tokens_in = 12
+
+    assert (
+        update_row_if(
+            run, ["checkpoint", "tokens_in"], id=run.pk, lease_token=uuid.uuid4(), next_seq=3
+        )
+        == 0
+    )
+    assert (
+        update_row_if(run, ["checkpoint", "tokens_in"], id=run.pk, lease_token=lease, next_seq=2)
+        == 0
+    )
+    assert Run.objects.get(pk=run.pk).tokens_in == 0
+
+    assert (
+        update_row_if(run, ["checkpoint", "tokens_in"], id=run.pk, lease_token=lease, next_seq=3)
+        == 1
+    )
+    stored = Run.objects.get(pk=run.pk)
+    assert (stored.checkpoint, stored.tokens_in) == (run.checkpoint, 12)
+
+
+def test_a_condition_on_none_is_refused_rather_than_never_matching() -> None:
+    run = _run()
+    with pytest.raises(ValueError, match="cannot compare lease_token with None"):
+        update_row_if(run, ["tokens_in"], id=run.pk, lease_token=None)
