@@ -25,7 +25,12 @@ How:
    what is not. Overhead = median step time - median bare call time; its p95 is the 95th
    percentile of (step time - bare time of the same conversation).
 5. Tool steps make no model call; their median wall time (the demo shop's tool included)
-   is reported on its own.
+   is reported on its own. A read-only call that a model step makes at once
+   (runs.tool_step.read_calls_inline) is timed as a tool step of its own: the time of
+   the call (its breaker check, the tool thread and the tool's own work) is taken out of
+   the model step and reported as ``inline_tool_call_median_ms``; what recording it adds
+   to the model step's commit stays in the model step's time, so the overhead is, if
+   anything, overstated.
 
 The first ``--warm-up`` steps (imports, connection set-up) are not counted. The CPU time
 this process spends in a step (every thread, the model call's SDK work included, the
