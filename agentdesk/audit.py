@@ -13,6 +13,12 @@ Call ``audit_record`` inside the transaction that makes the change. It:
    and ``hash = sha256(canonical JSON of its content, prev_hash)``. The unique ``seq``
    backs the lock: two appends that somehow raced fail rather than fork the chain.
 
+On PostgreSQL, 2 and 3 are one call of the database function ``agentdesk_audit_append``
+(migration 0008), given the canonical JSON in parts around what only the lock's holder
+knows (``canonical_parts``), so that nothing waits on this process while the lock is held
+but its COMMIT. ``event_hash`` (used on SQLite and by ``audit_chain_verify``) defines the
+hash; the function produces the same bytes.
+
 A transaction with more work after its events (the runtime's step commit) wraps itself in
 ``audit_batch``: its events are collected and appended together right before it commits,
 so the lock is held only from then on.
@@ -37,6 +43,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from agentdesk.logging import current_request_id
 from agentdesk.models import AuditEvent
@@ -95,8 +102,50 @@ def event_hash(
         "trace_id": trace_id,
         "prev_hash": prev_hash,
     }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_dump(content).encode()).hexdigest()
+
+
+def _dump(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 (not escaped)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# What only the holder of the chain's lock knows: the event's time, its predecessor's hash
+# and its seq. In this order among the sorted keys of the canonical JSON.
+_CHAINED = ("created_at", "prev_hash", "seq")
+
+
+def canonical_parts(event: AuditEvent) -> list[str]:
+    """The event's canonical JSON (``event_hash``'s) in four parts around ``_CHAINED``.
+
+    ``parts[0] + created_at (ISO, UTC, microseconds) + parts[1] + prev_hash + parts[2] +
+    str(seq) + parts[3]`` is the canonical JSON, byte for byte: PostgreSQL fills in the
+    three under the chain's lock (migration 0008, ``agentdesk_audit_append``).
+    """
+    content = {
+        "actor_id": event.actor_id,
+        "actor_label": event.actor_label,
+        "verb": event.verb,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "before": _normalised(event.before),
+        "after": _normalised(event.after),
+        "trace_id": event.trace_id,
+    }
+    parts: list[str] = []
+    current = "{"
+    for i, key in enumerate(sorted([*content, *_CHAINED])):
+        current += ("," if i else "") + _dump(key) + ":"
+        if key == "seq":
+            parts.append(current)
+            current = ""
+        elif key in _CHAINED:  # strings: the value goes between the quotes
+            parts.append(current + '"')
+            current = '"'
+        else:
+            current += _dump(content[key])
+    parts.append(current + "}")
+    return parts
 
 
 def stored_hash(event: Any) -> str:
@@ -114,32 +163,6 @@ def stored_hash(event: Any) -> str:
         trace_id=event.trace_id,
         prev_hash=event.prev_hash,
     )
-
-
-# Lock the chain, then read its head, in one round trip (one simple query of two
-# statements, without parameters, so psycopg sends it as it is and never prepares it). In
-# READ COMMITTED each statement takes its own snapshot: the SELECT starts once the lock is
-# granted, so it sees the event the previous holder of the lock committed.
-_LOCK_AND_READ_HEAD = (
-    f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY}); "
-    'SELECT "seq", "hash", "created_at" FROM "agentdesk_auditevent" ORDER BY "seq" DESC LIMIT 1'
-)
-
-
-def _lock_chain_and_read_head() -> tuple[int, str, datetime | None]:
-    """Take the chain's lock (PostgreSQL) and return its head: (seq, hash, created_at).
-
-    SQLite (the embedded mode) has one writer at a time already (IMMEDIATE transactions).
-    """
-    connection = transaction.get_connection()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_LOCK_AND_READ_HEAD)
-            cursor.nextset()
-            last = cursor.fetchone()
-    else:
-        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
-    return tuple(last) if last else (0, GENESIS_HASH, None)
 
 
 # The events of an ``audit_batch`` block, not chained yet; None outside one.
@@ -172,7 +195,12 @@ def audit_batch() -> Iterator[None]:
 
 def _append(events: list[AuditEvent]) -> None:
     """Chain ``events`` after the current head, in order, and insert them."""
-    seq, prev_hash, at = _lock_chain_and_read_head()
+    if transaction.get_connection().vendor == "postgresql":
+        _append_in_postgresql(events)
+        return
+    # SQLite (the embedded mode) has one writer at a time already (IMMEDIATE transactions).
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
+    seq, prev_hash, at = last if last else (0, GENESIS_HASH, None)
     for event in events:
         seq += 1
         # Never earlier than the event before, whatever this host's clock says: time then
@@ -181,6 +209,47 @@ def _append(events: list[AuditEvent]) -> None:
         event.seq, event.created_at, event.prev_hash = seq, at, prev_hash
         event.hash = prev_hash = stored_hash(event)
     insert_rows(events)
+
+
+def _append_in_postgresql(events: list[AuditEvent]) -> None:
+    """Lock, chain and insert in one statement (``agentdesk_audit_append``, migration 0008).
+
+    The lock is held until the caller commits; with the whole append in one call, its
+    holder makes no further round trip to the database and does no Python work while
+    holding it, only its COMMIT. Everything that does not depend on the chain's head (the
+    canonical JSON around it) is prepared here, before.
+    """
+    payload = [
+        {
+            "parts": canonical_parts(event),
+            "actor_id": event.actor_id,
+            "actor_label": event.actor_label,
+            "verb": event.verb,
+            "object_type": event.object_type,
+            "object_id": event.object_id,
+            "before": event.before,
+            "after": event.after,
+            "trace_id": event.trace_id,
+        }
+        for event in events
+    ]
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            "SELECT event_id, event_seq, event_at, event_prev, event_hash "
+            "FROM agentdesk_audit_append(%s)",
+            [Jsonb(payload)],
+        )
+        rows = cursor.fetchall()
+    for event, (pk, seq, at, prev_hash, digest) in zip(events, rows, strict=True):
+        event.pk, event.seq, event.created_at, event.prev_hash, event.hash = (
+            pk,
+            seq,
+            at,
+            prev_hash,
+            digest,
+        )
+        event._state.adding = False
+        event._state.db = "default"
 
 
 def audit_record(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
 
@@ -15,9 +16,12 @@ from django.db.migrations.executor import MigrationExecutor
 
 from agentdesk.audit import (
     GENESIS_HASH,
+    _iso,
     audit_batch,
     audit_chain_verify,
     audit_record,
+    canonical_parts,
+    event_hash,
     stored_hash,
 )
 from agentdesk.models import AuditEvent
@@ -395,15 +399,81 @@ def test_the_migration_chains_events_written_before_it() -> None:
 
 
 @pytest.mark.django_db
-def test_time_never_goes_back_along_the_chain(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host whose clock is behind still writes a time no earlier than the last event's."""
-    from django.utils import timezone
-
+def test_time_never_goes_back_along_the_chain() -> None:
+    """An event already in the chain with a later time than the clock now says (the
+    database's clock stepped back, or a host's was ahead): the next one gets its time."""
     first = _record(1)[0]
-    behind = first.created_at - timedelta(seconds=5)
-    monkeypatch.setattr(timezone, "now", lambda: behind)
+    ahead = AuditEvent(
+        seq=first.seq + 1,
+        created_at=first.created_at + timedelta(seconds=5),
+        actor_label="ahead",
+        verb="clock.ahead",
+        object_type="test",
+        object_id="1",
+        trace_id="",
+        prev_hash=first.hash,
+    )
+    ahead.hash = stored_hash(ahead)
+    ahead.save(force_insert=True)
 
     second = _record(1)[0]
 
-    assert second.created_at == first.created_at
+    assert second.created_at == ahead.created_at
+    assert second.prev_hash == ahead.hash
     assert audit_chain_verify().as_dict()["intact"] is True
+
+
+@pytest.mark.django_db
+def test_the_time_comes_from_the_database_not_from_this_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On PostgreSQL: hosts' clocks differ; the chain keeps the database's one clock."""
+    from django.utils import timezone
+
+    first = _record(1)[0]
+    monkeypatch.setattr(timezone, "now", lambda: first.created_at - timedelta(hours=1))
+
+    second = _record(1)[0]
+
+    assert first.created_at <= second.created_at < first.created_at + timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, None),
+        ({"state": "queued"}, {"state": "running", "n": 3, "cost": 0.25, "big": 1e20}),
+        ({"ünïcode": 'Grüße, "quotes" and \\ back'}, {"nested": {"z": [1, None, True], "a": {}}}),
+        ({}, {"emoji": "☕", "newline": "a\nb", "tab": "\t"}),
+    ],
+)
+def test_the_parts_postgresql_joins_make_exactly_the_canonical_json(
+    before: Any, after: Any
+) -> None:
+    at = datetime(2026, 12, 1, 19, 0, 0, 7, tzinfo=UTC)
+    event = AuditEvent(
+        actor_id=None if before is None else 42,
+        actor_label="rita",
+        verb="run.started",
+        object_type="run",
+        object_id="7c1f",
+        before=before,
+        after=after,
+        trace_id="abc123",
+    )
+    parts = canonical_parts(event)
+    joined = parts[0] + _iso(at) + parts[1] + "f" * 64 + parts[2] + "12345" + parts[3]
+
+    assert hashlib.sha256(joined.encode()).hexdigest() == event_hash(
+        seq=12345,
+        created_at=at,
+        actor_id=event.actor_id,
+        actor_label="rita",
+        verb="run.started",
+        object_type="run",
+        object_id="7c1f",
+        before=before,
+        after=after,
+        trace_id="abc123",
+        prev_hash="f" * 64,
+    )
