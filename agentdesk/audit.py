@@ -222,6 +222,7 @@ def _append_in_postgresql(events: list[AuditEvent]) -> None:
     payload = [
         {
             "parts": canonical_parts(event),
+            "at": timezone.now().isoformat(),
             "actor_id": event.actor_id,
             "actor_label": event.actor_label,
             "verb": event.verb,

@@ -1,8 +1,9 @@
 """PostgreSQL appends a batch of audit events to the chain in one call. Nothing on SQLite.
 
 ``agentdesk_audit_append(events jsonb)`` takes the chain's advisory lock, reads the head,
-and for each event (in order) gives it the next ``seq``, a time no earlier than the head's
-(``clock_timestamp()``: the database's one clock), the head's hash as ``prev_hash``, and
+and for each event (in order) gives it the next ``seq``, the time the application gave it
+(``at``: its host's clock) or the head's when that is later (clocks of hosts differ; time
+must follow ``seq``), the head's hash as ``prev_hash``, and
 ``hash = sha256`` of its canonical JSON, which agentdesk.audit prepares in four parts
 around the three values only the lock holder knows (created_at, prev_hash, seq), so the
 hash is byte for byte the one ``agentdesk.audit.event_hash`` computes and
@@ -38,7 +39,7 @@ BEGIN
     prev := coalesce(prev, repeat('0', 64));
     FOR event IN SELECT value FROM jsonb_array_elements(events) LOOP
         next_seq := next_seq + 1;
-        moment := greatest(clock_timestamp(), moment);
+        moment := greatest((event->>'at')::timestamptz, moment);
         canonical := (event->'parts'->>0)
             || to_char(moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '+00:00'
             || (event->'parts'->>1) || prev
