@@ -105,6 +105,7 @@ class WorkerPool:
     queue: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_dir: Path | None = None
+    commands: list[list[str]] = field(default_factory=list)
 
     def start(self, count: int = 1, *, concurrency: int = 2, beat: bool = False) -> None:
         """Start ``count`` workers; with ``beat``, the first of them also runs the scheduler."""
@@ -131,17 +132,33 @@ class WorkerPool:
             if beat and started == 0:
                 assert self.log_dir is not None
                 command += ["--beat", "--schedule", str(self.log_dir / "beat-schedule")]
-            log = open(self._log_path(index), "ab")  # noqa: SIM115 (closed with the process)
-            self.processes.append(
-                subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+            self.commands.append(command)
+            self.processes.append(self._spawn(index))
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        log = open(self._log_path(index), "ab")  # noqa: SIM115 (closed with the process)
+        return subprocess.Popen(
+            self.commands[index],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def revive(self) -> int:
+        """Start again every worker that has exited, as its supervisor would; how many.
+
+        Production workers run under a supervisor that restarts them (docs/deployment.md):
+        Celery 5.7 can stop a worker with an "Unrecoverable error" when the broker's
+        connection drops while messages are unacknowledged.
+        """
+        revived = 0
+        for index, process in enumerate(self.processes):
+            if process.poll() is not None:
+                self.processes[index] = self._spawn(index)
+                revived += 1
+        return revived
 
     def _log_path(self, index: int) -> Path:
         assert self.log_dir is not None
@@ -173,6 +190,7 @@ class WorkerPool:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.processes.clear()
+        self.commands.clear()
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Count
@@ -15,9 +16,22 @@ def terminal_count(run_ids: list[Any]) -> int:
     return Run.objects.filter(pk__in=run_ids, state__in=TERMINAL_STATES).count()
 
 
-def wait_for_all_to_end(run_ids: list[Any], *, timeout_s: float, what: str) -> None:
+def wait_for_all_to_end(
+    run_ids: list[Any],
+    *,
+    timeout_s: float,
+    what: str,
+    meanwhile: Callable[[], object] | None = None,
+) -> None:
+    """Poll until every run has ended; ``meanwhile`` is called on every poll (a supervisor)."""
+
+    def ended() -> bool:
+        if meanwhile is not None:
+            meanwhile()
+        return terminal_count(run_ids) == len(run_ids)
+
     wait_until(
-        lambda: terminal_count(run_ids) == len(run_ids),
+        ended,
         timeout_s=timeout_s,
         what=what,
         describe=lambda: list(
