@@ -1,15 +1,17 @@
 """The runtime: submit a run, execute its steps, recover stalled runs.
 
-A run advances one step at a time, each step in its own Celery task:
+A run advances one step at a time; a Celery task takes a step and, while the next one is
+due at once, the steps after it (runs.stepping.chaining):
 
-1. Claim: lock the run row, check that the task's step number is the run's next one and
-   that no live lease is held, then take a lease and commit. A redelivered or duplicated
+1. Claim: check that the task's step number is the run's next one and that no live lease
+   is held, and take a lease (one compare-and-set UPDATE). A redelivered or duplicated
    task fails this check and does nothing.
-2. Work, outside any transaction: one model call or one tool call. Nothing holds a
-   database connection busy while the model thinks.
-3. Commit: lock the run again, check the lease is still ours, record the step and the new
-   checkpoint, advance ``next_seq`` and enqueue the next step on commit. ``(run, seq)`` is
-   unique, so a step can never be recorded twice.
+2. Work, outside any transaction: one model call (with the read-only calls of its reply,
+   runs.tool_step.read_calls_inline) or one tool call. Nothing holds a database
+   connection busy while the model thinks.
+3. Commit: record the step(s) and the new checkpoint, advance ``next_seq`` and write the
+   run on condition that the lease is still ours (runs.stepping.commit); enqueue or keep
+   the next step. ``(run, seq)`` is unique, so a step can never be recorded twice.
 
 A worker killed between 1 and 3 leaves an expired lease; ``runs_recover_stalled`` (on a
 beat schedule) re-enqueues such runs, and the step is redone. Model calls have no side

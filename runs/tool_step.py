@@ -211,10 +211,9 @@ def read_calls_inline(
         calls.append(call)
         if call.retry_in_s is not None:
             break
-        content = {"error": error} if error is not None else result
         messages = [
             *messages,
-            {"role": "tool", "content": json.dumps(content, cls=DjangoJSONEncoder)},
+            {"role": "tool", "content": _tool_content(tool_result(result, error))},
         ]
     return calls
 
@@ -451,6 +450,15 @@ def _record_result(
     commit(run, seq, apply)
 
 
+def tool_result(result: dict[str, Any] | None, error: dict[str, Any] | None) -> Any:
+    """What a call returned, as stored on its action and shown to the model."""
+    return {"error": error} if error is not None else result
+
+
+def _tool_content(value: Any) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder)
+
+
 def settle_action(
     action: Action,
     step: Step,
@@ -464,7 +472,7 @@ def settle_action(
         status = ERROR_STATUS.get(error["class"], ActionStatus.FAILED)
     fields = {
         "status": status,
-        "result": {"error": error} if error is not None else result,
+        "result": tool_result(result, error),
         "error_class": error["class"] if error else "",
         "step": step,
         "executed_at": timezone.now(),
@@ -500,7 +508,7 @@ def account_result(
         {
             "role": "tool",
             "tool_call_id": action.tool_call_id,
-            "content": json.dumps(action.result, cls=DjangoJSONEncoder),
+            "content": _tool_content(action.result),
         }
     )
     # The limit counts calls that reached the tool, not ones refused before it ran.
