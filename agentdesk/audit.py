@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
@@ -48,7 +48,7 @@ from psycopg.types.json import Jsonb
 from agentdesk.logging import current_request_id
 from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_value
-from agentdesk.statements import insert_rows
+from agentdesk.statements import Statement, insert_rows
 
 GENESIS_HASH = "0" * 64
 # Any constant will do; it only has to be the same in every process. ("audit" in ASCII.)
@@ -170,7 +170,7 @@ _batch: ContextVar[list[AuditEvent] | None] = ContextVar("agentdesk_audit_batch"
 
 
 @contextmanager
-def audit_batch() -> Iterator[None]:
+def audit_batch(*, append: bool = True) -> Iterator[list[AuditEvent]]:
     """Chain and insert the events of this block together, as the block ends.
 
     For a transaction that writes its events early and has more work after them: the
@@ -180,21 +180,25 @@ def audit_batch() -> Iterator[None]:
     with one lock, one read of the chain's head and one INSERT. The chain's lock is then
     held from that moment to the commit, not from the first event on, so steps of other
     runs wait for it less. An exception in the block discards them with the transaction.
+
+    ``append=False``: the block yields the events and leaves them to the caller, who
+    appends them later in the same transaction (``audit_append_statement`` with its COMMIT,
+    or ``audit_append``).
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_batch must run inside the transaction that makes the change")
     events: list[AuditEvent] = []
     token = _batch.set(events)
     try:
-        yield
+        yield events
     finally:
         _batch.reset(token)
-    if events:
-        _append(events)
+    if append and events:
+        audit_append(events)
 
 
-def _append(events: list[AuditEvent]) -> None:
-    """Chain ``events`` after the current head, in order, and insert them."""
+def audit_append(events: list[AuditEvent]) -> None:
+    """Chain ``events`` after the current head, in order, and insert them (in a transaction)."""
     if transaction.get_connection().vendor == "postgresql":
         _append_in_postgresql(events)
         return
@@ -216,8 +220,20 @@ def _append_in_postgresql(events: list[AuditEvent]) -> None:
 
     The lock is held until the caller commits; with the whole append in one call, its
     holder makes no further round trip to the database and does no Python work while
-    holding it, only its COMMIT. Everything that does not depend on the chain's head (the
-    canonical JSON around it) is prepared here, before.
+    holding it, only its COMMIT (or none: ``audit_append_statement``).
+    """
+    sql, params = audit_append_statement(events)
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(sql, params)
+        audit_appended(events, cursor.fetchall())
+
+
+def audit_append_statement(events: list[AuditEvent]) -> Statement:
+    """The call of ``agentdesk_audit_append`` that chains and inserts ``events`` (PostgreSQL).
+
+    For a caller that sends it itself, with its COMMIT (``agentdesk.statements.commit_with``),
+    then hands the rows it returns to ``audit_appended``. Everything that does not depend on
+    the chain's head (the canonical JSON around it) is prepared here, before the lock.
     """
     payload = [
         {
@@ -234,13 +250,15 @@ def _append_in_postgresql(events: list[AuditEvent]) -> None:
         }
         for event in events
     ]
-    with transaction.get_connection().cursor() as cursor:
-        cursor.execute(
-            "SELECT event_id, event_seq, event_at, event_prev, event_hash "
-            "FROM agentdesk_audit_append(%s)",
-            [Jsonb(payload)],
-        )
-        rows = cursor.fetchall()
+    return (
+        "SELECT event_id, event_seq, event_at, event_prev, event_hash "
+        "FROM agentdesk_audit_append(%s)",
+        [Jsonb(payload)],
+    )
+
+
+def audit_appended(events: list[AuditEvent], rows: Sequence[Sequence[Any]]) -> None:
+    """Set on ``events`` what ``audit_append_statement`` gave them: id, seq, time, hashes."""
     for event, (pk, seq, at, prev_hash, digest) in zip(events, rows, strict=True):
         event.pk, event.seq, event.created_at, event.prev_hash, event.hash = (
             pk,
@@ -289,7 +307,7 @@ def audit_record(
     if batch is not None:
         batch.append(event)
     else:
-        _append([event])
+        audit_append([event])
     return event
 
 

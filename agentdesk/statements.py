@@ -17,6 +17,9 @@ from typing import Any
 
 from django.db import connection, models
 
+# An SQL statement with %s placeholders, and its parameters.
+Statement = tuple[str, list[Any]]
+
 
 @cache
 def _insert_sql(model: type[models.Model], vendor: str, rows: int) -> tuple[str, tuple[Any, ...]]:
@@ -79,12 +82,8 @@ def _column(field: Any) -> str:
     return connection.ops.quote_name(field.column)
 
 
-def update_row_if(obj: models.Model, columns: Sequence[str], **where: Any) -> int:
-    """UPDATE ``columns`` of ``obj``'s row from ``obj``, where its fields equal ``where``.
-
-    A compare-and-set: returns how many rows matched (0 or 1). ``where`` names fields of the
-    model (its primary key among them); None values are not supported there.
-    """
+def update_row_if_sql(obj: models.Model, columns: Sequence[str], **where: Any) -> Statement:
+    """The UPDATE of ``update_row_if``, not run: its SQL and parameters."""
     sql, sets, conditions = _update_sql(type(obj), connection.vendor, tuple(columns), tuple(where))
     params = [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in sets]
     for field in conditions:
@@ -92,6 +91,59 @@ def update_row_if(obj: models.Model, columns: Sequence[str], **where: Any) -> in
         if value is None:
             raise ValueError(f"update_row_if cannot compare {field.name} with None")
         params.append(field.get_db_prep_value(value, connection))
+    return sql, params
+
+
+def update_row_if(obj: models.Model, columns: Sequence[str], **where: Any) -> int:
+    """UPDATE ``columns`` of ``obj``'s row from ``obj``, where its fields equal ``where``.
+
+    A compare-and-set: returns how many rows matched (0 or 1). ``where`` names fields of the
+    model (its primary key among them); None values are not supported there.
+    """
+    sql, params = update_row_if_sql(obj, columns, **where)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def can_commit_with_statements() -> bool:
+    """Whether ``commit_with`` may end the current transaction here.
+
+    Only on PostgreSQL, and only in an outermost ``transaction.atomic`` block: inside a
+    nested one (a savepoint; tests run so) a COMMIT would end the enclosing transaction.
+    """
+    return connection.vendor == "postgresql" and len(connection.atomic_blocks) == 1
+
+
+def commit_with(statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    """Run ``statements``, then COMMIT, in one round trip; return each statement's rows.
+
+    For the last writes of a short transaction that holds a lock other transactions queue
+    for (the audit chain's): sent as one query string with the COMMIT, so the lock is
+    released as soon as PostgreSQL is done, never after a wait for this process to be
+    scheduled again to send the COMMIT (with a hundred threads per process, a wait for the
+    GIL; see docs/benchmarks.md). The parameters are bound on the client (a multi-statement
+    query string needs the simple query protocol). An error in any statement aborts the
+    transaction: what ran is rolled back, the rest and the COMMIT are skipped, and the error
+    is raised as Django's.
+
+    Call it as the very last thing inside an outermost ``transaction.atomic`` block
+    (``can_commit_with_statements``); the block's exit then finds nothing to commit (psycopg
+    sends no second COMMIT) and runs its on-commit callbacks as usual.
+    """
+    import psycopg
+
+    if not can_commit_with_statements():
+        raise RuntimeError("commit_with must end an outermost transaction on PostgreSQL")
+    sql = "; ".join([text for text, _ in statements] + ["COMMIT"])
+    params = [param for _, values in statements for param in values]
+    raw = psycopg.ClientCursor(connection.connection)
+    # Wrapped as Django wraps its own cursors: its exceptions, and the query log in DEBUG.
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    rows: list[list[tuple[Any, ...]]] = []
+    with wrap(raw) as cursor:  # type: ignore[arg-type]  # the stubs say a wrapper; Django wraps raw ones
+        cursor.execute(sql, params)
+        for _ in statements:
+            rows.append(cursor.fetchall() if cursor.description else [])
+            cursor.nextset()
+    return rows

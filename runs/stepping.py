@@ -26,10 +26,21 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agentdesk.audit import audit_batch, audit_record
+from agentdesk.audit import (
+    audit_append,
+    audit_append_statement,
+    audit_appended,
+    audit_batch,
+    audit_record,
+)
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_value
-from agentdesk.statements import insert_rows, update_row_if
+from agentdesk.statements import (
+    can_commit_with_statements,
+    commit_with,
+    insert_rows,
+    update_row_if_sql,
+)
 from runs.models import (
     ACTIVE_STATES,
     Action,
@@ -260,18 +271,56 @@ class _LeaseLost(Exception):
     """Raised inside a commit whose lease is gone, to roll back what it wrote."""
 
 
-def _save_if_ours(run: Run, seq: int, lease: uuid.UUID | None) -> None:
-    """Write the step's columns, on condition that our lease on step ``seq`` still holds.
+# SQLSTATE of ``runs_lease_held`` (migration runs/0007): the compare-and-set matched no row.
+LEASE_LOST_SQLSTATE = "AD409"
 
-    One compare-and-set UPDATE, the last write of the commit before its audit events: it
-    locks the row and checks the lease at once, instead of a ``SELECT ... FOR UPDATE``
-    first and the UPDATE later (one round trip less on every step). Writing before the
-    check is safe because the transaction rolls back if the check fails (``_LeaseLost``);
-    nobody else sees those writes meanwhile.
+
+def _save_and_commit(run: Run, seq: int, lease: uuid.UUID | None, events: list[Any]) -> None:
+    """Write the step's columns if our lease on step ``seq`` still holds; append ``events``.
+
+    The last writes of the commit. The run's row is written by one compare-and-set UPDATE on
+    the lease: it locks the row and checks the lease at once, instead of a ``SELECT ... FOR
+    UPDATE`` first and the UPDATE later. Writing before the check is safe because the
+    transaction rolls back if the check fails (``_LeaseLost``); nobody else sees those
+    writes meanwhile. Then the audit events are chained, under the chain's lock.
+
+    On PostgreSQL, in an outermost transaction (a worker's), the UPDATE, the audit append and
+    the COMMIT go as one query string (``commit_with``): the chain's lock, which every
+    step of every run waits for, is held only while PostgreSQL works, never while this
+    thread waits for the GIL between the append's reply and its COMMIT, and the step makes
+    two round trips fewer. The UPDATE is wrapped in ``runs_lease_held``, which raises
+    when it matched no row, so a lost lease aborts the transaction before its COMMIT.
+    Elsewhere (SQLite, a transaction nested in a test's) the same writes go one by one and
+    the enclosing block commits.
     """
     run.updated_at = timezone.now()
-    if not update_row_if(run, STEP_FIELDS, id=run.pk, lease_token=lease, next_seq=seq):
-        raise _LeaseLost
+    cas_sql, cas_params = update_row_if_sql(
+        run, STEP_FIELDS, id=run.pk, lease_token=lease, next_seq=seq
+    )
+    if not can_commit_with_statements():
+        with connection.cursor() as cursor:
+            cursor.execute(cas_sql, cas_params)
+            if cursor.rowcount != 1:
+                raise _LeaseLost
+        if events:
+            audit_append(events)
+        return
+    statements = [
+        (
+            f"WITH ours AS ({cas_sql} RETURNING 1) SELECT runs_lease_held(count(*)) FROM ours",
+            cas_params,
+        )
+    ]
+    if events:
+        statements.append(audit_append_statement(events))
+    try:
+        rows = commit_with(statements)
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == LEASE_LOST_SQLSTATE:
+            raise _LeaseLost from None
+        raise
+    if events:
+        audit_appended(events, rows[1])
 
 
 def commit(
@@ -286,7 +335,7 @@ def commit(
     """Record a step's results if our lease still holds; enqueue (or keep) the next step.
 
     ``apply`` receives the run and records the step on it (its inserts go first; the run's
-    row is written and the lease checked last, in ``_save_if_ours``). Returns False (and
+    row is written and the lease checked last, in ``_save_and_commit``). Returns False (and
     records nothing) when the lease was lost: another worker took the run over after ours
     expired, and its result is the one that counts. ``recorded=False``: ``apply`` ended or
     parked the run without taking the step (a limit, a crash), so the step number stays
@@ -296,11 +345,12 @@ def commit(
     """
     lease = run.lease_token
     try:
-        with _undone_on_error(run), transaction.atomic(), audit_batch():
-            stored = (run.checkpoint or {}).get("messages")
-            stored_count = len(stored) if isinstance(stored, list) else 0
-            apply(run)
-            _redact_messages(run, stored, stored_count)
+        with _undone_on_error(run), transaction.atomic():
+            with audit_batch(append=False) as events:
+                stored = (run.checkpoint or {}).get("messages")
+                stored_count = len(stored) if isinstance(stored, list) else 0
+                apply(run)
+                _redact_messages(run, stored, stored_count)
             if recorded:
                 run.next_seq = seq + steps
             run.step_attempts = 0
@@ -311,7 +361,7 @@ def commit(
                     keep_next_step(run)
                 else:
                     enqueue_next_step(run, countdown_s=countdown_s)
-            _save_if_ours(run, seq, lease)
+            _save_and_commit(run, seq, lease, events)  # the last statement: it may COMMIT
     except _LeaseLost:
         log.warning("lease on step %s lost; its result is discarded", seq)
         return False

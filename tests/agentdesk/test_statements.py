@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from psycopg.types.json import Jsonb
 
-from agentdesk.statements import insert_rows, update_row_if
+from agentdesk.statements import (
+    Statement,
+    can_commit_with_statements,
+    commit_with,
+    insert_rows,
+    update_row_if,
+)
 from runs.models import Run, Step, StepKind, StepStatus
 
 pytestmark = pytest.mark.django_db
@@ -97,3 +105,78 @@ def test_a_condition_on_none_is_refused_rather_than_never_matching() -> None:
     run = _run()
     with pytest.raises(ValueError, match="cannot compare lease_token with None"):
         update_row_if(run, ["tokens_in"], id=run.pk, lease_token=None)
+
+
+# --- commit_with: the last statements of a transaction and its COMMIT, in one round trip ---
+
+
+def _in_other_connection(sql: str, params: list[object]) -> list[tuple[object, ...]]:
+    """What a second session sees, committed only."""
+    import psycopg
+    from django.db import connection
+
+    settings = connection.get_connection_params()
+    settings.pop("cursor_factory", None)
+    settings.pop("context", None)
+    with psycopg.connect(**settings, autocommit=True) as other:
+        return other.execute(sql, params).fetchall()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commit_with_runs_each_statement_returns_its_rows_and_commits() -> None:
+    from django.db import transaction
+
+    run = _run()
+    run.state = "running"
+    with transaction.atomic():
+        _step(run, 0).save()
+        rows = commit_with(
+            [
+                ("UPDATE runs_run SET state = %s WHERE id = %s", ["running", run.pk]),
+                ("SELECT seq, kind FROM runs_step WHERE run_id = %s", [run.pk]),
+                ("SELECT %s::jsonb", [Jsonb({"grüße": ["'; DROP TABLE x; --", None]})]),
+            ]
+        )
+    # As from any of Django's cursors, jsonb comes back as text for the field to parse.
+    assert rows[:2] == [[], [(0, "model")]]
+    assert json.loads(rows[2][0][0]) == {"grüße": ["'; DROP TABLE x; --", None]}
+    assert _in_other_connection("SELECT state FROM runs_run WHERE id = %s", [run.pk]) == [
+        ("running",)
+    ]
+    assert _in_other_connection("SELECT count(*) FROM runs_step WHERE run_id = %s", [run.pk]) == [
+        (1,)
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commit_with_an_error_rolls_back_the_whole_transaction_and_commits_nothing() -> None:
+    from django.db import DataError, transaction
+
+    run = _run()
+    statements: list[Statement] = [
+        ("UPDATE runs_run SET state = %s WHERE id = %s", ["failed", run.pk]),
+        ("SELECT 1 / %s", [0]),  # division by zero
+        ("UPDATE runs_run SET model = %s WHERE id = %s", ["never", run.pk]),
+    ]
+    with transaction.atomic():
+        _step(run, 0).save()
+        with pytest.raises(DataError):
+            commit_with(statements)
+    assert _in_other_connection("SELECT state, model FROM runs_run WHERE id = %s", [run.pk]) == [
+        ("queued", "")
+    ]
+    assert not Step.objects.filter(run=run).exists()
+
+
+def test_commit_with_refuses_to_end_a_transaction_it_is_nested_in() -> None:
+    """Inside a savepoint (as every test with the ``db`` fixture is), a COMMIT would end the
+    enclosing transaction: refused before anything is sent."""
+    from django.db import transaction
+
+    run = _run()
+    with transaction.atomic():
+        assert can_commit_with_statements() is False
+        with pytest.raises(RuntimeError, match="outermost transaction"):
+            commit_with([("UPDATE runs_run SET state = %s WHERE id = %s", ["failed", run.pk])])
+    run.refresh_from_db()
+    assert run.state == "queued"

@@ -1,0 +1,131 @@
+"""A step's commit as a worker makes it: its last writes and its COMMIT in one round trip.
+
+In a worker the commit is the outermost transaction, so the compare-and-set UPDATE of the
+run, the audit append and the COMMIT go to PostgreSQL as one query string
+(runs.stepping._save_and_commit, agentdesk.statements.commit_with). Tests with the ``db``
+fixture run inside a transaction of their own and take the statement-by-statement path;
+these run in real transactions (``transactional_db``), as workers do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from agentdesk.audit import ChainIntact, audit_chain_verify
+from agentdesk.models import AuditEvent
+from agentdesk.statements import commit_with
+from examples.support.seed import seed_shop
+from runs import services, stepping
+from runs.models import Action, DeadLetter, Run, RunState, Step
+from tests.processes import Simulator
+from tests.runs.factories import seeded_ticket_input
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def shop(transactional_db: None) -> None:
+    seed_shop()
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many statements each one-round-trip commit sent (so a test knows it took that path)."""
+    sent: list[int] = []
+
+    def counted(statements: Any) -> Any:
+        sent.append(len(statements))
+        return commit_with(statements)
+
+    monkeypatch.setattr(stepping, "commit_with", counted)
+    return sent
+
+
+def _submit() -> Run:
+    run, _ = services.run_submit(agent_name="support", run_input=seeded_ticket_input("T-0002"))
+    return run
+
+
+def test_a_run_committed_step_by_step_in_one_round_trip_each_keeps_an_intact_chain(
+    shop: None, model_endpoint: Simulator, commits: list[int]
+) -> None:
+    run = _submit()
+    services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
+
+    run.refresh_from_db()
+    assert run.state == RunState.SUCCEEDED
+    steps = Step.objects.filter(run=run).count()
+    assert steps == run.next_seq == 9  # 5 model steps, 2 reads within them, 2 writes
+    # One commit per model step and per write's tool step (the reads are recorded with
+    # their model step); every one with events: the run's UPDATE and the audit append.
+    assert commits == [2] * 7
+    verdict = audit_chain_verify()
+    assert isinstance(verdict, ChainIntact)
+    assert verdict.events == AuditEvent.objects.count()
+    assert list(
+        AuditEvent.objects.filter(object_type="run", object_id=str(run.id))
+        .order_by("seq")
+        .values_list("verb", flat=True)
+    ) == ["run.submitted", "run.started", "run.succeeded"]
+    assert run.lease_token is None
+
+
+def test_a_lost_lease_aborts_the_commit_before_its_commit_and_records_nothing(
+    shop: None, model_endpoint: Simulator, commits: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _submit()
+    other = uuid.uuid4()
+    step = services._step
+
+    def taken_over_while_working(claimed: Run, seq: int) -> None:
+        Run.objects.filter(pk=claimed.pk).update(lease_token=other)
+        step(claimed, seq)
+
+    monkeypatch.setattr(services, "_step", taken_over_while_working)
+    services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
+
+    run.refresh_from_db()
+    assert commits == [2]  # sent, and refused by runs_lease_held
+    assert (run.next_seq, run.lease_token, run.state) == (0, other, RunState.RUNNING)
+    assert not Step.objects.filter(run=run).exists()
+    assert not Action.objects.filter(run=run).exists()
+    assert list(
+        AuditEvent.objects.filter(trace_id=run.trace_id)
+        .order_by("seq")
+        .values_list("verb", flat=True)
+    ) == [
+        "run.submitted",
+        "run.started",  # the claim's; the step's own events went with its transaction
+    ]
+    assert isinstance(audit_chain_verify(), ChainIntact)
+
+
+def test_a_failure_in_the_last_statements_undoes_the_whole_step(
+    shop: None, model_endpoint: Simulator, commits: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's UPDATE ran, the append fails: nothing of the step stays, the run is
+    dead-lettered as a crash (in a transaction of its own, with its audit event)."""
+    run = _submit()
+    monkeypatch.setattr(stepping, "audit_append_statement", lambda events: ("SELECT 1 / 0", []))
+
+    services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
+
+    run.refresh_from_db()
+    assert commits == [2]
+    assert run.state == RunState.DEAD_LETTERED
+    assert run.error["class"] == "internal_error"
+    assert run.error["message"] == "step 0 raised DataError: division by zero"
+    assert run.next_seq == 0  # the requeued run takes step 0 again
+    assert run.checkpoint["messages"][-1]["role"] == "user"  # the reply was not kept
+    assert not Step.objects.filter(run=run).exists()
+    assert not Action.objects.filter(run=run).exists()
+    assert DeadLetter.objects.get(run=run).seq == 0
+    assert list(
+        AuditEvent.objects.filter(object_type="run", object_id=str(run.id))
+        .order_by("seq")
+        .values_list("verb", flat=True)
+    ) == ["run.submitted", "run.started", "run.dead_lettered"]
+    assert isinstance(audit_chain_verify(), ChainIntact)
