@@ -215,11 +215,13 @@ class Workers:
     env: dict[str, str]
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentdesk-bench-")))
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    cpus: set[int] | None = None  # the CPUs the workers may run on (``pinned``); None: any
 
     def start(self, count: int, *, pool: str, concurrency: int) -> None:
         for _ in range(count):
             index = len(self.processes)
             command = [
+                *(["taskset", "-c", _cpu_list(self.cpus)] if self.cpus else []),
                 sys.executable,
                 "-m",
                 "celery",
@@ -279,6 +281,46 @@ class Workers:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
+
+
+# The machine's shared servers, moved off the workers' CPUs by ``pinned``.
+_SERVERS = ("postgres", "redis-server")
+
+
+@contextmanager
+def pinned(cpus: set[int]) -> Iterator[None]:
+    """Run this process, its children from now on (the simulator), PostgreSQL and Redis on
+    ``cpus`` only, and put them back on every CPU afterwards.
+
+    For a measurement of workers on CPUs of their own (``Workers.cpus``, the others), as on
+    a worker host, with the database, the broker, the model and the driver elsewhere. Every
+    thread of each server process is moved (``taskset -a``); PostgreSQL's new backends are
+    forked by its postmaster and inherit its CPUs. A benchmark killed with SIGKILL leaves
+    them pinned: ``taskset -a -p -c 0-N <pid>`` puts them back.
+    """
+    everything = os.sched_getaffinity(0)
+    servers = [pid for pid, _, comm, _ in _processes() if comm in _SERVERS]
+
+    def move(pids: list[int], to: set[int]) -> None:
+        for pid in pids:
+            subprocess.run(
+                ["taskset", "-a", "-p", "-c", _cpu_list(to), str(pid)],
+                check=False,
+                capture_output=True,
+            )
+
+    os.sched_setaffinity(0, cpus)
+    move(servers, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, everything)
+        # Backends started meanwhile inherited the pinning: every server process now.
+        move([pid for pid, _, comm, _ in _processes() if comm in _SERVERS], everything)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -36,6 +36,15 @@ waves, as they do once the workers run out of CPU, it is above the median.
 ``worker_host_estimate`` is derived, not measured: the runs in flight two cores running only
 workers would keep at the measured worker CPU per model call (see ``_worker_host_estimate``).
 
+``--pin-workers N`` measures workers on CPUs of their own, as on a worker host: the
+workers on the machine's last N CPUs, and this driver, the simulator, PostgreSQL and Redis
+on the others (``harness.pinned``; they are put back on every CPU afterwards). On a 2-core
+machine, ``--pin-workers 1`` gives the workers one whole core; ``pinned_2_core_host`` is
+what they kept in flight scaled to two such cores (worker processes share nothing but the
+database and the broker, which are elsewhere on a worker host). It is a lower bound when
+the other CPUs, with everything else on them, are the ones that run out
+(``cores_used``).
+
 Run: ``.venv/bin/python bench/in_flight.py`` for the recommended configuration, or
 ``--sweep`` for the table of alternatives in docs/concurrency.md (about 12 minutes).
 ``--pool``, ``--concurrency``, ``--processes`` and ``--db-pool-max`` also take
@@ -47,7 +56,9 @@ proves little. Prints one JSON line per measurement on stdout; progress goes to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import os
 import re
 import statistics
 import time
@@ -206,6 +217,7 @@ def measure(
     config: Config,
     sim: harness.Simulator,
     *,
+    worker_cpus: set[int] | None,
     runs: int | None,
     warm_up_s: float,
     window_s: float,
@@ -218,7 +230,8 @@ def measure(
             AGENTDESK_LLM_BASE_URL=sim.base_url,
             AGENTDESK_DB_POOL_MAX=str(config.db_pool_max),
             PGAPPNAME=WORKER_APP,
-        )
+        ),
+        cpus=worker_cpus,
     )
     probe = Probe()
     harness.note(f"in_flight: {config} with {feeder.target} active runs")
@@ -276,6 +289,11 @@ def measure(
         if steps["steps"]
         else None,
         "worker_host_estimate": _worker_host_estimate(cores, steps, length_s, latency_ms),
+        "worker_cpus": sorted(worker_cpus) if worker_cpus else None,
+        # Pinned: what the workers' own CPUs kept in flight, scaled to a host of 2 cores.
+        "pinned_2_core_host": round(harness.median(model_calls) * 2 / len(worker_cpus))
+        if worker_cpus
+        else None,
         "cores_used": cores,
         "workers_rss_mb": memory_mb,
         "db_pool_max": config.db_pool_max,
@@ -324,6 +342,14 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=None, help="seconds; 60, sweep 30")
     parser.add_argument("--sweep", action="store_true", help="measure the alternatives")
     parser.add_argument("--repeat", type=int, default=1, help="measure each configuration N times")
+    parser.add_argument(
+        "--pin-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="workers on the last N CPUs only; this driver, the simulator, PostgreSQL and "
+        "Redis on the others (harness.pinned)",
+    )
     args = parser.parse_args()
 
     if args.sweep:
@@ -341,15 +367,24 @@ def main() -> None:
     # not land on every measurement of one configuration.
     configs = configs * max(args.repeat, 1)
 
+    cpus = sorted(os.sched_getaffinity(0))
+    worker_cpus = set(cpus[-args.pin_workers :]) if args.pin_workers else None
+    if worker_cpus is not None and len(worker_cpus) >= len(cpus):
+        parser.error(f"--pin-workers must leave a CPU for the rest (this machine has {len(cpus)})")
+
     harness.note("in_flight: preparing the bench database")
     harness.prepare_database()
-    with harness.simulator(latency_ms=args.latency_ms) as sim:
+    with (
+        harness.pinned(set(cpus) - worker_cpus) if worker_cpus else contextlib.nullcontext(),
+        harness.simulator(latency_ms=args.latency_ms) as sim,
+    ):
         harness.django_setup(AGENTDESK_LLM_BASE_URL=sim.base_url, PGAPPNAME=DRIVER_APP)
         for config in configs:
             harness.emit(
                 measure(
                     config,
                     sim,
+                    worker_cpus=worker_cpus,
                     runs=args.runs,
                     warm_up_s=warm_up_s,
                     window_s=window_s,
