@@ -2,8 +2,10 @@
 
 A model step makes the leading calls of its reply that only read at once and records them
 with itself, each as its own tool step (runs.tool_step.read_calls_inline); everything else
-is left to tool steps. And a commit checks its lease in its last UPDATE: one that lost it
-records nothing and stops its chain.
+is left to tool steps. A read that fails there ends as it would in a tool step: refused by
+its open breaker or answered with a ToolError, it is settled and the model is told; crashed,
+it is attempt 1 and its tool step retries it. And a commit checks its lease in its last
+UPDATE: one that lost it records nothing and stops its chain.
 """
 
 from __future__ import annotations
@@ -16,9 +18,20 @@ import pytest
 from django.utils import timezone
 
 from agentdesk.models import AuditEvent
+from examples.support.models import Order
 from examples.support.seed import seed_shop
 from runs import services, stepping
-from runs.models import Action, ActionStatus, Run, RunState, Step, StepKind
+from runs.breakers import tool_breaker_name
+from runs.models import (
+    Action,
+    ActionStatus,
+    BreakerState,
+    CircuitBreaker,
+    Run,
+    RunState,
+    Step,
+    StepKind,
+)
 from tests.processes import Simulator
 from tests.runs.factories import seeded_ticket_input
 
@@ -182,3 +195,123 @@ def test_a_commit_whose_step_the_new_holder_recorded_first_is_discarded(
     assert (run.next_seq, run.lease_token) == (1, other)
     assert [s.state for s in Step.objects.filter(run=run)] == [{}]  # only the other's
     assert not Action.objects.filter(run=run).exists()
+
+
+# --- a read that fails within its model step --------------------------------------------------
+
+
+class _Unreachable:
+    """Stands in for the shop's Order model while its database is 'down'."""
+
+    class objects:  # the manager's name
+        @staticmethod
+        def select_related(*fields: str) -> Any:
+            raise ConnectionError("the shop's database is unreachable")
+
+
+def test_a_read_refused_by_its_open_breaker_is_not_made_and_the_model_is_told(
+    shop: None, model_endpoint: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were the tool called anyway, it would crash (tool_crashed), not be refused.
+    monkeypatch.setattr("examples.support.tools.Order", _Unreachable)
+    opened_at = timezone.now()
+    CircuitBreaker.objects.create(
+        name=tool_breaker_name("lookup_order"),
+        state=BreakerState.OPEN,
+        failure_count=5,
+        opened_at=opened_at,
+    )
+    run = _submit()
+    services.run_step_execute(run_id=str(run.id), seq=0, chain_s=0)
+
+    run.refresh_from_db()
+    assert _trail(run) == [
+        (0, "model", "tool_calls", ""),
+        (1, "tool", "lookup_order", "circuit_open"),
+    ]
+    # circuit_open is not retried: the call is settled, and the model decides what next.
+    assert (run.next_seq, run.checkpoint["pending_actions"], run.checkpoint["attempt"]) == (
+        2,
+        [],
+        0,
+    )
+    action = Action.objects.get(run=run)
+    assert (action.status, action.error_class) == (ActionStatus.FAILED, "circuit_open")
+    told = json.loads(run.checkpoint["messages"][-1]["content"])
+    assert told["error"]["class"] == "circuit_open"
+    assert "temporarily switched off" in told["error"]["message"]
+    breaker = CircuitBreaker.objects.get(name=tool_breaker_name("lookup_order"))
+    assert (breaker.state, breaker.failure_count, breaker.opened_at) == (
+        BreakerState.OPEN,
+        5,
+        opened_at,
+    )
+    assert _action_events(action) == [
+        ("action.proposed", None, "proposed"),
+        ("action.failed", {"status": "proposed"}, "failed"),
+    ]
+
+
+def test_a_read_whose_tool_says_no_is_settled_as_a_tool_error(
+    shop: None, model_endpoint: Simulator
+) -> None:
+    """The order is gone: lookup_order raises its ToolError, which is an answer, not an outage."""
+    Order.objects.filter(order_id="SO-1002").delete()
+    run = _submit()
+    services.run_step_execute(run_id=str(run.id), seq=0, chain_s=0)
+
+    run.refresh_from_db()
+    assert _trail(run) == [
+        (0, "model", "tool_calls", ""),
+        (1, "tool", "lookup_order", "tool_error"),
+    ]
+    action = Action.objects.get(run=run)
+    assert (action.status, action.error_class) == (ActionStatus.FAILED, "tool_error")
+    assert action.result == {
+        "error": {
+            "class": "tool_error",
+            "message": "No order SO-1002 exists.",
+            "details": {"code": "order_not_found", "order_id": "SO-1002"},
+        }
+    }
+    assert json.loads(run.checkpoint["messages"][-1]["content"]) == action.result
+    # A ToolError is the tool working as meant: its breaker counts no failure.
+    assert not CircuitBreaker.objects.filter(
+        name=tool_breaker_name("lookup_order"), failure_count__gt=0
+    ).exists()
+
+
+def test_a_read_that_crashes_is_recorded_as_attempt_one_and_retried_by_its_tool_step(
+    shop: None, model_endpoint: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("examples.support.tools.Order", _Unreachable)
+    run = _submit()
+    services.run_step_execute(run_id=str(run.id), seq=0, chain_s=0)
+
+    run.refresh_from_db()
+    action = Action.objects.get(run=run)
+    assert _trail(run) == [
+        (0, "model", "tool_calls", ""),
+        (1, "tool", "lookup_order", "tool_crashed"),
+    ]
+    assert (run.next_seq, run.checkpoint["pending_actions"], run.checkpoint["attempt"]) == (
+        2,
+        [action.pk],
+        1,
+    )
+    assert run.enqueued_at > timezone.now()  # the retry waits for its backoff
+    assert (action.status, action.step_id) == (ActionStatus.PROPOSED, None)
+    assert CircuitBreaker.objects.get(name=tool_breaker_name("lookup_order")).failure_count == 1
+
+    monkeypatch.undo()  # the shop is back: the tool step makes attempt 2
+    services.run_step_execute(run_id=str(run.id), seq=2, chain_s=0)
+
+    run.refresh_from_db()
+    action.refresh_from_db()
+    assert _trail(run)[1:] == [
+        (1, "tool", "lookup_order", "tool_crashed"),
+        (2, "tool", "lookup_order", ""),
+    ]
+    assert Step.objects.get(run=run, seq=2).attempt == 2
+    assert (action.status, action.result["order_id"]) == (ActionStatus.SUCCEEDED, "SO-1002")
+    assert run.checkpoint["pending_actions"] == []
