@@ -5,9 +5,9 @@ a shell, a bad migration). Someone who owns the table can still disable it; the 
 (``manage.py audit_verify``) is what makes such tampering visible.
 """
 
-from typing import Any
-
 from django.db import migrations
+
+from agentdesk.migration_operations import run_sql_on_postgresql
 
 FORWARD = """
 CREATE FUNCTION agentdesk_auditevent_refuse_change() RETURNS trigger
@@ -33,17 +33,7 @@ DROP FUNCTION IF EXISTS agentdesk_auditevent_refuse_change();
 """
 
 
-def forward(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("agentdesk", "0004_auditevent_seq_unique_and_search_indexes")]
 
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [run_sql_on_postgresql(FORWARD, BACKWARD)]

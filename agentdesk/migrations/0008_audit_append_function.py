@@ -15,9 +15,9 @@ The function is VOLATILE (the default), so in READ COMMITTED its SELECT of the h
 snapshot after the lock is granted and sees the previous holder's committed event.
 """
 
-from typing import Any
-
 from django.db import migrations
+
+from agentdesk.migration_operations import run_sql_on_postgresql
 
 FORWARD = """
 CREATE FUNCTION agentdesk_audit_append(events jsonb)
@@ -68,17 +68,7 @@ $$;
 BACKWARD = "DROP FUNCTION IF EXISTS agentdesk_audit_append(jsonb);"
 
 
-def forward(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("agentdesk", "0007_prompt_versions")]
 
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [run_sql_on_postgresql(FORWARD, BACKWARD)]

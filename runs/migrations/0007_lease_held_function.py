@@ -7,9 +7,9 @@ so that a lost lease (no row matched) is an error, which aborts the transaction 
 COMMIT, instead of a row count the worker could only read after the COMMIT was sent.
 """
 
-from typing import Any
-
 from django.db import migrations
+
+from agentdesk.migration_operations import run_sql_on_postgresql
 
 FORWARD = """
 CREATE FUNCTION runs_lease_held(matched bigint) RETURNS void
@@ -25,17 +25,7 @@ $$;
 BACKWARD = "DROP FUNCTION IF EXISTS runs_lease_held(bigint);"
 
 
-def forward(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("runs", "0006_run_storage")]
 
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [run_sql_on_postgresql(FORWARD, BACKWARD)]
