@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from agentdesk.statements import (
@@ -180,3 +181,23 @@ def test_commit_with_refuses_to_end_a_transaction_it_is_nested_in() -> None:
             commit_with([("UPDATE runs_run SET state = %s WHERE id = %s", ["failed", run.pk])])
     run.refresh_from_db()
     assert run.state == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commit_with_shows_in_the_query_log_as_one_query() -> None:
+    """With the query log on (DEBUG, CaptureQueriesContext), the string sent is logged once."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    run = _run()
+    with CaptureQueriesContext(connection) as log, transaction.atomic():
+        Run.objects.filter(pk=run.pk).update(model="first")
+        commit_with([("UPDATE runs_run SET state = %s WHERE id = %s", ["failed", run.pk])])
+        # Committed: the block's own commit on leaving finds no transaction open.
+        assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert [q["sql"] for q in log.captured_queries][-2:] == [
+        f"UPDATE runs_run SET state = 'failed' WHERE id = '{run.pk.hex}'::uuid; COMMIT",
+        "COMMIT",  # Django logs its commit; psycopg sends nothing when no transaction is open
+    ]
+    run.refresh_from_db()
+    assert (run.state, run.model) == ("failed", "first")
