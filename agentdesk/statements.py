@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import connection, models
 
 # An SQL statement with %s placeholders, and its parameters.
@@ -131,17 +132,16 @@ def commit_with(statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
     (``can_commit_with_statements``); the block's exit then finds nothing to commit (psycopg
     sends no second COMMIT) and runs its on-commit callbacks as usual.
     """
-    import psycopg
-
     if not can_commit_with_statements():
         raise RuntimeError("commit_with must end an outermost transaction on PostgreSQL")
     sql = "; ".join([text for text, _ in statements] + ["COMMIT"])
     params = [param for _, values in statements for param in values]
     raw = psycopg.ClientCursor(connection.connection)
     # Wrapped as Django wraps its own cursors: its exceptions, and the query log in DEBUG.
+    # (The stubs type the argument as a wrapper already; Django passes raw cursors.)
     wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
     rows: list[list[tuple[Any, ...]]] = []
-    with wrap(raw) as cursor:  # type: ignore[arg-type]  # the stubs say a wrapper; Django wraps raw ones
+    with wrap(raw) as cursor:  # type: ignore[arg-type]
         cursor.execute(sql, params)
         for _ in statements:
             rows.append(cursor.fetchall() if cursor.description else [])

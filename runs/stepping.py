@@ -39,6 +39,7 @@ from agentdesk.statements import (
     can_commit_with_statements,
     commit_with,
     insert_rows,
+    update_row_if,
     update_row_if_sql,
 )
 from runs.models import (
@@ -54,6 +55,8 @@ from runs.models import (
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+    from agentdesk.models import AuditEvent
 
 log = logging.getLogger("runs.services")
 
@@ -275,7 +278,7 @@ class _LeaseLost(Exception):
 LEASE_LOST_SQLSTATE = "AD409"
 
 
-def _save_and_commit(run: Run, seq: int, lease: uuid.UUID | None, events: list[Any]) -> None:
+def _save_and_commit(run: Run, seq: int, lease: uuid.UUID | None, events: list[AuditEvent]) -> None:
     """Write the step's columns if our lease on step ``seq`` still holds; append ``events``.
 
     The last writes of the commit. The run's row is written by one compare-and-set UPDATE on
@@ -294,17 +297,14 @@ def _save_and_commit(run: Run, seq: int, lease: uuid.UUID | None, events: list[A
     the enclosing block commits.
     """
     run.updated_at = timezone.now()
-    cas_sql, cas_params = update_row_if_sql(
-        run, STEP_FIELDS, id=run.pk, lease_token=lease, next_seq=seq
-    )
+    ours = {"id": run.pk, "lease_token": lease, "next_seq": seq}
     if not can_commit_with_statements():
-        with connection.cursor() as cursor:
-            cursor.execute(cas_sql, cas_params)
-            if cursor.rowcount != 1:
-                raise _LeaseLost
+        if update_row_if(run, STEP_FIELDS, **ours) != 1:
+            raise _LeaseLost
         if events:
             audit_append(events)
         return
+    cas_sql, cas_params = update_row_if_sql(run, STEP_FIELDS, **ours)
     statements = [
         (
             f"WITH ours AS ({cas_sql} RETURNING 1) SELECT runs_lease_held(count(*)) FROM ours",
