@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -224,13 +224,16 @@ def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
         run.lease_token = uuid.uuid4()
         run.lease_expires_at = now + timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
         run.step_attempts += 1
+        run.updated_at = now
         fields = ["lease_token", "lease_expires_at", "step_attempts", "updated_at"]
-        if run.state == RunState.QUEUED:
-            run.state = RunState.RUNNING
-            run.started_at = now
-            fields += ["state", "started_at"]
-            run_audit_state(run, RunState.QUEUED, verb="run.started")
-        run.save(update_fields=fields)
+        with audit_batch(append=False) as events:
+            if run.state == RunState.QUEUED:
+                run.state = RunState.RUNNING
+                run.started_at = now
+                fields += ["state", "started_at"]
+                run_audit_state(run, RunState.QUEUED, verb="run.started")
+        # The row is locked: the condition holds. The last statement: it may COMMIT.
+        _write_run_and_commit(run, fields, {"id": run.pk}, events)
     return run
 
 
@@ -278,33 +281,34 @@ class _LeaseLost(Exception):
 LEASE_LOST_SQLSTATE = "AD409"
 
 
-def _save_and_commit(run: Run, seq: int, lease: uuid.UUID | None, events: list[AuditEvent]) -> None:
-    """Write the step's columns if our lease on step ``seq`` still holds; append ``events``.
+def _write_run_and_commit(
+    run: Run, columns: Sequence[str], where: dict[str, Any], events: list[AuditEvent]
+) -> None:
+    """Write ``columns`` of the run where its row matches ``where``; append ``events``.
 
-    The last writes of the commit. The run's row is written by one compare-and-set UPDATE on
-    the lease: it locks the row and checks the lease at once, instead of a ``SELECT ... FOR
-    UPDATE`` first and the UPDATE later. Writing before the check is safe because the
-    transaction rolls back if the check fails (``_LeaseLost``); nobody else sees those
-    writes meanwhile. Then the audit events are chained, under the chain's lock.
+    The last writes of a transaction that changes a run: a step's commit, whose UPDATE is
+    a compare-and-set on the lease (it locks the row and checks the lease at once: no
+    ``SELECT ... FOR UPDATE`` first), or a claim, which has locked the row already. Then
+    the audit events are chained, under the chain's lock. No row matched: ``_LeaseLost``,
+    and the transaction rolls back (writing before the check is safe: nobody else sees
+    those writes meanwhile).
 
     On PostgreSQL, in an outermost transaction (a worker's), the UPDATE, the audit append and
     the COMMIT go as one query string (``commit_with``): the chain's lock, which every
     step of every run waits for, is held only while PostgreSQL works, never while this
-    thread waits for the GIL between the append's reply and its COMMIT, and the step makes
-    two round trips fewer. The UPDATE is wrapped in ``runs_lease_held``, which raises
+    thread waits for the GIL between the append's reply and its COMMIT, and the transaction
+    makes two round trips fewer. The UPDATE is wrapped in ``runs_lease_held``, which raises
     when it matched no row, so a lost lease aborts the transaction before its COMMIT.
     Elsewhere (SQLite, a transaction nested in a test's) the same writes go one by one and
     the enclosing block commits.
     """
-    run.updated_at = timezone.now()
-    ours = {"id": run.pk, "lease_token": lease, "next_seq": seq}
     if not can_commit_with_statements():
-        if update_row_if(run, STEP_FIELDS, **ours) != 1:
+        if update_row_if(run, columns, **where) != 1:
             raise _LeaseLost
         if events:
             audit_append(events)
         return
-    cas_sql, cas_params = update_row_if_sql(run, STEP_FIELDS, **ours)
+    cas_sql, cas_params = update_row_if_sql(run, columns, **where)
     statements = [
         (
             f"WITH ours AS ({cas_sql} RETURNING 1) SELECT runs_lease_held(count(*)) FROM ours",
@@ -335,7 +339,7 @@ def commit(
     """Record a step's results if our lease still holds; enqueue (or keep) the next step.
 
     ``apply`` receives the run and records the step on it (its inserts go first; the run's
-    row is written and the lease checked last, in ``_save_and_commit``). Returns False (and
+    row is written and the lease checked last, in ``_write_run_and_commit``). Returns False (and
     records nothing) when the lease was lost: another worker took the run over after ours
     expired, and its result is the one that counts. ``recorded=False``: ``apply`` ended or
     parked the run without taking the step (a limit, a crash), so the step number stays
@@ -361,7 +365,10 @@ def commit(
                     keep_next_step(run)
                 else:
                     enqueue_next_step(run, countdown_s=countdown_s)
-            _save_and_commit(run, seq, lease, events)  # the last statement: it may COMMIT
+            run.updated_at = timezone.now()
+            # The last statement: it may COMMIT.
+            ours = {"id": run.pk, "lease_token": lease, "next_seq": seq}
+            _write_run_and_commit(run, STEP_FIELDS, ours, events)
     except _LeaseLost:
         log.warning("lease on step %s lost; its result is discarded", seq)
         return False

@@ -1,8 +1,9 @@
-"""A step's commit as a worker makes it: its last writes and its COMMIT in one round trip.
+"""A step's commit (and the claim that starts a run) as a worker makes it: its last writes
+and its COMMIT in one round trip.
 
 In a worker the commit is the outermost transaction, so the compare-and-set UPDATE of the
 run, the audit append and the COMMIT go to PostgreSQL as one query string
-(runs.stepping._save_and_commit, agentdesk.statements.commit_with). Tests with the ``db``
+(runs.stepping._write_run_and_commit, agentdesk.statements.commit_with). Tests with the ``db``
 fixture run inside a transaction of their own and take the statement-by-statement path;
 these run in real transactions (``transactional_db``), as workers do.
 """
@@ -59,9 +60,10 @@ def test_a_run_committed_step_by_step_in_one_round_trip_each_keeps_an_intact_cha
     assert run.state == RunState.SUCCEEDED
     steps = Step.objects.filter(run=run).count()
     assert steps == run.next_seq == 9  # 5 model steps, 2 reads within them, 2 writes
-    # One commit per model step and per write's tool step (the reads are recorded with
-    # their model step); every one with events: the run's UPDATE and the audit append.
-    assert commits == [2] * 7
+    # The claim that started the run, then one commit per model step and per write's tool
+    # step (the reads are recorded with their model step); every one with events: the
+    # run's UPDATE and the audit append.
+    assert commits == [2] * 8
     verdict = audit_chain_verify()
     assert isinstance(verdict, ChainIntact)
     assert verdict.events == AuditEvent.objects.count()
@@ -88,7 +90,7 @@ def test_a_lost_lease_aborts_the_commit_before_its_commit_and_records_nothing(
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
-    assert commits == [2]  # sent, and refused by runs_lease_held
+    assert commits == [2, 2]  # the claim's; the step's, refused by runs_lease_held
     assert (run.next_seq, run.lease_token, run.state) == (0, other, RunState.RUNNING)
     assert not Step.objects.filter(run=run).exists()
     assert not Action.objects.filter(run=run).exists()
@@ -109,12 +111,17 @@ def test_a_failure_in_the_last_statements_undoes_the_whole_step(
     """The run's UPDATE ran, the append fails: nothing of the step stays, the run is
     dead-lettered as a crash (in a transaction of its own, with its audit event)."""
     run = _submit()
-    monkeypatch.setattr(stepping, "audit_append_statement", lambda events: ("SELECT 1 / 0", []))
+    step = services._step
 
+    def failing_append_once_claimed(claimed: Run, seq: int) -> None:
+        monkeypatch.setattr(stepping, "audit_append_statement", lambda events: ("SELECT 1/0", []))
+        step(claimed, seq)
+
+    monkeypatch.setattr(services, "_step", failing_append_once_claimed)
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
-    assert commits == [2]
+    assert commits == [2, 2]  # the claim's; the step's, which failed
     assert run.state == RunState.DEAD_LETTERED
     assert run.error["class"] == "internal_error"
     assert run.error["message"] == "step 0 raised DataError: division by zero"
