@@ -339,9 +339,9 @@ def commit(
     """Record a step's results if our lease still holds; enqueue (or keep) the next step.
 
     ``apply`` receives the run and records the step on it (its inserts go first; the run's
-    row is written and the lease checked last, in ``_write_run_and_commit``). Returns False (and
-    records nothing) when the lease was lost: another worker took the run over after ours
-    expired, and its result is the one that counts. ``recorded=False``: ``apply`` ended or
+    row is written and the lease checked last, in ``_write_run_and_commit``). Returns False
+    (and records nothing) when the lease was lost: another worker took the run over after
+    ours expired, and its result is the one that counts. ``recorded=False``: ``apply`` ended or
     parked the run without taking the step (a limit, a crash), so the step number stays
     where it is and a requeued run takes exactly that step. ``steps``: how many steps
     ``apply`` recorded, from ``seq`` on (a model step with the read-only calls it made at
