@@ -136,3 +136,46 @@ def test_a_failure_in_the_last_statements_undoes_the_whole_step(
         .values_list("verb", flat=True)
     ) == ["run.submitted", "run.started", "run.dead_lettered"]
     assert isinstance(audit_chain_verify(), ChainIntact)
+
+
+def test_two_workers_claiming_a_queued_run_at_once_start_it_once(
+    shop: None, commits: list[int]
+) -> None:
+    """Both lock the row in turn: the first starts the run (one run.started event, in one
+    round trip with its UPDATE and COMMIT); the second finds the step held and leaves."""
+    import threading
+
+    from django.db import connection
+
+    run = _submit()
+    barrier = threading.Barrier(2)
+    claimed: list[Run | None] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            claimed.append(stepping.claim(str(run.id), 0))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    winners = [c for c in claimed if c is not None]
+    assert len(claimed) == 2
+    assert len(winners) == 1
+    assert commits == [2]  # only the winner wrote
+    run.refresh_from_db()
+    assert (run.state, run.lease_token, run.step_attempts) == (
+        RunState.RUNNING,
+        winners[0].lease_token,
+        1,
+    )
+    assert list(
+        AuditEvent.objects.filter(object_type="run", object_id=str(run.id))
+        .order_by("seq")
+        .values_list("verb", flat=True)
+    ) == ["run.submitted", "run.started"]
