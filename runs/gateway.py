@@ -8,9 +8,9 @@ into the error taxonomy here, so nothing above this module knows about HTTP.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import openai
@@ -69,10 +69,27 @@ class ModelCallFailed(Exception):
         self.retry_after_s = retry_after_s
 
 
-@cache
+_clients = threading.local()
+
+
 def _client(base_url: str, api_key: str) -> openai.OpenAI:
-    # One client per process and endpoint: it owns a connection pool.
-    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    """This thread's client for the endpoint, made on its first call and kept.
+
+    One client per thread, not per process: each client owns a connection pool, and the
+    SDK's pool walks every connection it holds (a readability check on each idle socket)
+    to place each request. Shared by a worker's 150 step threads, that walk was about 7 %
+    of the worker's CPU (docs/benchmarks.md); a thread's own pool holds the one connection
+    its one call at a time needs, kept alive between calls.
+    """
+    by_endpoint: dict[tuple[str, str], openai.OpenAI] = _clients.__dict__.setdefault(
+        "by_endpoint", {}
+    )
+    client = by_endpoint.get((base_url, api_key))
+    if client is None:
+        client = by_endpoint[base_url, api_key] = openai.OpenAI(
+            base_url=base_url, api_key=api_key, max_retries=0
+        )
+    return client
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
