@@ -27,6 +27,7 @@ Redaction is idempotent: a placeholder is never redacted again.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -120,11 +121,33 @@ def _configured_keys() -> tuple[str, ...]:
     )
 
 
+# Texts found to hold no secret are remembered, up to this length and this many: a run's
+# steps record the same strings again and again (tool names, arguments, ids, the last
+# message as the next step's state). Only clean texts, so no secret is kept in memory.
+MEMO_MAX_CHARS = 2_000
+MEMO_SIZE = 8_192  # at most ~16 MB of text
+_clean: dict[tuple[str, tuple[str, ...]], None] = {}
+_clean_lock = threading.Lock()
+
+
 def redact_text(text: str) -> str:
     """``text`` with every secret-looking value replaced by its placeholder."""
     if not text:
         return text
-    literal = _literal_pattern(_configured_keys())
+    key = (text, _configured_keys())
+    if key in _clean:
+        return text
+    redacted = _redacted(text, key[1])
+    if redacted == text and len(text) <= MEMO_MAX_CHARS:
+        with _clean_lock:
+            _clean[key] = None
+            if len(_clean) > MEMO_SIZE:
+                del _clean[next(iter(_clean))]  # the oldest
+    return redacted
+
+
+def _redacted(text: str, keys: tuple[str, ...]) -> str:
+    literal = _literal_pattern(keys)
     if literal is not None:
         text = literal.sub("[REDACTED:api_key]", text)
     for kind, pattern in _PATTERNS:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agentdesk import redaction
 from agentdesk.audit import audit_record
 from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_text, redact_value
@@ -85,6 +86,42 @@ def test_the_configured_api_keys_are_redacted_whatever_they_look_like(settings: 
     assert redact_text("keys local-key-7 and Zq9!plain, x") == (
         "keys [REDACTED:api_key] and [REDACTED:api_key], x"
     )
+
+
+def test_clean_texts_are_remembered_and_secrets_never_are(settings: Any) -> None:
+    settings.AGENTDESK_LLM_ENDPOINTS = {"default": {"base_url": "http://a/v1", "api_key": "none"}}
+    clean, secret = "order SO-1042 shipped on time", "password=hunter2 for SO-1042"
+
+    assert redact_text(clean) == clean
+    assert redact_text(clean) == clean
+    assert (clean, ("none",)) in redaction._clean
+    assert redact_text(secret) == redact_text(secret) == "password=[REDACTED:secret] for SO-1042"
+    assert not any(secret in text for text, _ in redaction._clean)
+    too_long = "x" * (redaction.MEMO_MAX_CHARS + 1)
+    assert redact_text(too_long) == too_long
+    assert not any(text == too_long for text, _ in redaction._clean)
+
+
+def test_a_remembered_text_is_redacted_once_it_holds_a_newly_configured_key(
+    settings: Any,
+) -> None:
+    text = "the backup endpoint answers to rotated-key-42 now"
+    settings.AGENTDESK_LLM_ENDPOINTS = {"default": {"base_url": "http://a/v1", "api_key": "none"}}
+    assert redact_text(text) == text
+
+    settings.AGENTDESK_LLM_ENDPOINTS = {
+        "default": {"base_url": "http://a/v1", "api_key": "rotated-key-42"}
+    }
+    assert redact_text(text) == "the backup endpoint answers to [REDACTED:api_key] now"
+
+
+def test_the_memory_of_clean_texts_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redaction, "MEMO_SIZE", 50)
+    monkeypatch.setattr(redaction, "_clean", {})
+    for i in range(120):
+        assert redact_text(f"ticket {i} is about a kettle") == f"ticket {i} is about a kettle"
+    remembered = [text for text, _ in redaction._clean]
+    assert remembered == [f"ticket {i} is about a kettle" for i in range(70, 120)]
 
 
 def test_structured_values_are_redacted_by_key_name_and_content() -> None:
