@@ -183,9 +183,14 @@ def claim(run_id: str, seq: int) -> Run | None:
     UPDATE (its WHERE is the whole condition, so of two workers holding the same message
     one wins) and one SELECT, without a transaction around them: two round trips instead
     of four. Everything else (the run's first step, which starts it and writes its audit
-    event; a stale or held step, which is logged) goes through ``_claim_locked``.
+    event; a stale or held step, which is logged) goes through ``_claim_locked``, the
+    first step at once.
     """
     now = timezone.now()
+    if seq == 0:
+        # A run's first step: the run is queued (the fast UPDATE below would match no row,
+        # a wasted round trip for every run), or a redelivery the locked path sorts out.
+        return _claim_locked(run_id, seq, now)
     token = uuid.uuid4()
     won = (
         Run.objects.filter(pk=run_id, next_seq=seq, state=RunState.RUNNING)

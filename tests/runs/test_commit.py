@@ -179,3 +179,29 @@ def test_two_workers_claiming_a_queued_run_at_once_start_it_once(
         .order_by("seq")
         .values_list("verb", flat=True)
     ) == ["run.submitted", "run.started"]
+
+
+def test_the_first_claim_locks_the_row_at_once_and_a_later_one_needs_no_lock(
+    shop: None, commits: list[int]
+) -> None:
+    """Step 0 of a queued run: SELECT ... FOR UPDATE, then its writes and COMMIT (no
+    compare-and-set UPDATE first, which could not match a queued run). Step 1 of a running
+    run: the compare-and-set UPDATE and the SELECT of the run, no lock."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run = _submit()
+    with CaptureQueriesContext(connection) as first:
+        claimed = stepping.claim(str(run.id), 0)
+    assert claimed is not None
+    assert claimed.state == RunState.RUNNING
+    verbs = [q["sql"].split()[0] for q in first.captured_queries]
+    assert verbs == ["BEGIN", "SELECT", "WITH", "COMMIT"], verbs  # lock; the one round trip
+    assert first.captured_queries[1]["sql"].endswith("FOR UPDATE")
+    assert commits == [2]
+
+    Run.objects.filter(pk=run.pk).update(next_seq=1, lease_token=None, lease_expires_at=None)
+    with CaptureQueriesContext(connection) as later:
+        assert stepping.claim(str(run.id), 1) is not None
+    assert [q["sql"].split()[0] for q in later.captured_queries] == ["UPDATE", "SELECT"]
+    assert commits == [2]  # no transaction of its own
