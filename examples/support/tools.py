@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
+from django.db.models import DecimalField, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
@@ -148,22 +148,10 @@ def lookup_order(args: LookupOrderArgs, ctx: ToolContext) -> dict[str, Any]:
     ``refundable_amount`` is what the ledger still allows (total minus refunds); the refund
     window is computed from the order date so the model never has to do date arithmetic.
     """
-    # The refunds' sum in the same query: a read made by most model steps, one round trip.
-    refunds = (
-        Refund.objects.filter(order=OuterRef("pk"))
-        .values("order")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
-    order = (
-        Order.objects.select_related("customer")
-        .annotate(refunded=Coalesce(Subquery(refunds), Value(ZERO), output_field=DecimalField()))
-        .filter(order_id=args.order_id)
-        .first()
-    )
+    order = Order.objects.select_related("customer").filter(order_id=args.order_id).first()
     if order is None:
         raise _order_not_found(args.order_id)
-    refunded: Decimal = order.refunded
+    refunded = _refunded_total(order)
     window_ends = timezone.localtime(order.placed_at).date() + timedelta(days=REFUND_WINDOW_DAYS)
     return {
         "order_id": order.order_id,
