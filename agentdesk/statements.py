@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from django.db import connection, models
+
+M = TypeVar("M", bound=models.Model)
 
 # An SQL statement with %s placeholders, and its parameters.
 Statement = tuple[str, list[Any]]
@@ -53,6 +55,39 @@ def insert_rows(objs: Sequence[models.Model]) -> None:
         obj.pk = key
         obj._state.adding = False
         obj._state.db = "default"
+
+
+@cache
+def _select_sql(
+    model: type[models.Model], vendor: str, where: tuple[str, ...], for_update: bool
+) -> tuple[str, tuple[Any, ...]]:
+    meta = model._meta
+    conditions = tuple(_concrete(meta.get_field(name)) for name in where)
+    sql = (
+        f"SELECT {', '.join(_column(f) for f in meta.concrete_fields)}"
+        f" FROM {connection.ops.quote_name(meta.db_table)} WHERE "
+        + " AND ".join(f"{_column(f)} = %s" for f in conditions)
+        + (" FOR UPDATE" if for_update and connection.features.has_select_for_update else "")
+    )
+    return sql, conditions
+
+
+def select_row(model: type[M], *, for_update: bool = False, **where: Any) -> M | None:
+    """The row of ``model`` whose fields equal ``where``, or None; ``FOR UPDATE`` locks it.
+
+    Through ``Model.objects.raw`` (the fields' own converters, as the ORM's), on a statement
+    built once: 0.6 ms of CPU to lock and read a run, against 1.1 ms through
+    ``select_for_update().filter(pk=...).first()``, whose query is compiled every time
+    (docs/benchmarks.md). ``where`` names fields or their columns' attributes (``run_id``).
+    """
+    sql, conditions = _select_sql(model, connection.vendor, tuple(where), for_update)
+    params = []
+    for field in conditions:
+        value = where[field.name if field.name in where else field.attname]
+        if value is None:
+            raise ValueError(f"select_row cannot compare {field.name} with None")
+        params.append(field.get_db_prep_value(value, connection))
+    return next(iter(model._default_manager.raw(sql, params)), None)
 
 
 @cache

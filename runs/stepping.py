@@ -39,6 +39,7 @@ from agentdesk.statements import (
     can_commit_with_statements,
     commit_with,
     insert_rows,
+    select_row,
     update_row_if,
     update_row_if_sql,
 )
@@ -204,13 +205,13 @@ def claim(run_id: str, seq: int) -> Run | None:
     )
     if won:
         # Ours until the lease expires: nobody else writes the row meanwhile.
-        return Run.objects.get(pk=run_id)
+        return select_row(Run, id=run_id)
     return _claim_locked(run_id, seq, now)
 
 
 def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        run = select_row(Run, id=run_id, for_update=True)
         if run is None:
             log.warning("step task for unknown run %s ignored", run_id)
             return None

@@ -35,6 +35,7 @@ from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Verdict as PolicyVerdict
 from agentdesk.policy import policy_evaluate
+from agentdesk.statements import select_row
 from reviews.context import review_context_build
 from reviews.models import ApprovalRequest, RequestState
 from reviews.services import approval_is_granted, approval_request_open, request_hash
@@ -103,7 +104,9 @@ class _Gate:
 
 
 def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
-    action = Action.objects.get(pk=action_id, run=run)
+    action = select_row(Action, id=action_id, run_id=run.pk)
+    if action is None:
+        raise Action.DoesNotExist(f"action {action_id} of run {run.pk}")
     tool = agent.tool(action.tool)
     gate = _gate(run, agent, tool, action)
     if gate.review is not None:

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
@@ -16,6 +17,7 @@ from agentdesk.statements import (
     can_commit_with_statements,
     commit_with,
     insert_rows,
+    select_row,
     update_row_if,
 )
 from runs.models import Run, Step, StepKind, StepStatus
@@ -201,3 +203,52 @@ def test_commit_with_shows_in_the_query_log_as_one_query() -> None:
     ]
     run.refresh_from_db()
     assert (run.state, run.model) == ("failed", "first")
+
+
+def test_select_row_reads_a_row_as_the_orm_does() -> None:
+    run = _run()
+    Run.objects.filter(pk=run.pk).update(cost_usd=Decimal("0.012345"), started_at=AT)
+    _step(run, 0).save()
+    expected = Run.objects.get(pk=run.pk)
+
+    found = select_row(Run, id=str(run.pk))
+
+    assert found is not None
+    assert found._state.adding is False
+    assert {f.attname: getattr(found, f.attname) for f in Run._meta.concrete_fields} == {
+        f.attname: getattr(expected, f.attname) for f in Run._meta.concrete_fields
+    }
+    assert (found.cost_usd, found.started_at, found.checkpoint) == (
+        Decimal("0.012345"),
+        AT,
+        {"messages": [], "pending_actions": []},
+    )
+    step = select_row(Step, run_id=run.pk, seq=0)  # a foreign key by its column's attribute
+    assert step is not None
+    assert (step.run_id, step.seq, step.kind) == (run.pk, 0, StepKind.MODEL)
+
+
+def test_select_row_finds_nothing_and_refuses_none() -> None:
+    run = _run()
+    assert select_row(Run, id=uuid.uuid4()) is None
+    assert select_row(Step, run_id=run.pk, seq=0) is None
+    with pytest.raises(ValueError, match="cannot compare started_at with None"):
+        select_row(Run, started_at=None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_select_row_for_update_locks_the_row_until_the_transaction_ends() -> None:
+    from django.db import transaction
+
+    run = _run()
+    with transaction.atomic():
+        assert select_row(Run, id=run.pk, for_update=True) is not None
+        # Another session may read the row but not lock it meanwhile.
+        assert _in_other_connection("SELECT state FROM runs_run WHERE id = %s", [run.pk]) == [
+            ("queued",)
+        ]
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            _in_other_connection("SELECT 1 FROM runs_run WHERE id = %s FOR UPDATE NOWAIT", [run.pk])
+    assert _in_other_connection(
+        "SELECT 1 FROM runs_run WHERE id = %s FOR UPDATE NOWAIT", [run.pk]
+    ) == [(1,)]
