@@ -35,7 +35,7 @@ from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Verdict as PolicyVerdict
 from agentdesk.policy import policy_evaluate
-from agentdesk.statements import select_row
+from agentdesk.statements import select_row, update_row_if
 from reviews.context import review_context_build
 from reviews.models import ApprovalRequest, RequestState
 from reviews.services import approval_is_granted, approval_request_open, request_hash
@@ -442,8 +442,8 @@ def _record_result(
     def apply(locked: Run) -> None:
         step = record.create(locked, seq)
         before = action.status
-        Action.objects.filter(pk=action.pk).update(
-            **settle_action(action, step, result, error, verdict)
+        update_row_if(
+            action, list(settle_action(action, step, result, error, verdict)), id=action.pk
         )
         account_result(locked, action, seq, error, verdict, before=before)
         locked.checkpoint["pending_actions"] = [
@@ -543,9 +543,9 @@ def _execute(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bo
         # Record the intent before the effect: an action left EXECUTING after a crash shows
         # that the effect may have happened, and the redo runs under the same key. (A call
         # that only reads, made within its model step, has no effect and no row yet.)
-        Action.objects.filter(pk=action.pk, status=ActionStatus.PROPOSED).update(
-            status=ActionStatus.EXECUTING
-        )
+        # (On a retry the row says EXECUTING already and stays so; so does ``action``.)
+        action.status = ActionStatus.EXECUTING
+        update_row_if(action, ["status"], id=action.pk, status=ActionStatus.PROPOSED)
     context = ToolContext(
         run_id=str(run.id),
         trace_id=run.trace_id,
