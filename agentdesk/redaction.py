@@ -114,11 +114,25 @@ def _literal_pattern(keys: tuple[str, ...]) -> re.Pattern[str] | None:
 
 def _configured_keys() -> tuple[str, ...]:
     endpoints = getattr(settings, "AGENTDESK_LLM_ENDPOINTS", {}) or {}
-    return tuple(
-        str(endpoint.get("api_key") or "")
-        for endpoint in endpoints.values()
-        if isinstance(endpoint, dict)
-    )
+    return _keys_of(endpoints)
+
+
+# Asked for every text redacted (tens a step): the settings' dict is the same object until
+# the settings change (a test's override replaces it), so its keys are taken once.
+_keys_seen: tuple[object, tuple[str, ...]] = (None, ())
+
+
+def _keys_of(endpoints: dict[str, Any]) -> tuple[str, ...]:
+    global _keys_seen
+    seen, keys = _keys_seen
+    if seen is not endpoints:
+        keys = tuple(
+            str(endpoint.get("api_key") or "")
+            for endpoint in endpoints.values()
+            if isinstance(endpoint, dict)
+        )
+        _keys_seen = (endpoints, keys)  # one assignment: threads see either pair whole
+    return keys
 
 
 # Texts found to hold no secret are remembered, up to this length and this many: a run's
