@@ -36,10 +36,12 @@ def _insert_sql(model: type[models.Model], vendor: str, rows: int) -> tuple[str,
     return sql, fields
 
 
-def insert_rows(objs: Sequence[models.Model]) -> None:
-    """INSERT ``objs`` (instances of one model) in one statement and set their primary keys."""
-    if not objs:
-        return
+def insert_rows_sql(objs: Sequence[models.Model]) -> Statement:
+    """The INSERT of ``insert_rows``, not run: its SQL and parameters (``objs`` not empty).
+
+    Run in ``commit_with``, the rows' primary keys are not set on ``objs``: for rows that
+    nothing refers to before the commit.
+    """
     model = type(objs[0])
     sql, fields = _insert_sql(model, connection.vendor, len(objs))
     params = [
@@ -47,6 +49,14 @@ def insert_rows(objs: Sequence[models.Model]) -> None:
         for obj in objs
         for field in fields
     ]
+    return sql, params
+
+
+def insert_rows(objs: Sequence[models.Model]) -> None:
+    """INSERT ``objs`` (instances of one model) in one statement and set their primary keys."""
+    if not objs:
+        return
+    sql, params = insert_rows_sql(objs)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         keys = cursor.fetchall()

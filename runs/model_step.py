@@ -46,7 +46,7 @@ from runs.breakers import (
 )
 from runs.gateway import ModelCallFailed, ModelReply, ProposedCall, model_complete
 from runs.limits import run_spent
-from runs.models import Action, ActionStatus, Run, RunState, StepKind
+from runs.models import Action, ActionStatus, Run, RunState, Step, StepKind
 from runs.pricing import model_call_cost
 from runs.retrying import retry_delay
 from runs.stepping import (
@@ -406,10 +406,12 @@ def _record_reply(
         )
     retry_in_s = inline[-1].retry_in_s if inline else None
 
-    def apply(locked: Run) -> None:
-        steps = [record.build(locked, seq)]
-        steps += [call.record.build(locked, seq + 1 + i) for i, call in enumerate(inline)]
-        insert_rows(steps)
+    def apply(locked: Run) -> list[Step]:
+        # The reads' steps now: their actions point at them. The model step's own row, which
+        # nothing points at, goes with the commit's last statements (one round trip fewer).
+        own = record.build(locked, seq)
+        reads = [call.record.build(locked, seq + 1 + i) for i, call in enumerate(inline)]
+        insert_rows(reads)
         locked.tokens_in += reply.tokens_in
         locked.tokens_out += reply.tokens_out
         locked.cost_usd += cost or 0
@@ -420,7 +422,7 @@ def _record_reply(
             # A refusal or an empty answer: the next link gets the same conversation.
             checkpoint["last_error"] = unusable
             _set_link(checkpoint, outcome.link_index + 1, kind)
-            return
+            return [own]
         checkpoint["messages"].append(reply.assistant_message())
         if streak >= 2:
             checkpoint["last_error"] = record.outcome["error"]
@@ -430,9 +432,9 @@ def _record_reply(
         _set_link(checkpoint, outcome.link_index + 1 if streak >= 2 else 0, kind)
         if not parsed:
             finish(locked, RunState.SUCCEEDED, output=reply.content)
-            return
+            return [own]
         settled = inline[:-1] if retry_in_s is not None else inline
-        for call, step in zip(settled, steps[1:], strict=False):
+        for call, step in zip(settled, reads, strict=False):
             settle_action(call.action, step, call.result, call.error, call.verdict)
         insert_rows(actions)
         for action in actions:
@@ -459,6 +461,7 @@ def _record_reply(
         checkpoint["pending_actions"] = [action.pk for action in actions[len(settled) :]]
         if retry_in_s is not None:
             checkpoint["attempt"] = 1  # the call that failed just now, recorded as a step
+        return [own]
 
     commit(run, seq, apply, steps=1 + len(inline), countdown_s=retry_in_s or 0)
 

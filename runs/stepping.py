@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -39,6 +39,7 @@ from agentdesk.statements import (
     can_commit_with_statements,
     commit_with,
     insert_rows,
+    insert_rows_sql,
     select_row,
     update_row_if,
     update_row_if_sql,
@@ -288,9 +289,16 @@ LEASE_LOST_SQLSTATE = "AD409"
 
 
 def _write_run_and_commit(
-    run: Run, columns: Sequence[str], where: dict[str, Any], events: list[AuditEvent]
+    run: Run,
+    columns: Sequence[str],
+    where: dict[str, Any],
+    events: list[AuditEvent],
+    last_rows: Sequence[models.Model] = (),
 ) -> None:
     """Write ``columns`` of the run where its row matches ``where``; append ``events``.
+
+    ``last_rows``: instances of one model to insert with these last writes (in the one
+    query string below, their keys not read back): rows nothing refers to before the commit.
 
     The last writes of a transaction that changes a run: a step's commit, whose UPDATE is
     a compare-and-set on the lease (it locks the row and checks the lease at once: no
@@ -309,6 +317,7 @@ def _write_run_and_commit(
     the enclosing block commits.
     """
     if not can_commit_with_statements():
+        insert_rows(last_rows)
         if update_row_if(run, columns, **where) != 1:
             raise _LeaseLost
         if events:
@@ -322,7 +331,9 @@ def _write_run_and_commit(
         )
     ]
     if events:
-        statements.append(audit_append_statement(events))
+        statements.append(audit_append_statement(events))  # its rows: rows[1] below
+    if last_rows:
+        statements.append(insert_rows_sql(last_rows))
     try:
         rows = commit_with(statements)
     except DatabaseError as exc:
@@ -336,7 +347,7 @@ def _write_run_and_commit(
 def commit(
     run: Run,
     seq: int,
-    apply: Callable[[Run], None],
+    apply: Callable[[Run], Sequence[models.Model] | None],
     *,
     countdown_s: float = 0,
     recorded: bool = True,
@@ -345,7 +356,9 @@ def commit(
     """Record a step's results if our lease still holds; enqueue (or keep) the next step.
 
     ``apply`` receives the run and records the step on it (its inserts go first; the run's
-    row is written and the lease checked last, in ``_write_run_and_commit``). Returns False
+    row is written and the lease checked last, in ``_write_run_and_commit``). It may return
+    rows that nothing refers to (its Step, when no action points at it), which then go in
+    the last round trip instead of one of their own. Returns False
     (and records nothing) when the lease was lost: another worker took the run over after
     ours expired, and its result is the one that counts. ``recorded=False``: ``apply`` ended or
     parked the run without taking the step (a limit, a crash), so the step number stays
@@ -359,7 +372,7 @@ def commit(
             with audit_batch(append=False) as events:
                 stored = (run.checkpoint or {}).get("messages")
                 stored_count = len(stored) if isinstance(stored, list) else 0
-                apply(run)
+                last_rows = apply(run) or ()
                 _redact_messages(run, stored, stored_count)
             if recorded:
                 run.next_seq = seq + steps
@@ -374,7 +387,7 @@ def commit(
             run.updated_at = timezone.now()
             # The last statement: it may COMMIT.
             ours = {"id": run.pk, "lease_token": lease, "next_seq": seq}
-            _write_run_and_commit(run, STEP_FIELDS, ours, events)
+            _write_run_and_commit(run, STEP_FIELDS, ours, events, last_rows)
     except _LeaseLost:
         log.warning("lease on step %s lost; its result is discarded", seq)
         return False

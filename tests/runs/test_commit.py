@@ -60,10 +60,14 @@ def test_a_run_committed_step_by_step_in_one_round_trip_each_keeps_an_intact_cha
     assert run.state == RunState.SUCCEEDED
     steps = Step.objects.filter(run=run).count()
     assert steps == run.next_seq == 9  # 5 model steps, 2 reads within them, 2 writes
-    # The claim that started the run, then one commit per model step and per write's tool
-    # step (the reads are recorded with their model step); every one with events: the
-    # run's UPDATE and the audit append.
-    assert commits == [2] * 8
+    assert list(Step.objects.filter(run=run).values_list("seq", "kind")) == [
+        (0, "model"), (1, "tool"), (2, "model"), (3, "tool"), (4, "model"),
+        (5, "tool"), (6, "model"), (7, "tool"), (8, "model"),
+    ]  # fmt: skip
+    # The claim that started the run: its UPDATE and the audit append. Then one commit per
+    # model step, whose own Step row goes in the same round trip (its reads' rows, which
+    # their actions point at, went before), and per write's tool step: UPDATE and append.
+    assert commits == [2, 3, 3, 3, 2, 3, 2, 3]
     verdict = audit_chain_verify()
     assert isinstance(verdict, ChainIntact)
     assert verdict.events == AuditEvent.objects.count()
@@ -90,7 +94,8 @@ def test_a_lost_lease_aborts_the_commit_before_its_commit_and_records_nothing(
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
-    assert commits == [2, 2]  # the claim's; the step's, refused by runs_lease_held
+    # The claim's; the step's (its UPDATE refused by runs_lease_held: its Step never inserted)
+    assert commits == [2, 3]
     assert (run.next_seq, run.lease_token, run.state) == (0, other, RunState.RUNNING)
     assert not Step.objects.filter(run=run).exists()
     assert not Action.objects.filter(run=run).exists()
@@ -121,7 +126,7 @@ def test_a_failure_in_the_last_statements_undoes_the_whole_step(
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
-    assert commits == [2, 2]  # the claim's; the step's, which failed
+    assert commits == [2, 3]  # the claim's; the step's, which failed
     assert run.state == RunState.DEAD_LETTERED
     assert run.error["class"] == "internal_error"
     assert run.error["message"] == "step 0 raised DataError: division by zero"
