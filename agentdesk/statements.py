@@ -11,6 +11,8 @@ for plain concrete models (no multi-table inheritance) and work on PostgreSQL an
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from functools import cache
 from typing import Any, TypeVar
@@ -25,8 +27,10 @@ Statement = tuple[str, list[Any]]
 
 
 @cache
-def _insert_sql(model: type[models.Model], vendor: str, rows: int) -> tuple[str, tuple[Any, ...]]:
-    fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+def _insert_sql(
+    model: type[models.Model], vendor: str, rows: int, with_keys: bool = False
+) -> tuple[str, tuple[Any, ...]]:
+    fields = tuple(f for f in model._meta.concrete_fields if with_keys or not f.primary_key)
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
         f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)}"
@@ -43,13 +47,59 @@ def insert_rows_sql(objs: Sequence[models.Model]) -> Statement:
     nothing refers to before the commit.
     """
     model = type(objs[0])
-    sql, fields = _insert_sql(model, connection.vendor, len(objs))
+    with_keys = objs[0].pk is not None  # keys allotted ahead (``allot_keys``): sent along
+    if any((obj.pk is not None) != with_keys for obj in objs):
+        raise ValueError("insert_rows needs rows that all have their keys, or none")
+    sql, fields = _insert_sql(model, connection.vendor, len(objs), with_keys)
     params = [
         field.get_db_prep_save(field.pre_save(obj, True), connection)
         for obj in objs
         for field in fields
     ]
     return sql, params
+
+
+# Keys allotted ahead, per model: (the process that fetched them, those not given out yet).
+_free_keys: dict[type[models.Model], tuple[int, list[int]]] = {}
+_free_keys_lock = threading.Lock()
+KEYS_PER_FETCH = 100
+
+
+def allot_keys(objs: Sequence[models.Model]) -> bool:
+    """Give ``objs`` primary keys from their table's sequence now, ahead of their INSERT.
+
+    So that rows whose keys are needed before they are written (a step's actions: the
+    checkpoint and the audit events name them) can still be inserted with a transaction's
+    last statements (``commit_with``), in its one round trip. The keys come from the same
+    sequence the table's inserts use, fetched a hundred at a time per process and given
+    out under a lock, so no key is ever given twice; a process forked after a fetch
+    starts afresh. Keys given out but never inserted (a step that fails) are a gap, as a
+    rolled-back INSERT leaves one. Only on PostgreSQL: elsewhere returns False and the
+    rows keep no key, for ``insert_rows`` to read back.
+    """
+    if connection.vendor != "postgresql" or not objs:
+        return False
+    model, pid = type(objs[0]), os.getpid()
+    with _free_keys_lock:
+        fetched_by, free = _free_keys.get(model, (pid, []))
+        if fetched_by != pid:
+            free = []
+        if len(free) < len(objs):
+            free += _next_keys(model, max(KEYS_PER_FETCH, len(objs) - len(free)))
+        keys, free = free[: len(objs)], free[len(objs) :]
+        _free_keys[model] = (pid, free)
+    for obj, key in zip(objs, keys, strict=True):
+        obj.pk = key
+    return True
+
+
+def _next_keys(model: type[models.Model], count: int) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [model._meta.db_table, model._meta.pk.column, count],
+        )
+        return [key for (key,) in cursor.fetchall()]
 
 
 def insert_rows(objs: Sequence[models.Model]) -> None:

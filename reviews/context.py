@@ -22,7 +22,9 @@ HISTORY_MAX = 20
 
 def history_summary(run: Run) -> list[dict[str, Any]]:
     """The calls made so far, oldest first: tool, arguments, and how each ended."""
-    actions = Action.objects.filter(run=run).exclude(status="proposed").order_by("pk")
+    actions = (
+        Action.objects.filter(run=run).exclude(status="proposed").order_by("proposed_seq", "index")
+    )
     rows = []
     for action in actions[:HISTORY_MAX]:
         result = action.result or {}

@@ -36,7 +36,7 @@ from agentdesk.agents import (
 )
 from agentdesk.configuration import config_for_run
 from agentdesk.errors import ErrorClass, error_payload
-from agentdesk.statements import insert_rows
+from agentdesk.statements import allot_keys, insert_rows
 from runs.breakers import (
     CircuitOpen,
     breaker_allow,
@@ -391,6 +391,9 @@ def _record_reply(
         )
         for index, (call, args, rationale, confidence) in enumerate(parsed)
     ]
+    # Their keys now, so that they can be written with the commit's last statements (the
+    # checkpoint and the audit events name them); False where keys cannot be allotted.
+    keyed = allot_keys(actions)
     inline: list[InlineCall] = []
     if actions and unusable is None and streak < 2:
         inline = read_calls_inline(
@@ -406,9 +409,10 @@ def _record_reply(
         )
     retry_in_s = inline[-1].retry_in_s if inline else None
 
-    def apply(locked: Run) -> list[Step]:
+    def apply(locked: Run) -> list[Step | Action]:
         # The reads' steps now: their actions point at them. The model step's own row, which
-        # nothing points at, goes with the commit's last statements (one round trip fewer).
+        # nothing points at, and the actions, keyed ahead, go with the commit's last
+        # statements (round trips fewer).
         own = record.build(locked, seq)
         reads = [call.record.build(locked, seq + 1 + i) for i, call in enumerate(inline)]
         insert_rows(reads)
@@ -436,7 +440,8 @@ def _record_reply(
         settled = inline[:-1] if retry_in_s is not None else inline
         for call, step in zip(settled, reads, strict=False):
             settle_action(call.action, step, call.result, call.error, call.verdict)
-        insert_rows(actions)
+        if not keyed:
+            insert_rows(actions)
         for action in actions:
             action_audit(
                 action,
@@ -461,7 +466,7 @@ def _record_reply(
         checkpoint["pending_actions"] = [action.pk for action in actions[len(settled) :]]
         if retry_in_s is not None:
             checkpoint["attempt"] = 1  # the call that failed just now, recorded as a step
-        return [own]
+        return [own, *actions] if keyed else [own]
 
     commit(run, seq, apply, steps=1 + len(inline), countdown_s=retry_in_s or 0)
 

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -297,8 +298,9 @@ def _write_run_and_commit(
 ) -> None:
     """Write ``columns`` of the run where its row matches ``where``; append ``events``.
 
-    ``last_rows``: instances of one model to insert with these last writes (in the one
-    query string below, their keys not read back): rows nothing refers to before the commit.
+    ``last_rows``: rows to insert with these last writes (in the one query string below,
+    one INSERT per run of rows of one model; keys not read back): rows without keys that
+    nothing refers to before the commit, or rows with keys allotted ahead (``allot_keys``).
 
     The last writes of a transaction that changes a run: a step's commit, whose UPDATE is
     a compare-and-set on the lease (it locks the row and checks the lease at once: no
@@ -316,8 +318,10 @@ def _write_run_and_commit(
     Elsewhere (SQLite, a transaction nested in a test's) the same writes go one by one and
     the enclosing block commits.
     """
+    groups = [list(group) for _, group in groupby(last_rows, key=type)]
     if not can_commit_with_statements():
-        insert_rows(last_rows)
+        for group in groups:
+            insert_rows(group)
         if update_row_if(run, columns, **where) != 1:
             raise _LeaseLost
         if events:
@@ -332,8 +336,7 @@ def _write_run_and_commit(
     ]
     if events:
         statements.append(audit_append_statement(events))  # its rows: rows[1] below
-    if last_rows:
-        statements.append(insert_rows_sql(last_rows))
+    statements += [insert_rows_sql(group) for group in groups]
     try:
         rows = commit_with(statements)
     except DatabaseError as exc:

@@ -14,13 +14,14 @@ from psycopg.types.json import Jsonb
 
 from agentdesk.statements import (
     Statement,
+    allot_keys,
     can_commit_with_statements,
     commit_with,
     insert_rows,
     select_row,
     update_row_if,
 )
-from runs.models import Run, Step, StepKind, StepStatus
+from runs.models import Action, Run, Step, StepKind, StepStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -252,3 +253,89 @@ def test_select_row_for_update_locks_the_row_until_the_transaction_ends() -> Non
     assert _in_other_connection(
         "SELECT 1 FROM runs_run WHERE id = %s FOR UPDATE NOWAIT", [run.pk]
     ) == [(1,)]
+
+
+# --- allot_keys: keys from the table's sequence ahead of the INSERT ---------------------------
+
+
+def _action(run: Run, index: int) -> Action:
+    return Action(
+        run=run,
+        proposed_seq=0,
+        index=index,
+        tool_call_id=f"call_{index}",
+        tool="lookup_order",
+        raw_arguments="{}",
+        arguments={},
+        args_hash="h",
+        idempotency_key=f"{run.pk}:0:{index}",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_allotted_keys_are_unique_across_threads_and_inserted_as_given() -> None:
+    import threading
+
+    from django.db import connection
+
+    run = _run()
+    taken: list[int] = []
+
+    def allot() -> None:
+        try:
+            for _ in range(30):
+                objs = [_action(run, 0), _action(run, 1), _action(run, 2)]
+                assert allot_keys(objs) is True
+                taken.extend(obj.pk for obj in objs)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=allot) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == len(set(taken)) == 360  # 4 threads x 30 x 3, more than one fetch
+
+    actions = [_action(run, index) for index in range(3)]
+    allot_keys(actions)
+    keys = [action.pk for action in actions]
+    insert_rows(actions)
+    assert [action.pk for action in actions] == keys
+    assert list(Action.objects.filter(run=run).order_by("index").values_list("pk", flat=True)) == (
+        keys
+    )
+    # The table's own inserts draw from the same sequence: never a key given out before.
+    later = _action(run, 3)
+    later.save()
+    assert later.pk > max(taken + keys)
+
+
+def test_rows_with_and_without_keys_cannot_be_mixed() -> None:
+    run = _run()
+    keyed, unkeyed = _action(run, 0), _action(run, 1)
+    allot_keys([keyed])
+    with pytest.raises(ValueError, match="all have their keys, or none"):
+        insert_rows([keyed, unkeyed])
+    assert not Action.objects.filter(run=run).exists()
+
+
+def test_a_forked_process_never_gives_out_its_parents_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child of a fork inherits the parent's unused keys; it must fetch its own."""
+    import os
+
+    from agentdesk import statements
+
+    monkeypatch.setattr(statements, "_free_keys", {})
+    run = _run()
+    first = [_action(run, 0)]
+    allot_keys(first)  # the first of a fresh block: the parent holds the other 99
+    parent = os.getpid()
+    monkeypatch.setattr(statements.os, "getpid", lambda: parent + 1)  # as in the child
+    child = [_action(run, 1)]
+    allot_keys(child)
+
+    # Past the parent's whole block (first + 1 to first + 99 are the parent's to give).
+    assert child[0].pk >= first[0].pk + statements.KEYS_PER_FETCH

@@ -65,9 +65,11 @@ def test_a_run_committed_step_by_step_in_one_round_trip_each_keeps_an_intact_cha
         (5, "tool"), (6, "model"), (7, "tool"), (8, "model"),
     ]  # fmt: skip
     # The claim that started the run: its UPDATE and the audit append. Then one commit per
-    # model step, whose own Step row goes in the same round trip (its reads' rows, which
-    # their actions point at, went before), and per write's tool step: UPDATE and append.
-    assert commits == [2, 3, 3, 3, 2, 3, 2, 3]
+    # model step: UPDATE, append, its own Step row and the actions it proposed (keys
+    # allotted ahead; the last step, the answer, proposes none), while the steps of its
+    # inline reads, which their actions point at, went before; and per write's tool step:
+    # UPDATE and append.
+    assert commits == [2, 4, 4, 4, 2, 4, 2, 3]
     verdict = audit_chain_verify()
     assert isinstance(verdict, ChainIntact)
     assert verdict.events == AuditEvent.objects.count()
@@ -94,8 +96,9 @@ def test_a_lost_lease_aborts_the_commit_before_its_commit_and_records_nothing(
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
-    # The claim's; the step's (its UPDATE refused by runs_lease_held: its Step never inserted)
-    assert commits == [2, 3]
+    # The claim's; the step's (its UPDATE refused by runs_lease_held: its Step and actions
+    # never inserted)
+    assert commits == [2, 4]
     assert (run.next_seq, run.lease_token, run.state) == (0, other, RunState.RUNNING)
     assert not Step.objects.filter(run=run).exists()
     assert not Action.objects.filter(run=run).exists()
@@ -126,7 +129,7 @@ def test_a_failure_in_the_last_statements_undoes_the_whole_step(
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
-    assert commits == [2, 3]  # the claim's; the step's, which failed
+    assert commits == [2, 4]  # the claim's; the step's, which failed
     assert run.state == RunState.DEAD_LETTERED
     assert run.error["class"] == "internal_error"
     assert run.error["message"] == "step 0 raised DataError: division by zero"
