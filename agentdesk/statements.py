@@ -3,10 +3,11 @@
 Every step inserts its Step, its actions and its audit events and updates its run. Through
 the ORM each of those statements is compiled again on every call, which cost more than
 PostgreSQL took to run them (measured on the project's 2-core machine: a run's UPDATE 1.0
-to 1.1 ms through ``QuerySet.update``, 0.7 ms so; see docs/benchmarks.md). These two
-functions build the SQL from the model's metadata once and only convert the values each
-time, with the fields' own ``pre_save`` and ``get_db_prep_save``, as the ORM does. They are
-for plain concrete models (no multi-table inheritance) and work on PostgreSQL and SQLite.
+to 1.1 ms through ``QuerySet.update``, 0.7 ms so; see docs/benchmarks.md). The INSERT,
+the row read (``select_row``) and the compare-and-set UPDATE here build the SQL from the
+model's metadata once and only convert the values each time, with the fields' own
+``pre_save`` and ``get_db_prep_save``, as the ORM does. They are for plain concrete models
+(no multi-table inheritance) and work on PostgreSQL and SQLite.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def _insert_sql(
 def insert_rows_sql(objs: Sequence[models.Model]) -> Statement:
     """The INSERT of ``insert_rows``, not run: its SQL and parameters (``objs`` not empty).
 
-    Run in ``commit_with``, the rows' primary keys are not set on ``objs``: for rows that
-    nothing refers to before the commit.
+    Run in ``commit_with``, the keys it returns are not read back: for rows that nothing
+    refers to before the commit, or rows whose keys were allotted ahead (``allot_keys``),
+    which the INSERT then sends along.
     """
     model = type(objs[0])
     with_keys = objs[0].pk is not None  # keys allotted ahead (``allot_keys``): sent along
@@ -79,15 +81,20 @@ def allot_keys(objs: Sequence[models.Model]) -> bool:
     """
     if connection.vendor != "postgresql" or not objs:
         return False
-    model, pid = type(objs[0]), os.getpid()
+    model, pid, count = type(objs[0]), os.getpid(), len(objs)
     with _free_keys_lock:
         fetched_by, free = _free_keys.get(model, (pid, []))
-        if fetched_by != pid:
-            free = []
-        if len(free) < len(objs):
-            free += _next_keys(model, max(KEYS_PER_FETCH, len(objs) - len(free)))
-        keys, free = free[: len(objs)], free[len(objs) :]
-        _free_keys[model] = (pid, free)
+        keys = free[:count] if fetched_by == pid and len(free) >= count else None
+        if keys is not None:
+            _free_keys[model] = (pid, free[count:])
+    if keys is None:
+        # Fetched outside the lock: a thread waiting for a connection of the pool must not
+        # hold up the threads that only need keys already fetched.
+        fetched = _next_keys(model, max(KEYS_PER_FETCH, count))
+        keys = fetched[:count]
+        with _free_keys_lock:
+            fetched_by, free = _free_keys.get(model, (pid, []))
+            _free_keys[model] = (pid, (free if fetched_by == pid else []) + fetched[count:])
     for obj, key in zip(objs, keys, strict=True):
         obj.pk = key
     return True

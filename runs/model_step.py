@@ -392,8 +392,9 @@ def _record_reply(
         for index, (call, args, rationale, confidence) in enumerate(parsed)
     ]
     # Their keys now, so that they can be written with the commit's last statements (the
-    # checkpoint and the audit events name them); False where keys cannot be allotted.
-    keyed = allot_keys(actions)
+    # checkpoint and the audit events name them); False where keys cannot be allotted. An
+    # unusable reply's calls are never written: no keys for them.
+    keyed = unusable is None and allot_keys(actions)
     inline: list[InlineCall] = []
     if actions and unusable is None and streak < 2:
         inline = read_calls_inline(

@@ -360,11 +360,12 @@ def commit(
 
     ``apply`` receives the run and records the step on it (its inserts go first; the run's
     row is written and the lease checked last, in ``_write_run_and_commit``). It may return
-    rows that nothing refers to (its Step, when no action points at it), which then go in
-    the last round trip instead of one of their own. Returns False
-    (and records nothing) when the lease was lost: another worker took the run over after
-    ours expired, and its result is the one that counts. ``recorded=False``: ``apply`` ended or
-    parked the run without taking the step (a limit, a crash), so the step number stays
+    rows to insert in the last round trip instead of one of their own: rows nothing refers
+    to before the commit (a model step's own Step) or with keys allotted ahead (its
+    actions). Returns False (and records nothing) when the lease was lost: another worker
+    took the run over after ours expired, and its result is the one that counts.
+    ``recorded=False``: ``apply`` ended or parked the run without taking the step (a limit,
+    a crash), so the step number stays
     where it is and a requeued run takes exactly that step. ``steps``: how many steps
     ``apply`` recorded, from ``seq`` on (a model step with the read-only calls it made at
     once, runs.tool_step.read_calls_inline).

@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -339,3 +340,48 @@ def test_a_forked_process_never_gives_out_its_parents_keys(
 
     # Past the parent's whole block (first + 1 to first + 99 are the parent's to give).
     assert child[0].pk >= first[0].pk + statements.KEYS_PER_FETCH
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_fetching_keys_does_not_hold_up_one_taking_fetched_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fetch (a connection from the pool, a round trip) happens outside the lock."""
+    import threading
+
+    from django.db import connection
+
+    from agentdesk import statements
+
+    monkeypatch.setattr(statements, "_free_keys", {})
+    run = _run()
+    first = [_action(run, 0)]
+    allot_keys(first)  # 99 keys left over for this process
+    fetching, release = threading.Event(), threading.Event()
+    fetch = statements._next_keys
+
+    def slow_fetch(model: Any, count: int) -> list[int]:
+        fetching.set()
+        release.wait(timeout=10)
+        return fetch(model, count)
+
+    monkeypatch.setattr(statements, "_next_keys", slow_fetch)
+    big = [_action(run, index) for index in range(1, 151)]  # more than are left: a fetch
+
+    def allot_big() -> None:
+        try:
+            allot_keys(big)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=allot_big)
+    thread.start()
+    assert fetching.wait(timeout=10)
+    small = [_action(run, 151)]
+    allot_keys(small)  # served from the 99 while the other thread is still fetching
+    assert small[0].pk == first[0].pk + 1
+    release.set()
+    thread.join()
+
+    keys = [obj.pk for obj in [*first, *big, *small]]
+    assert len(set(keys)) == 152
