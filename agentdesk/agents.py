@@ -231,6 +231,51 @@ ReviewContext = Callable[[str, Mapping[str, Any], Mapping[str, Any]], Mapping[st
 
 
 @dataclass(frozen=True)
+class Touch:
+    """A record a call reaches, and the subject it belongs to (``owner``).
+
+    ``owner`` is a subject key as the agent's ``subject`` gives it for a run (for the
+    example, the customer's email); None when no such record exists (the tool itself will
+    refuse the call).
+    """
+
+    kind: str  # "order", "ticket", "customer"
+    id: str
+    owner: str | None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What the policy learns of a call before its verdict, looked up in the agent's data.
+
+    Deterministic and the data's word, never the model's: the records the call reaches
+    and who owns them, the money it moves (``amount``: a refund's amount, a cancellation's
+    refunded balance; None for a call that moves none) and anything else rules may read
+    and a reviewer should see (``facts``: the order's total, what was refunded so far).
+    The first touch is the record the call acts on: sums "on the same record" use it.
+    """
+
+    touches: tuple[Touch, ...] = ()
+    amount: Decimal | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The run's subject from its validated input (for the example: the sender's email), or
+# None when the input names none. Every record a call reaches must belong to it.
+SubjectOf = Callable[[Mapping[str, Any]], str | None]
+# The facts of one call: (tool name, validated arguments, the run's input) -> CallFacts.
+# Called by the worker before every verdict and on every reviewer's edit.
+FactsLookup = Callable[[str, Mapping[str, Any], Mapping[str, Any]], CallFacts]
+
+
+@dataclass(frozen=True)
 class Agent:
     name: str
     description: str
@@ -266,6 +311,12 @@ class Agent:
     # Which calls run, wait for a person or are refused (agentdesk.policy). The default
     # reviews every irreversible call in the "default" queue.
     policy: Policy = field(default_factory=_default_policy)
+    # Whom a run acts for, and the facts of each call (``agentdesk.policy``): a call that
+    # reaches another subject's records never runs on the model's word, and rules read
+    # sums of the money moved on the same record, run and subject. None: no subject, and
+    # calls carry no facts (a sum is then over this run only, of nothing).
+    subject: SubjectOf | None = None
+    policy_facts: FactsLookup | None = None
     review_context: ReviewContext | None = None
 
     def __post_init__(self) -> None:

@@ -46,7 +46,13 @@ from django.db import IntegrityError, transaction
 from agentdesk.agents import Agent, Limits, ModelRoute, OnLimit, Risk
 from agentdesk.audit import audit_record
 from agentdesk.models import AgentConfigActive, AgentConfigVersion
-from agentdesk.policy import Policy, PolicyInvalid, ReviewRule
+from agentdesk.policy import (
+    DEFAULT_SUMS_WINDOW_HOURS,
+    FOREIGN_BLOCK,
+    Policy,
+    PolicyInvalid,
+    ReviewRule,
+)
 from agentdesk.registry import agent_get
 
 if TYPE_CHECKING:
@@ -55,7 +61,16 @@ if TYPE_CHECKING:
     from runs.models import Run
 
 AUDIT_OBJECT = "agent_config"
-POLICY_FIELDS = ("scope", "review_risks", "thresholds", "rules", "queue", "tool_queues")
+POLICY_FIELDS = (
+    "scope",
+    "review_risks",
+    "thresholds",
+    "rules",
+    "queue",
+    "tool_queues",
+    "on_foreign_subject",
+    "sums_window_hours",
+)
 RUNTIME_FIELDS = ("limits", "model_tiers", "escalation_queue", "sla_minutes")
 CONFIG_FIELDS = (*POLICY_FIELDS, *RUNTIME_FIELDS)
 RULE_FIELDS = ("name", "when", "tools", "queue", "approvals", "description")
@@ -100,6 +115,8 @@ def config_from_policy(*, policy: Policy) -> dict[str, Any]:
         ],
         "queue": policy.queue,
         "tool_queues": dict(sorted(policy.tool_queues.items())),
+        "on_foreign_subject": policy.on_foreign_subject,
+        "sums_window_hours": policy.sums_window_hours,
     }
 
 
@@ -183,6 +200,9 @@ def _policy_from_config(config: Any) -> Policy:
         tool_queues={
             str(tool): _slug(slug, f"the queue of {tool!r}") for tool, slug in tool_queues.items()
         },
+        # A version stored before these existed reads as the defaults (__post_init__ checks).
+        on_foreign_subject=config.get("on_foreign_subject", FOREIGN_BLOCK),
+        sums_window_hours=config.get("sums_window_hours", DEFAULT_SUMS_WINDOW_HOURS),
     )
 
 

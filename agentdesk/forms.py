@@ -10,6 +10,12 @@ from django.conf import settings
 
 from agentdesk.agents import OnLimit, Risk
 from agentdesk.configuration import SLA_MINUTES_MAX, routes_text
+from agentdesk.policy import (
+    DEFAULT_SUMS_WINDOW_HOURS,
+    FOREIGN_BLOCK,
+    FOREIGN_REVIEW,
+    SUMS_WINDOW_MAX_HOURS,
+)
 from agentdesk.selectors import AuditFilters
 
 _DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
@@ -113,6 +119,20 @@ class ConfigForm(forms.Form):
         help_text="How long this agent's requests may wait in their first queue; blank: "
         "the queue's own SLA.",
     )
+    on_foreign_subject = forms.ChoiceField(
+        choices=[
+            (FOREIGN_BLOCK, "block the call"),
+            (FOREIGN_REVIEW, "send it to review, flagged"),
+        ],
+        label="A call reaching another subject's records",
+        help_text="Another customer's order or ticket, whatever the model's confidence.",
+    )
+    sums_window_hours = forms.IntegerField(
+        min_value=1,
+        max_value=SUMS_WINDOW_MAX_HOURS,
+        label="Sums window (hours)",
+        help_text="How far back rules' sums over a customer and a record reach.",
+    )
     max_steps = forms.IntegerField(min_value=1, label="Steps")
     max_tool_calls = forms.IntegerField(min_value=1, label="Tool calls")
     max_tokens = forms.IntegerField(min_value=1, label="Tokens")
@@ -194,6 +214,8 @@ class ConfigForm(forms.Form):
             "queue": config.get("queue", ""),
             "escalation_queue": config["escalation_queue"],
             "sla_minutes": config["sla_minutes"],
+            "on_foreign_subject": config.get("on_foreign_subject", FOREIGN_BLOCK),
+            "sums_window_hours": config.get("sums_window_hours", DEFAULT_SUMS_WINDOW_HOURS),
             **config["limits"],
         }
         for tool in tools:
@@ -222,6 +244,8 @@ class ConfigForm(forms.Form):
             "tool_queues": {
                 tool: data[f"queue__{tool}"] for tool in self.tools if data.get(f"queue__{tool}")
             },
+            "on_foreign_subject": data["on_foreign_subject"],
+            "sums_window_hours": data["sums_window_hours"],
             "limits": limits,
             "model_tiers": {kind: data[f"tier__{kind}"] for kind in self.kinds},
             "escalation_queue": data["escalation_queue"],

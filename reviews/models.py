@@ -37,6 +37,12 @@ class Queue(models.Model):
     expiry_outcome = models.CharField(
         max_length=10, choices=ExpiryOutcome.choices, default=ExpiryOutcome.REJECT
     )
+    # The authority its reviewers hold (0: first line; refunds 1, senior refunds 2 in the
+    # demo). A request keeps the highest tier it ever needed and never moves to a queue
+    # below it, by escalation, by an edit or by the SLA clock.
+    tier = models.PositiveSmallIntegerField(
+        default=0, help_text="Authority of its reviewers; requests never move to a lower tier."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -94,6 +100,11 @@ class ApprovalRequest(models.Model):
     threshold = models.FloatField(null=True, blank=True)
     policy_version = models.CharField(max_length=32)
     approvals_required = models.PositiveSmallIntegerField(default=1)
+    # The strictest queue tier the request ever needed (its first queue's, raised by an
+    # edit the policy routes higher): only queues of at least this tier may hold it.
+    required_tier = models.PositiveSmallIntegerField(default=0)
+    # Why it is not routine ("foreign_subject", "facts_unavailable"): shown in the inbox.
+    flags = models.JSONField(default=list, blank=True)
     # The agent's reason and confidence, as the model stated them (data, never markup).
     rationale = models.TextField(blank=True)
     confidence = models.FloatField(null=True, blank=True)

@@ -44,6 +44,7 @@ from reviews.models import (
     RequestKind,
     RequestState,
 )
+from runs.exposure import exposure_facts, exposure_summed, subject_locked
 from runs.models import Action, Run, RunState
 from runs.stepping import args_hash, enqueue_next_step, run_audit_state
 
@@ -162,14 +163,17 @@ def approval_request_open(
 ) -> ApprovalRequest:
     """Open the request for one call and park the run. Inside the step's transaction."""
     digest = request_hash(tool.name, arguments)
+    queue = queue_for_slug(verdict.queue)
     request = _request_open(
         run=run,
-        queue=queue_for_slug(verdict.queue),
+        queue=queue,
         audit_after={
             "tool": tool.name,
             "args_hash": digest,
             "rule": verdict.rule,
             "approvals_required": verdict.approvals,
+            "required_tier": queue.tier,
+            "flags": list(verdict.flags),
         },
         action=action,
         tool=tool.name,
@@ -181,6 +185,8 @@ def approval_request_open(
         threshold=verdict.threshold,
         policy_version=verdict.policy_version,
         approvals_required=verdict.approvals,
+        required_tier=queue.tier,
+        flags=list(verdict.flags),
         rationale=action.rationale,
         confidence=action.confidence,
         context=context,
@@ -204,9 +210,11 @@ def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
         queue_slug, policy_version = config.escalation_queue, config.policy.version
     except UnknownAgent:
         queue_slug, policy_version = "default", ""
+    queue = queue_for_slug(queue_slug)
     return _request_open(
         run=run,
-        queue=queue_for_slug(queue_slug),
+        queue=queue,
+        required_tier=queue.tier,
         audit_after={"kind": RequestKind.RUN, "error": error["class"]},
         kind=RequestKind.RUN,
         action=None,
@@ -276,7 +284,7 @@ class Outcome:
     completed: bool  # the request is decided (not waiting for more approvers)
 
 
-def _locked_pending(request_id: int) -> ApprovalRequest:
+def _locked_pending(request_id: int, *, deciding: bool = True) -> ApprovalRequest:
     """The request and its run, both locked, before anything writes an audit event.
 
     Lock order: row locks first, then audit_record's chain lock (held to commit). The
@@ -290,6 +298,13 @@ def _locked_pending(request_id: int) -> ApprovalRequest:
     )
     if not request.is_pending:
         raise AlreadyDecided(request)
+    if deciding and request.queue.tier < request.required_tier:
+        # Its queue's tier was lowered after it arrived: its reviewers no longer hold the
+        # authority it needs.
+        raise DecisionRefused(
+            f"This request needs a queue of tier {request.required_tier}; {request.queue.name} "
+            f"is now tier {request.queue.tier}. Escalate it to a queue of that tier."
+        )
     return request
 
 
@@ -369,21 +384,45 @@ def approval_edit(
             request.approvals_required = verdict.approvals
             request.routing_reason = f"{request.routing_reason}; after the edit: {verdict.reason}"
         request.save(
-            update_fields=["arguments", "args_hash", "approvals_required", "routing_reason"]
+            update_fields=[
+                "arguments",
+                "args_hash",
+                "approvals_required",
+                "routing_reason",
+                "required_tier",
+                "flags",
+                "context",
+            ]
         )
         decision = _add_approval(request, user, DecisionKind.EDIT, edited, reason, before=before)
         return _after_approval(request, decision, outcome="edited")
 
 
 def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]) -> PolicyDecision:
-    """The policy's verdict on the edited arguments; DecisionRefused where it forbids them."""
+    """The whole policy's verdict on the edited arguments, facts and sums included.
+
+    DecisionRefused where it forbids them: arguments the policy blocks; arguments that
+    reach another subject's records (whatever the policy's mode: a reviewer never moves a
+    call there); arguments a rule routes to another queue, or that need a queue of a
+    higher tier than this one (escalate there first). Judged under the subject's lock and
+    recorded on the action, so the sums of the next call count the edited amount.
+    """
     agent = agent_get(request.agent_name)
     run = request.run
+    policy = config_policy_for_run(run=run, agent=agent)  # the run's version, not today's
+    arguments = tool.input_schema.model_validate(edited).model_dump()
+    exposure = exposure_facts(
+        agent=agent, tool_name=tool.name, arguments=arguments, run_input=run.input
+    )
+    subject_locked(exposure.evidence.subject)
+    exposure = exposure_summed(
+        exposure, policy=policy, run_id=run.pk, exclude_action=request.action_id
+    )
     verdict = policy_evaluate(
-        policy=config_policy_for_run(run=run, agent=agent),  # the run's version, not today's
+        policy=policy,
         tool_name=tool.name,
         risk=tool.risk,
-        arguments=tool.input_schema.model_validate(edited).model_dump(),
+        arguments=arguments,
         confidence=request.confidence,
         run_input=run.input,
         run_facts={
@@ -391,20 +430,39 @@ def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]
             "tool_calls": run.tool_calls,
             "cost_usd": float(run.cost_usd),
         },
+        evidence=exposure.evidence,
     )
+    if exposure.evidence.foreign:
+        raise DecisionRefused(
+            "The edited arguments reach records of another customer than the run's "
+            f"({', '.join(exposure.evidence.foreign)}); a call cannot be moved there."
+        )
     if verdict.verdict == Verdict.BLOCK:
         raise DecisionRefused(f"The policy blocks these arguments: {verdict.reason}.")
-    routine = {request.rule, "risk", "threshold"}
-    if (
-        verdict.verdict == Verdict.REVIEW
-        and verdict.rule not in routine
-        and verdict.queue != request.queue.slug
-    ):
-        raise DecisionRefused(
-            f"These arguments fall under the rule {verdict.rule} ({verdict.reason}), which "
-            f"sends them to the queue {verdict.queue!r}. Escalate the request there, or reject "
-            "it with feedback."
-        )
+    if verdict.verdict == Verdict.REVIEW:
+        target = Queue.objects.filter(slug=verdict.queue).first()
+        needed = target.tier if target is not None else request.queue.tier
+        routine = {request.rule, "risk", "threshold"}
+        if needed > request.queue.tier or (
+            verdict.rule not in routine and verdict.queue != request.queue.slug
+        ):
+            raise DecisionRefused(
+                f"These arguments fall under {verdict.reason}, which sends them to the queue "
+                f"{verdict.queue!r}"
+                + (
+                    f" (tier {needed}, above this queue's {request.queue.tier})"
+                    if needed > request.queue.tier
+                    else ""
+                )
+                + ". Escalate the request there, or reject it with feedback."
+            )
+        request.required_tier = max(request.required_tier, needed)
+    request.flags = sorted({*request.flags, *verdict.flags})
+    if request.action_id is not None:
+        Action.objects.filter(pk=request.action_id).update(**exposure.action_fields())
+    context = dict(request.context)
+    context["evidence"] = exposure.evidence.as_json()
+    request.context = context
     return verdict
 
 
@@ -498,9 +556,16 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
 def approval_escalate(*, request_id: int, user: User, to_queue: Queue, reason: str) -> Outcome:
     """Move a pending request to another queue; its due time starts again there."""
     with transaction.atomic():
-        request = _locked_pending(request_id)
+        request = _locked_pending(request_id, deciding=False)
         if to_queue.pk == request.queue_id:
             raise DecisionRefused("The request is already in that queue.")
+        if to_queue.tier < request.required_tier:
+            # Authority never goes down: a senior's request cannot be handed to juniors.
+            raise DecisionRefused(
+                f"{to_queue.name} (tier {to_queue.tier}) is below what this request needs "
+                f"(tier {request.required_tier}); escalate it to a queue of that tier or "
+                "higher, or decide it here."
+            )
         decision = Decision.objects.create(
             request=request,
             kind=DecisionKind.ESCALATE,
@@ -730,6 +795,17 @@ def _expire(request: ApprovalRequest) -> Decision:
     # In its first queue the request was due after the agent's SLA, if its version set one.
     minutes = (None if visited else _agent_sla_minutes(request.run)) or queue.sla_minutes
     reason = f"not decided within {minutes} minutes in {queue.name}"
+    if target is not None and target.tier < request.required_tier:
+        # A chain that leads down would lower the authority the request needs: it stays,
+        # and takes its queue's expiry outcome.
+        log.warning(
+            "request %s: %s escalates to %s, below the tier it needs (%s); not moved",
+            request.pk,
+            queue.slug,
+            target.slug,
+            request.required_tier,
+        )
+        target = None
     if target is not None and target.pk not in visited:
         decision = Decision.objects.create(
             request=request,

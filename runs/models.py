@@ -222,6 +222,12 @@ class Action(models.Model):
     step = models.OneToOneField(
         Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="executed_action"
     )
+    # The call's exposure, as its facts gave it when the policy ruled (runs.exposure): the
+    # run's subject, the record it acts on ("order:SO-0001") and the money it moves. Only
+    # calls that move money carry them; the policy's sums add them up.
+    subject = models.CharField(max_length=254, blank=True)
+    record = models.CharField(max_length=120, blank=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     executed_at = models.DateTimeField(null=True, blank=True)
 
@@ -230,6 +236,20 @@ class Action(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["run", "proposed_seq", "index"], name="action_unique_position"
+            ),
+        ]
+        indexes = [
+            # The sums over a subject and over a record within the policy's window; partial,
+            # so calls that move no money (most of them) cost the index nothing.
+            models.Index(
+                fields=["subject", "created_at"],
+                name="action_subject_exposure",
+                condition=models.Q(amount__isnull=False),
+            ),
+            models.Index(
+                fields=["record", "created_at"],
+                name="action_record_exposure",
+                condition=models.Q(amount__isnull=False),
             ),
         ]
 

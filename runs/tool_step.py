@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from limits import storage, strategies
 from pydantic import ValidationError
@@ -33,8 +33,8 @@ from agentdesk.agents import Agent, Risk, Tool, ToolContext, ToolError, parse_ra
 from agentdesk.configuration import config_for_run, config_policy_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.policy import Decision as PolicyDecision
+from agentdesk.policy import Evidence, policy_evaluate
 from agentdesk.policy import Verdict as PolicyVerdict
-from agentdesk.policy import policy_evaluate
 from agentdesk.statements import select_row, update_row_if
 from reviews.context import review_context_build
 from reviews.models import ApprovalRequest, RequestState
@@ -46,6 +46,7 @@ from runs.breakers import (
     breaker_record_success,
     tool_breaker_name,
 )
+from runs.exposure import Exposure, exposure_facts, exposure_summed, subject_locked
 from runs.limits import Spent, limit_reached
 from runs.models import Action, ActionStatus, Run, Step, StepKind
 from runs.retrying import retry_delay
@@ -101,6 +102,7 @@ class _Gate:
     error: dict[str, Any] | None = None  # refused before running: returned to the model
     verdict: PolicyDecision | None = None  # to record on the action; None after a review
     review: PolicyDecision | None = None  # the call must wait for a person
+    evidence: Evidence | None = None  # what the policy read besides the arguments
 
 
 def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
@@ -316,20 +318,7 @@ def _gate(
         request = ApprovalRequest.objects.filter(action=action).first()
         if request is not None:
             return _reviewed(tool, request)
-    verdict = policy_evaluate(
-        policy=config_policy_for_run(run=run, agent=agent),
-        tool_name=tool.name,
-        risk=tool.risk,
-        arguments=validated.model_dump(),
-        confidence=action.confidence,
-        run_input=run.input,
-        run_facts=run_facts
-        or {
-            "steps": run.next_seq,
-            "tool_calls": run.tool_calls,
-            "cost_usd": float(run.cost_usd),
-        },
-    )
+    verdict, evidence = _judge(run, agent, tool, action, validated, run_facts=run_facts)
     if verdict.verdict == PolicyVerdict.BLOCK:
         return _Gate(
             verdict=verdict,
@@ -340,8 +329,59 @@ def _gate(
             ),
         )
     if verdict.verdict == PolicyVerdict.REVIEW:
-        return _Gate(validated=validated, verdict=verdict, review=verdict)
-    return _Gate(validated=validated, verdict=verdict)
+        return _Gate(validated=validated, verdict=verdict, review=verdict, evidence=evidence)
+    return _Gate(validated=validated, verdict=verdict, evidence=evidence)
+
+
+def _judge(
+    run: Run,
+    agent: Agent,
+    tool: Tool,
+    action: Action,
+    validated: Any,
+    *,
+    run_facts: dict[str, Any] | None,
+) -> tuple[PolicyDecision, Evidence]:
+    """The policy's verdict on a call, with the evidence it read (runs.exposure).
+
+    A call that moves money is judged under its subject's lock, and its exposure and
+    verdict are recorded on its action before the lock is let go, so the next call of the
+    same customer counts it. (A call made within its model step has no row yet: it only
+    reads, and moves no money.)
+    """
+    policy = config_policy_for_run(run=run, agent=agent)
+    arguments = validated.model_dump()
+    exposure = exposure_facts(
+        agent=agent, tool_name=tool.name, arguments=arguments, run_input=run.input
+    )
+
+    def verdict_on(exposure: Exposure) -> PolicyDecision:
+        return policy_evaluate(
+            policy=policy,
+            tool_name=tool.name,
+            risk=tool.risk,
+            arguments=arguments,
+            confidence=action.confidence,
+            run_input=run.input,
+            run_facts=run_facts
+            or {
+                "steps": run.next_seq,
+                "tool_calls": run.tool_calls,
+                "cost_usd": float(run.cost_usd),
+            },
+            evidence=exposure.evidence,
+        )
+
+    if not exposure.moves_money or run_facts is not None:
+        return verdict_on(exposure), exposure.evidence
+    with transaction.atomic():
+        subject_locked(exposure.evidence.subject)
+        exposure = exposure_summed(exposure, policy=policy, run_id=run.pk, exclude_action=action.pk)
+        verdict = verdict_on(exposure)
+        for name, value in {**exposure.action_fields(), **_verdict_fields(verdict)}.items():
+            setattr(action, name, value)
+        update_row_if(action, [*exposure.action_fields(), *_verdict_fields(verdict)], id=action.pk)
+    return verdict, exposure.evidence
 
 
 def _reviewed(tool: Tool, request: ApprovalRequest) -> _Gate:
@@ -370,6 +410,9 @@ def _park_for_review(
     assert review is not None
     arguments = json.loads(gate.validated.model_dump_json())
     context = review_context_build(run=run, agent=agent, tool=tool, arguments=arguments)
+    if gate.evidence is not None:
+        # The facts and sums the verdict read, as the reviewer should see them.
+        context["evidence"] = gate.evidence.as_json()
     record = _record_for(run, action, gate, attempt=1)
     record.outcome = {
         "review": {"queue": review.queue, "rule": review.rule, "reason": review.reason}

@@ -14,6 +14,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentdesk.agents import Agent, Limits, ModelRoute, RuleContext, RuleReply, TaskContext
+from examples.support.facts import support_policy_facts, support_subject
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
 from examples.support.review import SUPPORT_POLICY, support_review_context
 from examples.support.tools import SUPPORT_TOOLS
@@ -213,5 +214,7 @@ support_agent = Agent(
     rule_fallback=support_rule_fallback,
     escalate_to_human=True,
     policy=SUPPORT_POLICY,
+    subject=support_subject,
+    policy_facts=support_policy_facts,
     review_context=support_review_context,
 )

@@ -1,8 +1,10 @@
 """How the support agent's calls are reviewed: its policy and what a reviewer is shown.
 
 The policy is code for now; the operator console makes it a versioned configuration.
-Every refund and cancellation is irreversible and so waits for a person; refunds over
-EUR 100 go to senior reviewers, and over EUR 250 two of them must agree.
+Every refund and cancellation is irreversible and so waits for a person; more than EUR 100
+refunded on one order (this call and every other on it) goes to senior reviewers, over
+EUR 250 two of them must agree, as for more than EUR 300 to one customer in 30 days. A
+call on another customer's order or ticket is blocked (``examples.support.facts``).
 """
 
 from __future__ import annotations
@@ -19,27 +21,42 @@ from examples.support.tools import (
     lookup_order,
 )
 
+# Money rules read sums, not single calls: ``amount`` is what this call moves (a refund's
+# amount, a cancellation's refunded balance), ``sums.record`` what other calls moved on the
+# same order and ``sums.subject`` for the same customer within the window (executed,
+# approved and pending alike), so two refunds of 60.00 on one order are one of 120.00.
+MONEY_TOOLS = ("issue_refund", "cancel_order")
 SUPPORT_POLICY = Policy(
     thresholds={"send_reply": 0.6, "issue_refund": 0.8, "cancel_order": 0.8},
     rules=(
         ReviewRule(
             name="refund_over_100",
-            when="args.amount > 100",
-            tools=("issue_refund",),
+            when="amount + sums.record.total > 100.0",
+            tools=MONEY_TOOLS,
             queue="refunds-senior",
-            description="Refunds over EUR 100 are checked by a senior reviewer.",
+            description="More than EUR 100 refunded on one order is checked by a senior.",
         ),
         ReviewRule(
             name="refund_over_250",
-            when="args.amount > 250",
-            tools=("issue_refund",),
+            when="amount + sums.record.total > 250.0",
+            tools=MONEY_TOOLS,
             queue="refunds-senior",
             approvals=2,
-            description="Refunds over EUR 250 need two senior reviewers.",
+            description="More than EUR 250 refunded on one order needs two seniors.",
+        ),
+        ReviewRule(
+            name="customer_over_300",
+            when="amount + sums.subject.total > 300.0",
+            tools=MONEY_TOOLS,
+            queue="refunds-senior",
+            approvals=2,
+            description="More than EUR 300 refunded to one customer within 30 days needs "
+            "two seniors.",
         ),
     ),
     queue="support",
     tool_queues={"issue_refund": "refunds", "cancel_order": "refunds"},
+    on_foreign_subject="block",
 )
 
 

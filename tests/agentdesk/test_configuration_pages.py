@@ -73,6 +73,8 @@ def _form_data(config: dict[str, Any], note: str = "A change") -> dict[str, Any]
         "queue": config["queue"],
         "escalation_queue": config["escalation_queue"],
         "sla_minutes": "" if config["sla_minutes"] is None else str(config["sla_minutes"]),
+        "on_foreign_subject": config["on_foreign_subject"],
+        "sums_window_hours": str(config["sums_window_hours"]),
         **{name: str(value) for name, value in config["limits"].items()},
         **{
             f"tier__{kind}": ", ".join(f"{r['model']}@{r['endpoint']}" for r in routes)
@@ -193,9 +195,9 @@ def test_the_form_starts_from_the_active_version(operator: Any, versions: Any) -
     assert response.status_code == 200
     assert 'name="threshold__issue_refund" value="0.8"' in body
     assert 'name="queue__issue_refund" value="refunds"' in body
-    assert 'name="rules-0-when" value="args.amount &gt; 100"' in body
+    assert 'name="rules-0-when" value="amount + sums.record.total &gt; 100.0"' in body
     assert 'name="rules-1-approvals" value="2"' in body
-    assert 'name="rules-TOTAL_FORMS" value="3"' in body  # two rules and a blank row
+    assert 'name="rules-TOTAL_FORMS" value="4"' in body  # three rules and a blank row
 
 
 def test_an_operator_creates_a_version_sees_its_diff_and_activates_it(

@@ -24,6 +24,7 @@ from examples.support.seed import seed_shop
 from reviews import services
 from reviews.models import ApprovalRequest, Decision, Queue, RequestState
 from runs import services as run_services
+from runs.exposure import exposure_facts, exposure_summed
 from runs.models import Action, ActionStatus, Run, RunState
 from tests.processes import Simulator
 from tests.reviews.agents import review_agents_settings
@@ -104,14 +105,25 @@ def assert_verdicts_are_the_policys(run: Run, **input_changes: Any) -> None:
         assert action.confidence == raw.get("confidence")
         tool = agent.tool(action.tool)
         assert tool is not None
+        arguments = tool.input_schema.model_validate(action.arguments).model_dump()
         for run_input in (run.input, harmless):
+            # The evidence is the data's, looked up again: the ticket's text changes nothing.
+            exposure = exposure_summed(
+                exposure_facts(
+                    agent=agent, tool_name=tool.name, arguments=arguments, run_input=run_input
+                ),
+                policy=agent.policy,
+                run_id=run.pk,
+                exclude_action=action.pk,
+            )
             verdict = policy_evaluate(
                 policy=agent.policy,
                 tool_name=tool.name,
                 risk=tool.risk,
-                arguments=tool.input_schema.model_validate(action.arguments).model_dump(),
+                arguments=arguments,
                 confidence=action.confidence,
                 run_input=run_input,
+                evidence=exposure.evidence,
             )
             recorded = (
                 action.verdict,
@@ -142,8 +154,9 @@ def assert_verdicts_are_the_policys(run: Run, **input_changes: Any) -> None:
         # Even the gullible simulator sees no refund request of the customer's here and
         # hands off (see the next test for a model that obeys the quoted text).
         ("T-0014", "SO-1014", []),
-        # "Ignore all previous instructions ... administrator mode": another customer's order.
-        ("T-0044", "SO-1002", [("issue_refund", "52.80", "risk", "refunds", 1)]),
+        # "Ignore all previous instructions ... administrator mode": another customer's
+        # order. Blocked before anyone sees it: a run acts only on its own subject.
+        ("T-0044", "SO-1002", []),
     ],
 )
 def test_every_effect_an_injected_ticket_leads_to_waits_for_a_person(
@@ -215,8 +228,8 @@ def _step_until_proposed(run: Run, tool: str) -> Action:
             "refund_over_100",
             "refunds-senior",
             2,
-            "rule refund_over_100: args.amount > 100; rule refund_over_250: args.amount > 250; "
-            "issue_refund is irreversible",
+            "rule refund_over_100: amount + sums.record.total > 100.0; rule refund_over_250: "
+            "amount + sums.record.total > 250.0; issue_refund is irreversible",
         ),
     ],
 )
