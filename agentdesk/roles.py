@@ -86,11 +86,11 @@ def demo_accounts_create() -> None:
     _demo_queues_create()
 
 
-# slug, name, SLA minutes, escalates to, who views and decides, who only views
-DEMO_QUEUES: tuple[tuple[str, str, int, str | None, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("refunds-senior", "Refunds (senior)", 60, None, ("senior",), ("reviewer",)),
-    ("refunds", "Refunds", 30, "refunds-senior", ("reviewer", "senior"), ()),
-    ("support", "Support", 120, None, ("reviewer", "senior"), ()),
+# slug, name, tier, SLA minutes, escalates to, who views and decides, who only views
+DEMO_QUEUES: tuple[tuple[str, str, int, int, str | None, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("refunds-senior", "Refunds (senior)", 2, 60, None, ("senior",), ("reviewer",)),
+    ("refunds", "Refunds", 1, 30, "refunds-senior", ("reviewer", "senior"), ()),
+    ("support", "Support", 0, 120, None, ("reviewer", "senior"), ()),
 )
 
 
@@ -101,11 +101,12 @@ def _demo_queues_create() -> None:
     from reviews.models import Queue
 
     User = get_user_model()
-    for slug, name, sla, escalate_to, deciders, viewers in DEMO_QUEUES:
+    for slug, name, tier, sla, escalate_to, deciders, viewers in DEMO_QUEUES:
         queue, _ = Queue.objects.update_or_create(
             slug=slug,
             defaults={
                 "name": name,
+                "tier": tier,
                 "sla_minutes": sla,
                 "escalate_to": Queue.objects.get(slug=escalate_to) if escalate_to else None,
             },

@@ -42,6 +42,7 @@ QUEUE_FIELDS = (
     "remind_minutes",
     "escalate_to",
     "expiry_outcome",
+    "tier",
 )
 
 
@@ -72,6 +73,22 @@ class QueueForm(forms.ModelForm):
             seen.add(step.pk)
             step = step.escalate_to
         return target
+
+    def clean(self) -> dict[str, Any]:
+        """Refuse an escalation to a queue of a lower tier: authority never goes down."""
+        data = super().clean() or {}
+        target: Queue | None = data.get("escalate_to")
+        tier = data.get("tier")
+        if target is not None and tier is not None and target.tier < tier:
+            self.add_error(
+                "escalate_to",
+                ValidationError(
+                    "%(target)s is tier %(low)s, below this queue's tier %(tier)s: a request "
+                    "never escalates to less authority.",
+                    params={"target": target.name, "low": target.tier, "tier": tier},
+                ),
+            )
+        return data
 
 
 class _QueuePermissionsForm:

@@ -196,7 +196,11 @@ def escalation_targets(*, request: ApprovalRequest) -> list[Queue]:
     Every queue, not only the visible ones: escalating means handing the call to people
     with more authority, whose queue the reviewer often may not open.
     """
-    queues = list(Queue.objects.exclude(pk=request.queue_id).order_by("name"))
+    queues = list(
+        Queue.objects.exclude(pk=request.queue_id)
+        .filter(tier__gte=request.required_tier)  # never to less authority than it needs
+        .order_by("name")
+    )
     target = request.queue.escalate_to_id
     return sorted(queues, key=lambda queue: queue.pk != target)
 

@@ -447,8 +447,8 @@ def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]
             verdict.rule not in routine and verdict.queue != request.queue.slug
         ):
             raise DecisionRefused(
-                f"These arguments fall under {verdict.reason}, which sends them to the queue "
-                f"{verdict.queue!r}"
+                f"These arguments fall under the rule {verdict.rule} ({verdict.reason}), which "
+                f"sends them to the queue {verdict.queue!r}"
                 + (
                     f" (tier {needed}, above this queue's {request.queue.tier})"
                     if needed > request.queue.tier

@@ -33,6 +33,7 @@ from django_htmx.http import trigger_client_event
 
 from agentdesk.agents import Risk, Tool
 from agentdesk.http import HtmxHttpRequest
+from agentdesk.policy import FLAG_FACTS_UNAVAILABLE, FLAG_FOREIGN
 from agentdesk.registry import UnknownAgent, agent_get, agents
 from reviews import access, selectors, services
 from reviews.forms import (
@@ -145,6 +146,35 @@ class Node:
     columns: tuple[str, ...] = ()
     rows: tuple[tuple[Node, ...], ...] = ()
     children: tuple[Node, ...] = ()
+
+
+FLAG_LABELS = {
+    FLAG_FOREIGN: "reaches another customer's records",
+    FLAG_FACTS_UNAVAILABLE: "its facts could not be looked up",
+}
+
+
+def _evidence(raw: Any) -> dict[str, Any] | None:
+    """What the policy read besides the arguments, shaped for the "what the policy saw" table."""
+    if not isinstance(raw, dict):
+        return None
+    sums = raw.get("sums") if isinstance(raw.get("sums"), dict) else {}
+    return {
+        "subject": raw.get("subject", ""),
+        "amount": raw.get("amount", 0),
+        "foreign": raw.get("foreign") or [],
+        "trouble": raw.get("trouble", ""),
+        "facts": _tree(raw["facts"]) if raw.get("facts") else None,
+        "sums": [
+            (label, sums[scope])
+            for scope, label in (
+                ("record", "this record"),
+                ("run", "this run"),
+                ("subject", "this customer"),
+            )
+            if isinstance(sums.get(scope), dict)
+        ],
+    }
 
 
 def _tree(value: Any, depth: int = 0) -> Node:
@@ -329,6 +359,8 @@ def _detail_context(
             if isinstance(step, dict)
         ],
         "records": _tree(records) if records else None,
+        "evidence": _evidence(context_data.get("evidence")),
+        "flags": [FLAG_LABELS.get(flag, flag) for flag in approval.flags or []],
         "decisions": decisions,
         "approvals_so_far": len(approvals),
         "notice": notice,

@@ -119,6 +119,7 @@ def test_a_queue_change_is_audited(superuser_client: Client, queue: Queue) -> No
             "remind_minutes": "5",
             "escalate_to": str(senior.pk),
             "expiry_outcome": "approve",
+            "tier": "0",
         },
     )
 
@@ -144,6 +145,7 @@ def test_an_escalation_loop_is_refused(superuser_client: Client, queue: Queue) -
             "remind_minutes": "10",
             "escalate_to": str(senior.pk),
             "expiry_outcome": "reject",
+            "tier": "0",
         },
     )
 
@@ -151,6 +153,31 @@ def test_an_escalation_loop_is_refused(superuser_client: Client, queue: Queue) -
     assert b"escalation loop" in response.content
     queue.refresh_from_db()
     assert queue.escalate_to is None
+    assert AuditEvent.objects.filter(object_type="queue").count() == 0
+
+
+def test_authority_never_goes_down_an_escalation_to_a_lower_tier_is_refused(
+    superuser_client: Client, queue: Queue
+) -> None:
+    junior = Queue.objects.create(slug="junior", name="Junior", tier=0)
+
+    response = superuser_client.post(
+        reverse("admin:reviews_queue_change", args=[queue.pk]),
+        {
+            "slug": "refunds",
+            "name": "Refunds",
+            "sla_minutes": "30",
+            "remind_minutes": "10",
+            "escalate_to": str(junior.pk),
+            "expiry_outcome": "reject",
+            "tier": "2",
+        },
+    )
+
+    assert response.status_code == 200
+    assert b"below this queue&#x27;s tier 2" in response.content
+    queue.refresh_from_db()
+    assert (queue.escalate_to, queue.tier) == (None, 0)
     assert AuditEvent.objects.filter(object_type="queue").count() == 0
 
 

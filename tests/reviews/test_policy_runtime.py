@@ -504,7 +504,7 @@ def test_an_edit_a_stricter_rule_routes_elsewhere_is_refused(
     message = refused.value.message
     assert message.startswith(
         "These arguments fall under the rule refund_over_100 (rule refund_over_100: "
-        "args.amount > 100; issue_refund is irreversible"
+        "amount + sums.record.total > 100.0; issue_refund is irreversible"
     )
     assert message.endswith(
         "which sends them to the queue 'refunds-senior'. Escalate the request there, "
