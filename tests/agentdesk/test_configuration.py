@@ -225,6 +225,9 @@ BAD_RULE = {"name": "r", "when": "true", "tools": [], "queue": None, "approvals"
         ({"queue": "support queue"}, "the default queue 'support queue' is not a slug"),
         ({"tool_queues": {"issue_refund": "refunds/senior"}}, "is not a slug"),
         ({"review_risks": ["catastrophic"]}, "review_risks must be a list of"),
+        ({"on_foreign_subject": "allow"}, "on_foreign_subject must be one of"),
+        ({"sums_window_hours": 0}, "sums_window_hours must be a whole number"),
+        ({"sums_window_hours": "24"}, "sums_window_hours must be a whole number"),
     ],
 )
 def test_an_invalid_configuration_is_refused_and_nothing_is_saved(

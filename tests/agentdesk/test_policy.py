@@ -19,10 +19,12 @@ from agentdesk.agents import Risk
 from agentdesk.policy import (
     DEFAULT_QUEUE,
     Decision,
+    Evidence,
     Policy,
     PolicyInvalid,
     ReviewRule,
     Verdict,
+    empty_sums,
     policy_evaluate,
 )
 from examples.support.agent import support_agent
@@ -290,13 +292,22 @@ def test_a_rule_without_a_queue_routes_by_tool() -> None:
     assert evaluate(policy, arguments={"amount": 2}).queue == "refunds"
 
 
+def _money(amount: str, **sums: float) -> Evidence:
+    """A refund's evidence: its amount, with ``record_total`` / ``subject_total`` moved before."""
+    totals = empty_sums()
+    totals["record"]["total"] = sums.get("record_total", 0.0)
+    totals["subject"]["total"] = sums.get("subject_total", 0.0)
+    return Evidence(subject="c@example.com", amount=float(amount), sums=totals)
+
+
 def test_the_two_person_rule_of_the_support_policy() -> None:
-    def refund(amount: str, confidence: float = 0.9) -> Decision:
+    def refund(amount: str, confidence: float = 0.9, **sums: float) -> Decision:
         return evaluate(
             SUPPORT_POLICY,
             arguments={"order_id": "SO-1", "amount": Decimal(amount), "reason": "x"},
             risk=Risk.IRREVERSIBLE,
             confidence=confidence,
+            evidence=_money(amount, **sums),
         )
 
     small, over_100, over_250 = refund("29.00"), refund("100.01"), refund("250.01")
@@ -311,14 +322,96 @@ def test_the_two_person_rule_of_the_support_policy() -> None:
     )
     assert over_250 == review(
         SUPPORT_POLICY,
-        "rule refund_over_100: args.amount > 100; rule refund_over_250: args.amount > 250; "
-        "issue_refund is irreversible",
+        "rule refund_over_100: amount + sums.record.total > 100.0; rule refund_over_250: "
+        "amount + sums.record.total > 250.0; issue_refund is irreversible",
         "refund_over_100",
         queue="refunds-senior",
         approvals=2,
         threshold=0.8,
     )
     assert refund("250.00").approvals == 1
+
+
+@pytest.mark.parametrize(
+    ("amount", "sums", "rule", "approvals"),
+    [
+        # A second 60.00 on an order that already had 60.00 moved: 120.00 in all.
+        ("60.00", {"record_total": 60.0}, "refund_over_100", 1),
+        ("60.00", {"record_total": 40.0}, "risk", 1),
+        ("10.00", {"record_total": 245.0}, "refund_over_100", 2),
+        # Small refunds on many orders of one customer: over 300.00 in the window.
+        ("50.00", {"record_total": 0.0, "subject_total": 260.0}, "customer_over_300", 2),
+    ],
+)
+def test_the_policy_sees_sums_not_single_calls(
+    amount: str, sums: dict[str, float], rule: str, approvals: int
+) -> None:
+    for tool in ("issue_refund", "cancel_order"):
+        verdict = evaluate(
+            SUPPORT_POLICY,
+            tool_name=tool,
+            arguments={"order_id": "SO-1", "reason": "x"},
+            risk=Risk.IRREVERSIBLE,
+            confidence=0.99,
+            evidence=_money(amount, **sums),
+        )
+        assert (verdict.verdict, verdict.rule, verdict.approvals) == (
+            Verdict.REVIEW,
+            rule,
+            approvals,
+        )
+
+
+def test_a_call_on_another_subjects_records_is_blocked_whatever_its_confidence() -> None:
+    policy = Policy(review_risks=NO_RISKS)
+    evidence = Evidence(subject="a@example.com", foreign=("order SO-2",))
+
+    verdict = evaluate(policy, confidence=1.0, evidence=evidence)
+
+    assert verdict == Decision(
+        Verdict.BLOCK,
+        "issue_refund reaches records that are not this run's subject's (order SO-2)",
+        rule="foreign_subject",
+        policy_version=policy.version,
+        flags=("foreign_subject",),
+    )
+
+
+def test_a_call_on_another_subjects_records_can_be_sent_to_review_flagged() -> None:
+    policy = Policy(review_risks=NO_RISKS, on_foreign_subject="review", queue="support")
+    evidence = Evidence(subject="a@example.com", foreign=("ticket T-9",))
+
+    verdict = evaluate(policy, confidence=1.0, evidence=evidence)
+
+    assert (verdict.verdict, verdict.rule, verdict.queue, verdict.flags) == (
+        Verdict.REVIEW,
+        "foreign_subject",
+        "support",
+        ("foreign_subject",),
+    )
+    assert verdict.reason == "reaches another subject's records (ticket T-9)"
+
+
+def test_facts_that_could_not_be_looked_up_fail_closed_to_a_person() -> None:
+    policy = Policy(review_risks=NO_RISKS)
+
+    verdict = evaluate(policy, confidence=1.0, evidence=Evidence(trouble="OperationalError"))
+
+    assert (verdict.verdict, verdict.rule, verdict.flags) == (
+        Verdict.REVIEW,
+        "facts_unavailable",
+        ("facts_unavailable",),
+    )
+
+
+def test_the_new_policy_fields_keep_old_versions_hashes_and_refuse_junk() -> None:
+    assert Policy().version == Policy(on_foreign_subject="block", sums_window_hours=720).version
+    assert Policy().version != Policy(on_foreign_subject="review").version
+    with pytest.raises(PolicyInvalid, match="on_foreign_subject must be one of"):
+        Policy(on_foreign_subject="allow")
+    for hours in (0, -1, True, 1.5, 10**9):
+        with pytest.raises(PolicyInvalid, match="sums_window_hours must be"):
+            Policy(sums_window_hours=hours)  # type: ignore[arg-type]
 
 
 # --- rules that cannot be evaluated fail closed ---------------------------------------------
