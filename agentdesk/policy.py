@@ -38,6 +38,7 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
+from django.core.serializers.json import DjangoJSONEncoder
 
 from agentdesk.agents import Risk
 
@@ -209,7 +210,8 @@ class Evidence:
             "subject": self.subject,
             "amount": self.amount,
             "foreign": list(self.foreign),
-            "facts": _plain(self.facts),
+            # Money as the decimal strings the data holds ("129.00"), not as CEL's floats.
+            "facts": json.loads(json.dumps(self.facts, cls=DjangoJSONEncoder)),
             "sums": {scope: dict(kinds) for scope, kinds in self.sums.items()},
             **({"trouble": self.trouble} if self.trouble else {}),
         }

@@ -48,6 +48,7 @@ _LIST_FIELDS = (
     "confidence",
     "threshold",
     "approvals_required",
+    "flags",
     "due_at",
     "created_at",
     "claimed_until",

@@ -184,7 +184,7 @@ def test_the_reviewer_sees_the_facts_the_policy_read(
     assert evidence["subject"] == PRIYA
     assert evidence["amount"] == 20.0
     assert evidence["foreign"] == []
-    assert evidence["facts"]["order"]["total"] == 52.8
+    assert evidence["facts"]["order"]["total"] == "52.80"
     assert evidence["sums"]["record"] == {
         "executed": 0.0,
         "approved": 0.0,
