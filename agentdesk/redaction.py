@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.db import models
 
 MIN_LITERAL_KEY = 6  # shorter configured "keys" (test dummies) would redact ordinary words
 
@@ -200,3 +201,24 @@ def _walk(value: Any, text: Callable[[str], str]) -> Any:
     if isinstance(value, list | tuple):
         return [_walk(item, text) for item in value]
     return value
+
+
+# Columns that hold free text or structured data: where a secret can land.
+_TEXT_COLUMNS = (models.TextField, models.JSONField)
+
+
+def redact_row(instance: models.Model, *, keep: tuple[str, ...] = ()) -> models.Model:
+    """``instance`` with every text and JSON column redacted in place, before it is written.
+
+    The choke point of a record's writer (an action, a dead letter, an approval request, a
+    decision, a golden candidate): every such column, including one added later, is
+    redacted without the writer naming it (tests/agentdesk/test_redaction_paths.py holds
+    the models to it). ``keep``: columns the caller redacted already and that must not
+    change any more (the arguments an approval hash covers).
+    """
+    for field in instance._meta.concrete_fields:
+        if isinstance(field, _TEXT_COLUMNS) and field.name not in keep:
+            value = getattr(instance, field.attname)
+            if value:
+                setattr(instance, field.attname, redact_value(value))
+    return instance

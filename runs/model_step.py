@@ -36,6 +36,7 @@ from agentdesk.agents import (
 )
 from agentdesk.configuration import config_for_run
 from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import allot_keys, insert_rows
 from runs.breakers import (
     CircuitOpen,
@@ -329,7 +330,7 @@ def _record_reply(
     record.tokens_out = reply.tokens_out
     record.cost_usd = cost
     record.model = reply.model
-    parsed = [(call, *parse_arguments(call.raw_arguments)) for call in reply.tool_calls]
+    parsed = [_proposed(call) for call in reply.tool_calls]
     if parsed:
         record.action = {
             "type": "tool_calls",
@@ -470,6 +471,29 @@ def _record_reply(
         return [own, *actions] if keyed else [own]
 
     commit(run, seq, apply, steps=1 + len(inline), countdown_s=retry_in_s or 0)
+
+
+def _proposed(call: ProposedCall) -> tuple[ProposedCall, dict[str, Any] | None, str, float | None]:
+    """A proposed call, redacted before anything records, hashes, validates or runs it.
+
+    The model's words (its arguments, its rationale, even the call's id and tool name) are
+    stored on the action and its steps and shown to reviewers, and a hostile endpoint can
+    put the very key it was called with into them. Redacted once, here, so that the
+    arguments the hash covers, the policy judges, a reviewer approves and the tool runs are
+    one and the same. The conversation's copy of the reply is redacted alike by the commit
+    (runs.stepping), with the same result: the tool message's ``tool_call_id`` still matches.
+    """
+    arguments, rationale, confidence = parse_arguments(call.raw_arguments)
+    return (
+        ProposedCall(
+            id=redact_text(call.id),
+            name=redact_text(call.name),
+            raw_arguments=redact_text(call.raw_arguments),
+        ),
+        redact_value(arguments) if arguments is not None else None,
+        redact_text(rationale),
+        confidence,
+    )
 
 
 def _unusable(reply: ModelReply) -> dict[str, Any] | None:
