@@ -15,18 +15,23 @@ from typing import Any
 
 import pytest
 from django.apps import apps
+from django.contrib.auth import get_user_model
 from django.db import models
-from django.test import Client
+from django.test import Client, override_settings
 from guardian.shortcuts import assign_perm
 
 from agentdesk import registry
 from agentdesk.models import AuditEvent
+from agentdesk.redaction import redact_row
 from agentdesk.tokens import api_token_create
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Decision, GoldenCandidate, RequestKind
 from runs import services as run_services
 from runs.models import Action, DeadLetter, Run, RunState, Step
-from runs.stepping import args_hash
+from runs.stepping import STEP_REDACTED, args_hash
+from tests.conftest import wait_until
+from tests.processes import ROOT, WorkerPool
+from tests.reviews.test_concurrency import race
 from tests.runs.conftest import TEST_AGENTS
 from tests.runs.factories import drive, ticket_input
 from tests.runs.hostile import CANARY_KEY, HostileEndpoint, answer, tool_call
@@ -82,6 +87,10 @@ def page_leaks(
         if secret in response.content.decode():
             leaks.append(path)
     return leaks
+
+
+def _user(username: str) -> Any:
+    return get_user_model().objects.create_user(username=username)
 
 
 def _submit(agent_name: str) -> Run:
@@ -366,4 +375,186 @@ def test_inv8_a_refused_edit_with_a_secret_stores_nothing(
 
     request.refresh_from_db()
     assert (Decision.objects.count(), GoldenCandidate.objects.count(), request.args_hash) == before
+    assert stored_leaks() == []
+
+
+# --- the same in real workers: the key configured in their environment ----------------------
+
+
+@pytest.mark.slow
+def test_inv8_workers_calling_an_echoing_endpoint_store_and_log_only_the_placeholder(
+    hostile: HostileEndpoint, workers: WorkerPool
+) -> None:
+    hostile.script(tool_call("read_note", {"text": "the key is {key}", "rationale": "{key}"}))
+    workers.env.update(
+        AGENTDESK_LLM_BASE_URL=hostile.base_url,
+        AGENTDESK_LLM_API_KEY=CANARY_KEY,
+        AGENTDESK_AGENTS=",".join([*TEST_AGENTS, *HOSTILE_AGENTS]),
+    )
+    workers.start(1)
+    run, _ = run_services.run_submit(agent_name="echoing", run_input=ticket_input())
+
+    wait_until(
+        lambda: Run.objects.get(pk=run.pk).state == RunState.NEEDS_HUMAN,
+        timeout_s=60,
+        what="the run to wait for a person",
+        describe=lambda: workers.logs(tail_chars=3000),
+    )
+
+    run.refresh_from_db()
+    assert hostile.keys_seen == [CANARY_KEY, CANARY_KEY]
+    assert run.error["class"] == "model_auth_failed"
+    assert f"Authorization: Bearer {PLACEHOLDER}" in run.error["message"]
+    action = Action.objects.get(run=run)
+    assert action.arguments == {"text": f"the key is {PLACEHOLDER}"}
+    assert action.result == {"note": f"the key is {PLACEHOLDER}", "found": True}
+    assert ApprovalRequest.objects.get(run=run).routing_reason == run.error["message"]
+    assert stored_leaks() == []
+    assert CANARY_KEY not in workers.logs()
+
+
+# --- every text and JSON column has a redacting writer --------------------------------------
+
+# Written through agentdesk.redaction.redact_row, which redacts every text and JSON column
+# of the row, one added later included.
+ROW_WRITTEN = {
+    DeadLetter: "runs.stepping.finish",
+    ApprovalRequest: "reviews.services._request_open (arguments: the action's, hashed)",
+    Decision: "reviews.services._decision_create",
+    GoldenCandidate: "reviews.services._file_candidate",
+}
+# Written on the hot path, or under a hash, by writers that name their columns.
+NAMED = {
+    "runs.Run.input": "runs.services._run_create",
+    "runs.Run.checkpoint": "runs.services._run_create, runs.stepping.commit",
+    "runs.Run.output": "runs.stepping.finish",
+    "runs.Run.error": "runs.stepping.run_error_set",
+    **{f"runs.Step.{name}": "runs.stepping.StepRecord.build" for name in STEP_REDACTED},
+    "runs.Action.raw_arguments": "runs.model_step._proposed",
+    "runs.Action.arguments": "runs.model_step._proposed",
+    "runs.Action.rationale": "runs.model_step._proposed",
+    "runs.Action.result": "runs.tool_step.settle_action (the step's, redacted)",
+    "agentdesk.AuditEvent.before": "agentdesk.audit.audit_record",
+    "agentdesk.AuditEvent.after": "agentdesk.audit.audit_record",
+}
+# What operators and admins write about configuration, not what a run produced: shown to
+# the people who may change it. A prompt's secret would still be redacted from every
+# message rendered from it (runs.services._run_create).
+CONFIGURATION = {
+    "reviews.Queue.description",
+    "agentdesk.AgentConfigVersion.config",
+    "agentdesk.PromptVersion.template",
+}
+
+
+def _project_columns() -> set[str]:
+    """Every text and JSON column of the project's own apps (not the example shop's)."""
+    columns = set()
+    for app in apps.get_app_configs():
+        package = app.name.split(".")[0]
+        if package == "examples" or not (ROOT / package).is_dir():
+            continue
+        for model in app.get_models():
+            for field in model._meta.concrete_fields:
+                if isinstance(field, models.TextField | models.JSONField):
+                    columns.add(f"{model._meta.label}.{field.name}")
+    return columns
+
+
+def test_inv8_every_text_and_json_column_has_a_writer_that_redacts_it() -> None:
+    """A new column fails here until its writer redacts it (redact_row, or a named writer)."""
+    row_written = {
+        f"{model._meta.label}.{field.name}"
+        for model in ROW_WRITTEN
+        for field in model._meta.concrete_fields
+        if isinstance(field, models.TextField | models.JSONField)
+    }
+    unclassified = _project_columns() - row_written - set(NAMED) - CONFIGURATION
+    assert unclassified == set()
+    assert set(NAMED) - _project_columns() == {"runs.Step.model"}  # a CharField, named too
+
+
+@pytest.mark.parametrize("model", list(ROW_WRITTEN), ids=lambda model: model.__name__)
+def test_inv8_redact_row_redacts_every_text_and_json_column(model: type[models.Model]) -> None:
+    row = model()
+    for field in model._meta.concrete_fields:
+        if isinstance(field, models.JSONField):
+            setattr(row, field.attname, {"said": [f"key {CANARY_KEY}"]})
+        elif isinstance(field, models.TextField):
+            setattr(row, field.attname, f"key {CANARY_KEY}")
+
+    with override_settings(
+        AGENTDESK_LLM_ENDPOINTS={"default": {"base_url": "http://x/v1", "api_key": CANARY_KEY}}
+    ):
+        redact_row(row)
+
+    for field in model._meta.concrete_fields:
+        if isinstance(field, models.JSONField):
+            assert getattr(row, field.attname) == {"said": [f"key {PLACEHOLDER}"]}
+        elif isinstance(field, models.TextField):
+            assert getattr(row, field.attname) == f"key {PLACEHOLDER}"
+
+
+def test_inv8_redact_row_leaves_the_columns_it_is_told_to_keep() -> None:
+    """The arguments an approval's hash covers never change after the hash."""
+    request = ApprovalRequest(arguments={"text": CANARY_KEY}, routing_reason=CANARY_KEY)
+
+    with override_settings(
+        AGENTDESK_LLM_ENDPOINTS={"default": {"base_url": "http://x/v1", "api_key": CANARY_KEY}}
+    ):
+        redact_row(request, keep=("arguments",))
+
+    assert (request.arguments, request.routing_reason) == ({"text": CANARY_KEY}, PLACEHOLDER)
+
+
+# --- people: without the right to decide, and two at once ----------------------------------
+
+
+@pytest.mark.django_db
+def test_inv8_inv9_feedback_with_a_secret_from_someone_who_may_not_decide_stores_nothing(
+    hostile: HostileEndpoint, reviewer: Any, outsider: Any
+) -> None:
+    """Read-only: 403; no access: 404; and neither leaves a decision or the secret behind."""
+    _, request = _parked_for_review(hostile)
+    assign_perm("reviews.view_queue", reviewer, request.queue)  # may look, not decide
+    client = Client()
+    path = f"/inbox/requests/{request.pk}/reject"
+    before = (Decision.objects.count(), AuditEvent.objects.count())
+
+    client.force_login(reviewer)
+    assert client.post(path, {"feedback": f"no, {CANARY_KEY}"}).status_code == 403
+    client.force_login(outsider)
+    assert client.post(path, {"feedback": f"no, {CANARY_KEY}"}).status_code == 404
+
+    request.refresh_from_db()
+    assert (request.state, request.feedback) == ("pending", "")
+    assert (Decision.objects.count(), AuditEvent.objects.count()) == before
+    assert stored_leaks() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inv8_two_reviewers_rejecting_at_once_with_secrets_leave_one_redacted_decision(
+    hostile: HostileEndpoint,
+) -> None:
+    _, request = _parked_for_review(hostile)
+    people = [_user(f"racer{i}") for i in range(2)]
+
+    results = race(
+        [
+            lambda person=person: review_services.approval_reject(
+                request_id=request.pk, user=person, feedback=f"{person.username}: {CANARY_KEY}"
+            )
+            for person in people
+        ]
+    )
+
+    decided = [r for r in results if isinstance(r, review_services.Outcome)]
+    refused = [r for r in results if isinstance(r, review_services.AlreadyDecided)]
+    assert (len(decided), len(refused)) == (1, 1), results
+    winner = decided[0].decision.decided_by.username
+    request.refresh_from_db()
+    assert request.feedback == f"{winner}: {PLACEHOLDER}"
+    assert list(Decision.objects.filter(request=request).values_list("reason", flat=True)) == [
+        f"{winner}: {PLACEHOLDER}"
+    ]
     assert stored_leaks() == []
