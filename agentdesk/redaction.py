@@ -1,8 +1,10 @@
 """Secret-looking values replaced by stable placeholders before anything is stored.
 
-Applied at every storage path (see docs/audit.md): a run's input and first messages, every
-step record, the checkpoint messages the model sees on later steps, every log line and every
-audit event. A small regex module rather than a library: detect-secrets scans files line by
+Applied where data is written, once, at every storage path (docs/audit.md lists them): a
+run's input and first messages, every step record, the checkpoint, every error (built by
+``agentdesk.errors.error_payload``), the run's error and answer, every proposed call and its
+result, every log line and audit event, and every row written through ``redact_row`` (dead
+letters, approval requests, decisions, golden candidates). A small regex module rather than a library: detect-secrets scans files line by
 line and guesses with entropy (it would flag order ids and hashes), and scrubadub and
 Presidio aim at personal data (names, e-mail addresses) that the agent needs to do its work,
 with NLP models this project does not want to load in every worker.
