@@ -4,10 +4,12 @@ Applied where data is written, once, at every storage path (docs/audit.md lists 
 run's input and first messages, every step record, the checkpoint, every error (built by
 ``agentdesk.errors.error_payload``), the run's error and answer, every proposed call and its
 result, every log line and audit event, and every row written through ``redact_row`` (dead
-letters, approval requests, decisions, golden candidates). A small regex module rather than a library: detect-secrets scans files line by
-line and guesses with entropy (it would flag order ids and hashes), and scrubadub and
-Presidio aim at personal data (names, e-mail addresses) that the agent needs to do its work,
-with NLP models this project does not want to load in every worker.
+letters, approval requests, decisions, golden candidates).
+
+A small regex module rather than a library: detect-secrets scans files line by line and
+guesses with entropy (it would flag order ids and hashes), and scrubadub and Presidio aim
+at personal data (names, e-mail addresses) that the agent needs to do its work, with NLP
+models this project does not want to load in every worker.
 
 What is detected, each replaced by ``[REDACTED:<kind>]`` (the kind says what was there, the
 value is gone):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from io import StringIO
 from typing import Any
 
 import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import models
 from django.test import Client, override_settings
 from guardian.shortcuts import assign_perm
@@ -558,3 +560,62 @@ def test_inv8_two_reviewers_rejecting_at_once_with_secrets_leave_one_redacted_de
         f"{winner}: {PLACEHOLDER}"
     ]
     assert stored_leaks() == []
+
+
+# --- rows older versions stored unredacted ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_inv8_redact_stored_rewrites_what_older_versions_left_and_never_a_hashed_argument(
+    hostile: HostileEndpoint,
+) -> None:
+    _, request = _parked_for_review(hostile)
+    hostile.script()  # from here on, every call is refused with the key echoed
+    ended = _submit("echoing_bare")
+    assert ended.state == RunState.DEAD_LETTERED
+    active, _ = run_services.run_submit(agent_name="echoing", run_input=ticket_input())
+    leaked = {"class": "model_auth_failed", "message": f"Bearer {CANARY_KEY}"}
+    # What an older version wrote, written past today's writers.
+    Run.objects.filter(pk__in=[ended.pk, active.pk]).update(error=leaked)
+    DeadLetter.objects.filter(run=ended).update(error=leaked)
+    ApprovalRequest.objects.filter(pk=request.pk).update(
+        routing_reason=f"echoed {CANARY_KEY}", arguments={"text": CANARY_KEY}
+    )
+    Action.objects.filter(pk=request.action_id).update(rationale=f"because {CANARY_KEY}")
+    events_before = AuditEvent.objects.count()
+    out = StringIO()
+
+    call_command("redact_stored", "--batch", "1", stdout=out)
+
+    assert out.getvalue().splitlines() == [
+        "redacted 1 reviews.ApprovalRequest row(s)",
+        "redacted 1 runs.Action row(s)",
+        "redacted 1 runs.DeadLetter row(s)",
+        "redacted 1 runs.Run row(s)",
+        "skipped 1 queued or running run(s): run this again once they have stopped",
+        "1 reviews.ApprovalRequest row(s) hold a secret in arguments an approval hash covers; "
+        "left as they are: reject or discard them",
+    ]
+    ended.refresh_from_db()
+    assert ended.error == {"class": "model_auth_failed", "message": f"Bearer {PLACEHOLDER}"}
+    assert DeadLetter.objects.get(run=ended).error == ended.error
+    assert Run.objects.get(pk=active.pk).error == leaked  # a worker's: not raced
+    request.refresh_from_db()
+    assert request.routing_reason == f"echoed {PLACEHOLDER}"
+    assert request.arguments == {"text": CANARY_KEY}  # under the hash: counted, not changed
+    assert Action.objects.get(pk=request.action_id).rationale == f"because {PLACEHOLDER}"
+    events = AuditEvent.objects.filter(verb="records.redacted").order_by("seq")
+    assert AuditEvent.objects.count() == events_before + 4
+    assert [event.after["model"] for event in events] == [
+        "runs.Run",
+        "runs.Action",
+        "runs.DeadLetter",
+        "reviews.ApprovalRequest",
+    ]
+    assert events[0].after["ids"] == [str(ended.pk)]
+
+    # Again: nothing left to do, and nothing written.
+    out = StringIO()
+    call_command("redact_stored", stdout=out)
+    assert out.getvalue().splitlines()[0] == "nothing to redact"
+    assert AuditEvent.objects.count() == events_before + 4
