@@ -417,9 +417,13 @@ def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]
     return verdict
 
 
-def _decision_create(**fields: Any) -> Decision:
-    """Save a decision, its reason and edited arguments redacted: what a person typed."""
-    decision = Decision(**fields)
+def _decision_create(*, reason: str = "", **fields: Any) -> Decision:
+    """Save a decision, its reason and edited arguments redacted: what a person typed.
+
+    The reason is cut to FEEDBACK_MAX after it is redacted: a cut through a secret would
+    leave its first half.
+    """
+    decision = Decision(reason=redact_text(reason)[:FEEDBACK_MAX], **fields)
     redact_row(decision).save(force_insert=True)
     return decision
 
@@ -441,7 +445,7 @@ def _add_approval(
                 decided_by=user,
                 args_hash=request.args_hash,
                 arguments=arguments,
-                reason=reason[:FEEDBACK_MAX],
+                reason=reason,
                 from_queue=request.queue,
             )
     except IntegrityError:
@@ -526,7 +530,7 @@ def approval_escalate(*, request_id: int, user: User, to_queue: Queue, reason: s
             kind=DecisionKind.ESCALATE,
             decided_by=user,
             args_hash=request.args_hash,
-            reason=reason[:FEEDBACK_MAX],
+            reason=reason,
             from_queue=request.queue,
             to_queue=to_queue,
         )

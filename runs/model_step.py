@@ -94,6 +94,8 @@ class _Outcome:
     latency_ms: int = 0
 
 
+RATIONALE_MAX = 2000
+
 # How runs.tool_step stores a call that did not return a result: {"error": {...}} as JSON.
 _TOOL_ERROR_PREFIX = '{"error": '
 
@@ -343,7 +345,7 @@ def _record_reply(
         record.confidence = parsed[0][3]
     else:
         record.action = {"type": "final_answer"}
-        record.reason = reply.content[:2000]
+        record.reason = redact_text(reply.content)[:2000]  # redacted before it is cut
     record.outcome = {
         **record.outcome,
         "finish_reason": reply.finish_reason,
@@ -482,6 +484,7 @@ def _proposed(call: ProposedCall) -> tuple[ProposedCall, dict[str, Any] | None, 
     arguments the hash covers, the policy judges, a reviewer approves and the tool runs are
     one and the same. The conversation's copy of the reply is redacted alike by the commit
     (runs.stepping), with the same result: the tool message's ``tool_call_id`` still matches.
+    Redacted before the rationale is cut: a cut through a secret would leave its first half.
     """
     arguments, rationale, confidence = parse_arguments(call.raw_arguments)
     return (
@@ -491,14 +494,14 @@ def _proposed(call: ProposedCall) -> tuple[ProposedCall, dict[str, Any] | None, 
             raw_arguments=redact_text(call.raw_arguments),
         ),
         redact_value(arguments) if arguments is not None else None,
-        redact_text(rationale),
+        redact_text(rationale)[:RATIONALE_MAX],
         confidence,
     )
 
 
 def _unusable(reply: ModelReply) -> dict[str, Any] | None:
     if reply.refusal:
-        return error_payload(ErrorClass.MODEL_REFUSAL, reply.refusal[:500])
+        return error_payload(ErrorClass.MODEL_REFUSAL, redact_text(reply.refusal)[:500])
     if reply.finish_reason == "length":
         return error_payload(
             ErrorClass.MODEL_OUTPUT_INVALID, "the reply was cut off at the model's length limit"
@@ -543,4 +546,4 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str, float | None]
         or not 0 <= confidence <= 1
     ):
         confidence = None
-    return parsed, rationale[:2000], float(confidence) if confidence is not None else None
+    return parsed, rationale, float(confidence) if confidence is not None else None

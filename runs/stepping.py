@@ -563,7 +563,7 @@ def dead_letter_after_crash(run: Run, seq: int, exc: BaseException) -> None:
     """Dead-letter a run whose step raised something the runtime did not expect."""
     error = error_payload(
         ErrorClass.INTERNAL_ERROR,
-        f"step {seq} raised {type(exc).__name__}: {exc}"[:1000],
+        redact_text(f"step {seq} raised {type(exc).__name__}: {exc}")[:1000],
     )
     with transaction.atomic():
         if not _lock_if_ours(run, seq):
@@ -580,7 +580,10 @@ def conversation_state(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "messages": len(messages),
         "last_role": last.get("role", ""),
-        "last_content": content[:500],
+        # Redacted before it is cut, or a cut through a secret would leave its first half
+        # (the step record is redacted, but after). A stored message, redacted already, is
+        # remembered clean; only the reply and results of this very step are new.
+        "last_content": redact_text(content)[:500] if len(content) > 500 else content,
     }
 
 

@@ -48,21 +48,27 @@ def tool_call(name: str, arguments: dict[str, Any] | str, *, call_id: str = "cal
 
     ``arguments`` as a string: sent as it is, JSON or not.
     """
+    return tool_calls((name, arguments, call_id))
+
+
+def tool_calls(*calls: tuple[str, dict[str, Any] | str, str]) -> Reply:
+    """A reply proposing several calls at once: (name, arguments, call id) each."""
 
     def reply(key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-        raw = raw.replace("{key}", key)
-        message = {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
+        proposed = []
+        for name, arguments, call_id in calls:
+            raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            proposed.append(
                 {
                     "id": call_id.replace("{key}", key),
                     "type": "function",
-                    "function": {"name": name.replace("{key}", key), "arguments": raw},
+                    "function": {
+                        "name": name.replace("{key}", key),
+                        "arguments": raw.replace("{key}", key),
+                    },
                 }
-            ],
-        }
+            )
+        message = {"role": "assistant", "content": None, "tool_calls": proposed}
         return 200, _completion(body, message, "tool_calls", key)
 
     return reply

@@ -36,7 +36,7 @@ from tests.processes import ROOT, WorkerPool
 from tests.reviews.test_concurrency import race
 from tests.runs.conftest import TEST_AGENTS
 from tests.runs.factories import drive, ticket_input
-from tests.runs.hostile import CANARY_KEY, HostileEndpoint, answer, tool_call
+from tests.runs.hostile import CANARY_KEY, HostileEndpoint, answer, tool_call, tool_calls
 
 PLACEHOLDER = "[REDACTED:api_key]"
 HOSTILE_AGENTS = ["tests.runs.hostile.echoing", "tests.runs.hostile.echoing_bare"]
@@ -234,6 +234,40 @@ def test_inv8_a_hostile_models_calls_and_the_results_they_get_are_stored_redacte
     assert stored_leaks() == []
 
 
+@pytest.mark.django_db
+def test_inv8_a_secret_where_a_stored_text_is_cut_leaves_not_even_its_first_half(
+    hostile: HostileEndpoint,
+) -> None:
+    """A hostile model pads its words so that a cut (500, 2000 characters) falls in the key.
+
+    Redacted after the cut, the key's first half would be stored, unrecognised.
+    """
+    half = CANARY_KEY[: len(CANARY_KEY) // 2]
+    # In the dump of the first read's result, {"note": "<text>", ...}, the key starts
+    # 5 characters before the 500th.
+    text = "z" * (500 - 5 - len('{"note": "')) + "{key}"
+    hostile.script(
+        tool_calls(
+            ("read_note", {"text": text, "rationale": "r" * 1995 + "{key}"}, "call_1"),
+            ("read_note", {"text": "second"}, "call_2"),
+        ),
+        answer("y" * 1995 + "{key}"),
+    )
+    run = _submit("echoing")
+
+    assert run.state == RunState.SUCCEEDED
+    first, second = Action.objects.filter(run=run).order_by("index")
+    assert first.rationale == ("r" * 1995 + PLACEHOLDER)[:2000]
+    second_read = Step.objects.get(run=run, executed_action=second)
+    assert (
+        second_read.state["last_content"]
+        == (json.dumps({"note": "z" * 485 + PLACEHOLDER, "found": True})[:500])
+    )
+    final = Step.objects.filter(run=run, kind="model").order_by("seq").last()
+    assert final.reason == ("y" * 1995 + PLACEHOLDER)[:2000]
+    assert stored_leaks(half) == []
+
+
 # --- the humans' side: requests, decisions, corrections -------------------------------------
 
 
@@ -357,6 +391,27 @@ def test_inv8_a_person_ending_a_stuck_run_with_a_secret_leaves_only_the_placehol
     assert run.error["class"] == "model_auth_failed"
     assert run.error["message"].endswith(f"ended by rita: the key {PLACEHOLDER} is revoked")
     assert stored_leaks() == []
+
+
+@pytest.mark.django_db
+def test_inv8_a_long_approval_reason_is_cut_after_its_secret_is_redacted(
+    hostile: HostileEndpoint, reviewer: Any
+) -> None:
+    _, request = _parked_for_review(hostile)
+
+    review_services.approval_approve(
+        request_id=request.pk,
+        user=reviewer,
+        seen_hash=request.args_hash,
+        reason="a" * (review_services.FEEDBACK_MAX - 5) + CANARY_KEY,
+    )
+
+    decision = Decision.objects.get(request=request)
+    assert (
+        decision.reason
+        == ("a" * (review_services.FEEDBACK_MAX - 5) + PLACEHOLDER)[: review_services.FEEDBACK_MAX]
+    )
+    assert stored_leaks(CANARY_KEY[:5]) == []
 
 
 @pytest.mark.django_db
