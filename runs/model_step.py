@@ -345,7 +345,7 @@ def _record_reply(
         record.confidence = parsed[0][3]
     else:
         record.action = {"type": "final_answer"}
-        record.reason = redact_text(reply.content)[:2000]  # redacted before it is cut
+        record.reason = _cut(reply.content, 2000)
     record.outcome = {
         **record.outcome,
         "finish_reason": reply.finish_reason,
@@ -494,14 +494,24 @@ def _proposed(call: ProposedCall) -> tuple[ProposedCall, dict[str, Any] | None, 
             raw_arguments=redact_text(call.raw_arguments),
         ),
         redact_value(arguments) if arguments is not None else None,
-        redact_text(rationale)[:RATIONALE_MAX],
+        redact_text(rationale)[:RATIONALE_MAX],  # redacted before it is cut
         confidence,
     )
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, redacted first if it is cut.
+
+    A cut through a secret would leave its first half, which redaction after the cut (of
+    the step record, of the error) would no longer recognise. An uncut text is redacted
+    where it is stored, as it is.
+    """
+    return redact_text(text)[:limit] if len(text) > limit else text
+
+
 def _unusable(reply: ModelReply) -> dict[str, Any] | None:
     if reply.refusal:
-        return error_payload(ErrorClass.MODEL_REFUSAL, redact_text(reply.refusal)[:500])
+        return error_payload(ErrorClass.MODEL_REFUSAL, _cut(reply.refusal, 500))
     if reply.finish_reason == "length":
         return error_payload(
             ErrorClass.MODEL_OUTPUT_INVALID, "the reply was cut off at the model's length limit"

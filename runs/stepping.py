@@ -574,16 +574,27 @@ def dead_letter_after_crash(run: Run, seq: int, exc: BaseException) -> None:
         run.save(update_fields=STEP_FIELDS)
 
 
-def conversation_state(messages: list[dict[str, Any]]) -> dict[str, Any]:
+STATE_CONTENT_MAX = 500
+
+
+def conversation_state(messages: list[dict[str, Any]], *, fresh: bool = False) -> dict[str, Any]:
+    """What the agent knew: the size of the conversation and the start of its last message.
+
+    ``fresh``: the last message is this step's own and not redacted yet (a read made within
+    its model step sees the reply and the results before it). It is redacted before it is
+    cut: a cut through a secret would leave its first half, which the step record's
+    redaction would no longer recognise. Stored messages were redacted when they were
+    stored, and a cut of those reveals nothing; redacting them again would cost a long
+    message's scan on every step (about 1 ms for 2,500 characters).
+    """
     last = messages[-1] if messages else {}
     content = last.get("content") or ""
+    if fresh and len(content) > STATE_CONTENT_MAX:
+        content = redact_text(content)
     return {
         "messages": len(messages),
         "last_role": last.get("role", ""),
-        # Redacted before it is cut, or a cut through a secret would leave its first half
-        # (the step record is redacted, but after). A stored message, redacted already, is
-        # remembered clean; only the reply and results of this very step are new.
-        "last_content": redact_text(content)[:500] if len(content) > 500 else content,
+        "last_content": content[:STATE_CONTENT_MAX],
     }
 
 

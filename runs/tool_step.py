@@ -260,7 +260,11 @@ def _record_for(
         arguments = action.arguments if action.arguments is not None else action.raw_arguments
     return StepRecord(
         kind=StepKind.TOOL,
-        state=conversation_state(run.checkpoint["messages"] if messages is None else messages),
+        state=(
+            conversation_state(run.checkpoint["messages"])
+            if messages is None
+            else conversation_state(messages, fresh=True)
+        ),
         started_at=timezone.now(),
         action={
             "tool": action.tool,

@@ -82,6 +82,14 @@ def answer(text: str) -> Reply:
     return reply
 
 
+def refusal(text: str) -> Reply:
+    def reply(key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        message = {"role": "assistant", "content": None, "refusal": text.replace("{key}", key)}
+        return 200, _completion(body, message, "stop", key)
+
+    return reply
+
+
 def _completion(
     body: dict[str, Any], message: dict[str, Any], finish: str, key: str
 ) -> dict[str, Any]:

@@ -36,7 +36,14 @@ from tests.processes import ROOT, WorkerPool
 from tests.reviews.test_concurrency import race
 from tests.runs.conftest import TEST_AGENTS
 from tests.runs.factories import drive, ticket_input
-from tests.runs.hostile import CANARY_KEY, HostileEndpoint, answer, tool_call, tool_calls
+from tests.runs.hostile import (
+    CANARY_KEY,
+    HostileEndpoint,
+    answer,
+    refusal,
+    tool_call,
+    tool_calls,
+)
 
 PLACEHOLDER = "[REDACTED:api_key]"
 HOSTILE_AGENTS = ["tests.runs.hostile.echoing", "tests.runs.hostile.echoing_bare"]
@@ -266,6 +273,21 @@ def test_inv8_a_secret_where_a_stored_text_is_cut_leaves_not_even_its_first_half
     final = Step.objects.filter(run=run, kind="model").order_by("seq").last()
     assert final.reason == ("y" * 1995 + PLACEHOLDER)[:2000]
     assert stored_leaks(half) == []
+
+
+@pytest.mark.django_db
+def test_inv8_a_refusal_quoting_the_key_past_its_cut_leaves_only_the_placeholder(
+    hostile: HostileEndpoint,
+) -> None:
+    hostile.script(refusal("n" * 495 + "{key}"))
+    run = _submit("echoing")
+
+    assert run.state == RunState.NEEDS_HUMAN
+    refused = Step.objects.filter(run=run, error_class="model_refusal").order_by("seq").first()
+    assert refused is not None
+    assert refused.outcome["error"]["message"] == ("n" * 495 + PLACEHOLDER)[:500]
+    assert run.error["message"].endswith(("n" * 495 + PLACEHOLDER)[:500])
+    assert stored_leaks(CANARY_KEY[:5]) == []
 
 
 # --- the humans' side: requests, decisions, corrections -------------------------------------
