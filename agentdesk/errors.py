@@ -8,6 +8,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from agentdesk.redaction import redact_text, redact_value
+
 
 class ErrorClass(StrEnum):
     MODEL_TIMEOUT = "model_timeout"
@@ -31,8 +33,15 @@ class ErrorClass(StrEnum):
 
 
 def error_payload(error_class: ErrorClass, message: str, **details: Any) -> dict[str, Any]:
-    """The structured error stored on records and returned to the model as a tool result."""
-    payload: dict[str, Any] = {"class": str(error_class), "message": message}
+    """The structured error stored on records and returned to the model as a tool result.
+
+    Redacted here, once, because an error's words come from outside: an endpoint that
+    echoes the request's Authorization header, a tool's exception, the model's own
+    arguments quoted back by a validation error. Every record an error reaches (a step, an
+    action's result, the checkpoint, the run, a dead letter, an approval request) is
+    built from this payload.
+    """
+    payload: dict[str, Any] = {"class": str(error_class), "message": redact_text(message)}
     if details:
-        payload["details"] = details
+        payload["details"] = redact_value(details)
     return payload

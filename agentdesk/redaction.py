@@ -1,11 +1,15 @@
 """Secret-looking values replaced by stable placeholders before anything is stored.
 
-Applied at every storage path (see docs/audit.md): a run's input and first messages, every
-step record, the checkpoint messages the model sees on later steps, every log line and every
-audit event. A small regex module rather than a library: detect-secrets scans files line by
-line and guesses with entropy (it would flag order ids and hashes), and scrubadub and
-Presidio aim at personal data (names, e-mail addresses) that the agent needs to do its work,
-with NLP models this project does not want to load in every worker.
+Applied where data is written, once, at every storage path (docs/audit.md lists them): a
+run's input and first messages, every step record, the checkpoint, every error (built by
+``agentdesk.errors.error_payload``), the run's error and answer, every proposed call and its
+result, every log line and audit event, and every row written through ``redact_row`` (dead
+letters, approval requests, decisions, golden candidates).
+
+A small regex module rather than a library: detect-secrets scans files line by line and
+guesses with entropy (it would flag order ids and hashes), and scrubadub and Presidio aim
+at personal data (names, e-mail addresses) that the agent needs to do its work, with NLP
+models this project does not want to load in every worker.
 
 What is detected, each replaced by ``[REDACTED:<kind>]`` (the kind says what was there, the
 value is gone):
@@ -33,6 +37,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.db import models
 
 MIN_LITERAL_KEY = 6  # shorter configured "keys" (test dummies) would redact ordinary words
 
@@ -200,3 +205,24 @@ def _walk(value: Any, text: Callable[[str], str]) -> Any:
     if isinstance(value, list | tuple):
         return [_walk(item, text) for item in value]
     return value
+
+
+# Columns that hold free text or structured data: where a secret can land.
+_TEXT_COLUMNS = (models.TextField, models.JSONField)
+
+
+def redact_row(instance: models.Model, *, keep: tuple[str, ...] = ()) -> models.Model:
+    """``instance`` with every text and JSON column redacted in place, before it is written.
+
+    The choke point of a record's writer (an action, a dead letter, an approval request, a
+    decision, a golden candidate): every such column, including one added later, is
+    redacted without the writer naming it (tests/agentdesk/test_redaction_paths.py holds
+    the models to it). ``keep``: columns the caller redacted already and that must not
+    change any more (the arguments an approval hash covers).
+    """
+    for field in instance._meta.concrete_fields:
+        if isinstance(field, _TEXT_COLUMNS) and field.name not in keep:
+            value = getattr(instance, field.attname)
+            if value:
+                setattr(instance, field.attname, redact_value(value))
+    return instance

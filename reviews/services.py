@@ -31,6 +31,7 @@ from agentdesk.audit import audit_record
 from agentdesk.configuration import config_for_run, config_policy_for_run
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Verdict, policy_evaluate
+from agentdesk.redaction import redact_row, redact_text, redact_value
 from agentdesk.registry import UnknownAgent, agent_get
 from reviews.broadcast import queue_changed
 from reviews.context import history_summary
@@ -46,7 +47,7 @@ from reviews.models import (
 )
 from runs.exposure import exposure_facts, exposure_summed, subject_locked
 from runs.models import Action, Run, RunState
-from runs.stepping import args_hash, enqueue_next_step, run_audit_state
+from runs.stepping import args_hash, enqueue_next_step, run_audit_state, run_error_set
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,22 @@ def _request_open(
     """Create a pending request in ``queue``, due after the agent's SLA, else the queue's.
 
     Only the first queue: a request escalated on (``_move``) gets each next queue's own.
+
+    Every text and JSON column is redacted here (``redact_row``): the routing reason and
+    the context quote the run's error, the tool's records and the model's rationale, and
+    the request page and the API show them to every reviewer of the queue. Not the
+    arguments: the caller hashed them, and they are the action's, redacted when the model
+    proposed them (runs.model_step).
     """
     minutes = _agent_sla_minutes(run) or queue.sla_minutes
-    request = ApprovalRequest.objects.create(
+    request = ApprovalRequest(
         queue=queue,
         run=run,
         agent_name=run.agent_name,
         due_at=timezone.now() + timedelta(minutes=minutes),
         **fields,
     )
+    redact_row(request, keep=("arguments",)).save(force_insert=True)
     audit_record(
         actor=None,
         actor_label="worker",
@@ -360,7 +368,8 @@ def approval_edit(
             )
         tool = _tool_of(request)
         try:
-            edited = shown_arguments(tool, arguments)
+            # Redacted before the hash: what a person typed is stored, shown and run as is.
+            edited = shown_arguments(tool, redact_value(arguments))
         except ValidationError as exc:
             errors: dict[str, list[str]] = {}
             for error in exc.errors(include_url=False):
@@ -466,6 +475,17 @@ def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]
     return verdict
 
 
+def _decision_create(*, reason: str = "", **fields: Any) -> Decision:
+    """Save a decision, its reason and edited arguments redacted: what a person typed.
+
+    The reason is cut to FEEDBACK_MAX after it is redacted: a cut through a secret would
+    leave its first half.
+    """
+    decision = Decision(reason=redact_text(reason)[:FEEDBACK_MAX], **fields)
+    redact_row(decision).save(force_insert=True)
+    return decision
+
+
 def _add_approval(
     request: ApprovalRequest,
     user: User,
@@ -477,13 +497,13 @@ def _add_approval(
 ) -> Decision:
     try:
         with transaction.atomic():  # a savepoint: the outer transaction survives the refusal
-            decision = Decision.objects.create(
+            decision = _decision_create(
                 request=request,
                 kind=kind,
                 decided_by=user,
                 args_hash=request.args_hash,
                 arguments=arguments,
-                reason=reason[:FEEDBACK_MAX],
+                reason=reason,
                 from_queue=request.queue,
             )
     except IntegrityError:
@@ -521,8 +541,12 @@ def _after_approval(request: ApprovalRequest, decision: Decision, *, outcome: st
 
 
 def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
-    """Reject with feedback; the agent receives the feedback as the tool's result."""
-    feedback = feedback.strip()
+    """Reject with feedback; the agent receives the feedback as the tool's result.
+
+    The feedback is redacted first: it is stored on the request and the decision, written
+    to the audit log, filed with the correction and handed to the model.
+    """
+    feedback = redact_text(feedback.strip())
     if not feedback:
         raise DecisionRefused(
             "Say why: the feedback goes back to the agent.",
@@ -530,7 +554,7 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
         )
     with transaction.atomic():
         request = _locked_pending(request_id)
-        decision = Decision.objects.create(
+        decision = _decision_create(
             request=request,
             kind=DecisionKind.REJECT,
             decided_by=user,
@@ -566,12 +590,12 @@ def approval_escalate(*, request_id: int, user: User, to_queue: Queue, reason: s
                 f"(tier {request.required_tier}); escalate it to a queue of that tier or "
                 "higher, or decide it here."
             )
-        decision = Decision.objects.create(
+        decision = _decision_create(
             request=request,
             kind=DecisionKind.ESCALATE,
             decided_by=user,
             args_hash=request.args_hash,
-            reason=reason[:FEEDBACK_MAX],
+            reason=reason,
             from_queue=request.queue,
             to_queue=to_queue,
         )
@@ -663,10 +687,9 @@ def _run_end_by_person(run: Run, request: ApprovalRequest, actor: User | None) -
     who = actor.get_username() if actor else "the SLA clock"
     run.state = RunState.FAILED
     run.finished_at = timezone.now()
-    run.error = {
-        **cause,
-        "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000],
-    }
+    run_error_set(
+        run, {**cause, "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000]}
+    )
     run.save()
     run_audit_state(run, before, actor=actor, actor_label=SLA, request=request.pk, error=run.error)
 
@@ -681,7 +704,7 @@ def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
         if decision.kind == DecisionKind.EDIT
         else {"kind": "reject", "feedback": decision.reason}
     )
-    GoldenCandidate.objects.create(
+    candidate = GoldenCandidate(
         run=request.run,
         request=request,
         decision=decision,
@@ -696,6 +719,9 @@ def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
         correction=correction,
         reason=decision.reason,
     )
+    # Everything here was redacted where it was written (the run's input, the action, the
+    # decision); a candidate becomes eval data that outlives all of them, so once more.
+    redact_row(candidate).save(force_insert=True)
 
 
 # --- bulk ----------------------------------------------------------------------------------
@@ -807,7 +833,7 @@ def _expire(request: ApprovalRequest) -> Decision:
         )
         target = None
     if target is not None and target.pk not in visited:
-        decision = Decision.objects.create(
+        decision = _decision_create(
             request=request,
             kind=DecisionKind.ESCALATE,
             args_hash=request.args_hash,
@@ -818,7 +844,7 @@ def _expire(request: ApprovalRequest) -> Decision:
         _move(request, target, actor=None, reason=reason)
         return decision
     approve = queue.expiry_outcome == ExpiryOutcome.APPROVE
-    decision = Decision.objects.create(
+    decision = _decision_create(
         request=request,
         kind=DecisionKind.EXPIRE,
         args_hash=request.args_hash,

@@ -36,6 +36,7 @@ from agentdesk.agents import (
 )
 from agentdesk.configuration import config_for_run
 from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import allot_keys, insert_rows
 from runs.breakers import (
     CircuitOpen,
@@ -92,6 +93,8 @@ class _Outcome:
     unconfigured: tuple[str, ...] = ()
     latency_ms: int = 0
 
+
+RATIONALE_MAX = 2000
 
 # How runs.tool_step stores a call that did not return a result: {"error": {...}} as JSON.
 _TOOL_ERROR_PREFIX = '{"error": '
@@ -329,7 +332,7 @@ def _record_reply(
     record.tokens_out = reply.tokens_out
     record.cost_usd = cost
     record.model = reply.model
-    parsed = [(call, *parse_arguments(call.raw_arguments)) for call in reply.tool_calls]
+    parsed = [_proposed(call) for call in reply.tool_calls]
     if parsed:
         record.action = {
             "type": "tool_calls",
@@ -342,7 +345,7 @@ def _record_reply(
         record.confidence = parsed[0][3]
     else:
         record.action = {"type": "final_answer"}
-        record.reason = reply.content[:2000]
+        record.reason = _cut(reply.content, 2000)
     record.outcome = {
         **record.outcome,
         "finish_reason": reply.finish_reason,
@@ -472,9 +475,43 @@ def _record_reply(
     commit(run, seq, apply, steps=1 + len(inline), countdown_s=retry_in_s or 0)
 
 
+def _proposed(call: ProposedCall) -> tuple[ProposedCall, dict[str, Any] | None, str, float | None]:
+    """A proposed call, redacted before anything records, hashes, validates or runs it.
+
+    The model's words (its arguments, its rationale, even the call's id and tool name) are
+    stored on the action and its steps and shown to reviewers, and a hostile endpoint can
+    put the very key it was called with into them. Redacted once, here, so that the
+    arguments the hash covers, the policy judges, a reviewer approves and the tool runs are
+    one and the same. The conversation's copy of the reply is redacted alike by the commit
+    (runs.stepping), with the same result: the tool message's ``tool_call_id`` still matches.
+    Redacted before the rationale is cut: a cut through a secret would leave its first half.
+    """
+    arguments, rationale, confidence = parse_arguments(call.raw_arguments)
+    return (
+        ProposedCall(
+            id=redact_text(call.id),
+            name=redact_text(call.name),
+            raw_arguments=redact_text(call.raw_arguments),
+        ),
+        redact_value(arguments) if arguments is not None else None,
+        redact_text(rationale)[:RATIONALE_MAX],  # redacted before it is cut
+        confidence,
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, redacted first if it is cut.
+
+    A cut through a secret would leave its first half, which redaction after the cut (of
+    the step record, of the error) would no longer recognise. An uncut text is redacted
+    where it is stored, as it is.
+    """
+    return redact_text(text)[:limit] if len(text) > limit else text
+
+
 def _unusable(reply: ModelReply) -> dict[str, Any] | None:
     if reply.refusal:
-        return error_payload(ErrorClass.MODEL_REFUSAL, reply.refusal[:500])
+        return error_payload(ErrorClass.MODEL_REFUSAL, _cut(reply.refusal, 500))
     if reply.finish_reason == "length":
         return error_payload(
             ErrorClass.MODEL_OUTPUT_INVALID, "the reply was cut off at the model's length limit"
@@ -519,4 +556,4 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str, float | None]
         or not 0 <= confidence <= 1
     ):
         confidence = None
-    return parsed, rationale[:2000], float(confidence) if confidence is not None else None
+    return parsed, rationale, float(confidence) if confidence is not None else None

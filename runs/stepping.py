@@ -35,7 +35,7 @@ from agentdesk.audit import (
     audit_record,
 )
 from agentdesk.errors import ErrorClass, error_payload
-from agentdesk.redaction import redact_value
+from agentdesk.redaction import redact_row, redact_text, redact_value
 from agentdesk.statements import (
     can_commit_with_statements,
     commit_with,
@@ -377,7 +377,7 @@ def commit(
                 stored = (run.checkpoint or {}).get("messages")
                 stored_count = len(stored) if isinstance(stored, list) else 0
                 last_rows = apply(run) or ()
-                _redact_messages(run, stored, stored_count)
+                _redact_checkpoint(run, stored, stored_count)
             if recorded:
                 run.next_seq = seq + steps
             run.step_attempts = 0
@@ -405,11 +405,13 @@ def commit(
     return True
 
 
-def _redact_messages(run: Run, stored: Any = None, stored_count: int = 0) -> None:
-    """Secrets out of the conversation the model sees next (tool results, its own replies).
+def _redact_checkpoint(run: Run, stored: Any = None, stored_count: int = 0) -> None:
+    """Secrets out of the checkpoint: the conversation the model sees next, the last error.
 
     Every step that adds to the checkpoint commits through here, so nothing a tool returned
-    or the model wrote reaches the next prompt, or the database, unredacted.
+    or the model wrote reaches the next prompt, or the database, unredacted. The last error
+    (``last_error``, an endpoint's words) was redacted when it was built (error_payload);
+    it is small and rare, so it is redacted again here rather than trusted.
 
     ``stored`` is the message list as it was read from the database, ``stored_count`` its
     length then: those messages were redacted before they were stored (by run_submit or an
@@ -420,7 +422,10 @@ def _redact_messages(run: Run, stored: Any = None, stored_count: int = 0) -> Non
     (So when the rules change while a run is under way, a new pattern or another configured
     key, the messages it already has are not redacted again; those it gets from then on are.)
     """
-    messages = (run.checkpoint or {}).get("messages")
+    checkpoint = run.checkpoint or {}
+    if checkpoint.get("last_error"):
+        checkpoint["last_error"] = redact_value(checkpoint["last_error"])
+    messages = checkpoint.get("messages")
     if not messages:
         return
     if messages is stored and isinstance(messages, list):
@@ -508,13 +513,25 @@ def finish(
     """End the run (inside ``apply``): succeeded, failed or dead-lettered."""
     before = run.state
     run.state = state
-    run.output = output
-    run.error = error
+    run.output = redact_text(output)  # the model's final answer: a hostile endpoint's words
+    error = run_error_set(run, error)
     run.finished_at = timezone.now()
     run_audit_state(run, before, error=error)
     if state == RunState.DEAD_LETTERED:
-        DeadLetter.objects.create(run=run, seq=run.next_seq, error=error or {})
+        redact_row(DeadLetter(run=run, seq=run.next_seq, error=error or {})).save(force_insert=True)
     log.info("run %s %s%s", run.id, state, f": {error['class']}" if error else "")
+
+
+def run_error_set(run: Run, error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Set ``Run.error``, redacted; returns it, for the records that copy it.
+
+    Every writer of a run's error goes through here (the runtime ending or parking a run, a
+    person ending a stuck one): its words may be an endpoint's, a tool's or a reviewer's.
+    The errors error_payload built are redacted already; this costs a few dictionary
+    lookups for them (clean texts are remembered) and catches one built by hand.
+    """
+    run.error = redact_value(error) if error is not None else None
+    return run.error
 
 
 def fail(run: Run, error: dict[str, Any]) -> None:
@@ -535,9 +552,10 @@ def park_for_human(run: Run, error: dict[str, Any]) -> None:
 
     before = run.state
     run.state = RunState.NEEDS_HUMAN
-    run.error = error
-    run_audit_state(run, before, error=error)
-    run_escalation_open(run=run, error=error)
+    stored = run_error_set(run, error)
+    assert stored is not None
+    run_audit_state(run, before, error=stored)
+    run_escalation_open(run=run, error=stored)
     log.info("run %s needs a human: %s", run.id, error["class"])
 
 
@@ -545,7 +563,7 @@ def dead_letter_after_crash(run: Run, seq: int, exc: BaseException) -> None:
     """Dead-letter a run whose step raised something the runtime did not expect."""
     error = error_payload(
         ErrorClass.INTERNAL_ERROR,
-        f"step {seq} raised {type(exc).__name__}: {exc}"[:1000],
+        redact_text(f"step {seq} raised {type(exc).__name__}: {exc}")[:1000],
     )
     with transaction.atomic():
         if not _lock_if_ours(run, seq):
@@ -556,14 +574,34 @@ def dead_letter_after_crash(run: Run, seq: int, exc: BaseException) -> None:
         run.save(update_fields=STEP_FIELDS)
 
 
-def conversation_state(messages: list[dict[str, Any]]) -> dict[str, Any]:
+STATE_CONTENT_MAX = 500
+
+
+def conversation_state(messages: list[dict[str, Any]], *, fresh: bool = False) -> dict[str, Any]:
+    """What the agent knew: the size of the conversation and the start of its last message.
+
+    ``fresh``: the last message is this step's own and not redacted yet (a read made within
+    its model step sees the reply and the results before it). It is redacted before it is
+    cut: a cut through a secret would leave its first half, which the step record's
+    redaction would no longer recognise. Stored messages were redacted when they were
+    stored, and a cut of those reveals nothing; redacting them again would cost a long
+    message's scan on every step (about 1 ms for 2,500 characters).
+    """
     last = messages[-1] if messages else {}
     content = last.get("content") or ""
+    if fresh and len(content) > STATE_CONTENT_MAX:
+        content = redact_text(content)
     return {
         "messages": len(messages),
         "last_role": last.get("role", ""),
-        "last_content": content[:500],
+        "last_content": content[:STATE_CONTENT_MAX],
     }
+
+
+# The fields of a step that carry what the model, a tool or an endpoint said (``model`` is
+# the name the endpoint answered with). The others are numbers, the runtime's own words
+# (``error_class``, ``route``) or the prompt version.
+STEP_REDACTED = ("state", "action", "reason", "outcome", "model")
 
 
 @dataclass
@@ -596,7 +634,7 @@ class StepRecord:
     def build(self, run: Run, seq: int) -> Step:
         """The step, not saved; what the agent knew, did, said and got is redacted first."""
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in ("state", "action", "reason", "outcome"):
+        for name in STEP_REDACTED:
             fields[name] = redact_value(fields[name])
         return Step(run=run, seq=seq, finished_at=timezone.now(), **fields)
 

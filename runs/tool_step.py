@@ -35,6 +35,7 @@ from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Evidence, policy_evaluate
 from agentdesk.policy import Verdict as PolicyVerdict
+from agentdesk.redaction import redact_text
 from agentdesk.statements import select_row, update_row_if
 from reviews.context import review_context_build
 from reviews.models import ApprovalRequest, RequestState
@@ -261,7 +262,11 @@ def _record_for(
         arguments = action.arguments if action.arguments is not None else action.raw_arguments
     return StepRecord(
         kind=StepKind.TOOL,
-        state=conversation_state(run.checkpoint["messages"] if messages is None else messages),
+        state=(
+            conversation_state(run.checkpoint["messages"])
+            if messages is None
+            else conversation_state(messages, fresh=True)
+        ),
         started_at=timezone.now(),
         action={
             "tool": action.tool,
@@ -438,7 +443,8 @@ def _park_for_review(
 def _verdict_fields(verdict: PolicyDecision) -> dict[str, Any]:
     return {
         "verdict": str(verdict.verdict),
-        "verdict_reason": verdict.reason[:500],
+        # A rule's reason can quote the arguments; the same few reasons recur (remembered).
+        "verdict_reason": redact_text(verdict.reason)[:500],
         "policy_rule": verdict.rule,
         "policy_version": verdict.policy_version,
     }
@@ -516,9 +522,16 @@ def settle_action(
     status = ActionStatus.SUCCEEDED
     if error is not None:
         status = ERROR_STATUS.get(error["class"], ActionStatus.FAILED)
+    # What the step recorded, which it redacted (StepRecord.build): a tool's result can hold
+    # a customer's card or a key, and the action's copy is shown to reviewers, fed back to
+    # the model and filed with corrections. Taken from the step rather than redacted again:
+    # the result is the largest value of a tool step.
+    recorded = step.outcome
     fields = {
         "status": status,
-        "result": tool_result(result, error),
+        "result": tool_result(
+            recorded.get("result"), recorded["error"] if error is not None else None
+        ),
         "error_class": error["class"] if error else "",
         "step": step,
         "executed_at": timezone.now(),

@@ -137,7 +137,7 @@ def test_a_step_that_crashes_in_its_commit_is_dead_lettered_with_the_run_as_it_w
     """The commit rolled back: what it had done to the run in memory must not be saved by
     the dead letter (a reply appended to the conversation without its actions)."""
     run = _submit()
-    redact = stepping._redact_messages
+    redact = stepping._redact_checkpoint
     calls: list[int] = []
 
     def fails_on_the_second_commit(*args: Any) -> None:
@@ -146,7 +146,7 @@ def test_a_step_that_crashes_in_its_commit_is_dead_lettered_with_the_run_as_it_w
             raise RuntimeError("disk full")
         redact(*args)
 
-    monkeypatch.setattr(stepping, "_redact_messages", fails_on_the_second_commit)
+    monkeypatch.setattr(stepping, "_redact_checkpoint", fails_on_the_second_commit)
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
