@@ -90,9 +90,31 @@ try:
     AGENTDESK_RETRY_MAX_WAIT_S = env.float("AGENTDESK_RETRY_MAX_WAIT_S", 20.0, validate=_positive)
     AGENTDESK_DB_POOL_MAX = env.int("AGENTDESK_DB_POOL_MAX", 10, validate=_positive)
     # Circuit breakers (runs.breakers): this many failures of one endpoint or tool within
-    # the window open its breaker; after the cooldown one probe call is let through.
+    # the window, or this many in a row however slowly they come, open its breaker; after
+    # the cooldown one probe call is let through.
     AGENTDESK_BREAKER_FAILURES = env.int("AGENTDESK_BREAKER_FAILURES", 5, validate=_positive)
     AGENTDESK_BREAKER_WINDOW_S = env.float("AGENTDESK_BREAKER_WINDOW_S", 60.0, validate=_positive)
+    AGENTDESK_BREAKER_CONSECUTIVE = env.int("AGENTDESK_BREAKER_CONSECUTIVE", 5, validate=_positive)
+    # The same three per kind of breaker (MODEL: the endpoints, TOOL: the tools); unset
+    # (None), the kind takes the value above.
+    AGENTDESK_BREAKER_MODEL_FAILURES: int | None = env.int(
+        "AGENTDESK_BREAKER_MODEL_FAILURES", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_MODEL_WINDOW_S: float | None = env.float(
+        "AGENTDESK_BREAKER_MODEL_WINDOW_S", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_MODEL_CONSECUTIVE: int | None = env.int(
+        "AGENTDESK_BREAKER_MODEL_CONSECUTIVE", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_TOOL_FAILURES: int | None = env.int(
+        "AGENTDESK_BREAKER_TOOL_FAILURES", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_TOOL_WINDOW_S: float | None = env.float(
+        "AGENTDESK_BREAKER_TOOL_WINDOW_S", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_TOOL_CONSECUTIVE: int | None = env.int(
+        "AGENTDESK_BREAKER_TOOL_CONSECUTIVE", None, validate=_positive
+    )
     AGENTDESK_BREAKER_COOLDOWN_S = env.float(
         "AGENTDESK_BREAKER_COOLDOWN_S", 30.0, validate=_positive
     )
