@@ -59,14 +59,21 @@ try:
     AGENTDESK_LLM_API_KEY = env.str("AGENTDESK_LLM_API_KEY", "sk-simulator")
     AGENTDESK_LLM_TIMEOUT_S = env.float("AGENTDESK_LLM_TIMEOUT_S", 30.0, validate=_positive)
     AGENTDESK_MAX_INPUT_BYTES = env.int("AGENTDESK_MAX_INPUT_BYTES", 64 * 1024, validate=_positive)
-    AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 120.0, validate=_positive)
+    # A step's lease on its run, renewed every heartbeat while the step is alive
+    # (runs.leases): a dead worker's step is redone about a lease after it died.
+    AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 20.0, validate=_positive)
+    AGENTDESK_STEP_HEARTBEAT_S = env.float("AGENTDESK_STEP_HEARTBEAT_S", 5.0, validate=_positive)
+    # The longest a lease is renewed for one step; a step stuck longer is redone elsewhere.
+    AGENTDESK_STEP_MAX_S = env.float("AGENTDESK_STEP_MAX_S", 600.0, validate=_positive)
+    # A step enqueued this long ago and never claimed is enqueued again (a lost message).
+    AGENTDESK_STEP_REDELIVER_S = env.float("AGENTDESK_STEP_REDELIVER_S", 120.0, validate=_positive)
     # How long a step task goes on with its run's next steps itself (runs.stepping.chaining);
     # 0 sends every step through the broker.
     AGENTDESK_STEP_CHAIN_S = env.float(
         "AGENTDESK_STEP_CHAIN_S", 30.0, validate=Range(min=0, error="must be 0 or more")
     )
     AGENTDESK_RECOVERY_INTERVAL_S = env.float(
-        "AGENTDESK_RECOVERY_INTERVAL_S", 15.0, validate=_positive
+        "AGENTDESK_RECOVERY_INTERVAL_S", 5.0, validate=_positive
     )
     AGENTDESK_CELERY_QUEUE = env.str(
         "AGENTDESK_CELERY_QUEUE", "agentdesk", validate=Length(min=1, max=100)
@@ -173,9 +180,14 @@ EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
 EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or 10
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
-if AGENTDESK_LLM_TIMEOUT_S >= AGENTDESK_STEP_LEASE_S:
+if AGENTDESK_STEP_HEARTBEAT_S * 2 > AGENTDESK_STEP_LEASE_S:
     _fail(
-        "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S, or a slow model "
+        "AGENTDESK_STEP_HEARTBEAT_S must be at most half of AGENTDESK_STEP_LEASE_S, or one "
+        "late heartbeat would let a live step's lease expire"
+    )
+if AGENTDESK_LLM_TIMEOUT_S >= AGENTDESK_STEP_MAX_S:
+    _fail(
+        "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_MAX_S, or a slow model "
         "call would outlive its claim on the run"
     )
 
