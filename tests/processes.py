@@ -266,7 +266,10 @@ class WebServer:
                 self.process.wait()
 
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+def postgres_bin(program: str) -> str:
+    """A program of the installed PostgreSQL (``pg_config --bindir``: not always on PATH)."""
+    found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+    return str(Path(found.stdout.strip()) / program)
 
 
 @dataclass
@@ -296,7 +299,7 @@ class PrivatePostgres:
                 shutil.chown(self.data_dir, "postgres", "postgres")
             subprocess.run(
                 self._as_owner(
-                    str(POSTGRES_BIN / "initdb"),
+                    postgres_bin("initdb"),
                     "-D",
                     str(self.data_dir / "data"),
                     "-U",
@@ -311,7 +314,7 @@ class PrivatePostgres:
             self.port = free_port()
         subprocess.run(
             self._as_owner(
-                str(POSTGRES_BIN / "pg_ctl"),
+                postgres_bin("pg_ctl"),
                 "-D",
                 str(self.data_dir / "data"),
                 "-l",
@@ -332,7 +335,7 @@ class PrivatePostgres:
             return
         subprocess.run(
             self._as_owner(
-                str(POSTGRES_BIN / "pg_ctl"),
+                postgres_bin("pg_ctl"),
                 "-D",
                 str(self.data_dir / "data"),
                 "-m",

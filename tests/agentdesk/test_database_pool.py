@@ -20,7 +20,7 @@ from django.db import OperationalError, connections
 from django.db.backends.postgresql.base import DatabaseWrapper
 from psycopg_pool import ConnectionPool
 
-from tests.processes import POSTGRES_BIN, ROOT, PrivatePostgres, WebServer
+from tests.processes import ROOT, PrivatePostgres, WebServer, postgres_bin
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_a_web_process_answers_its_first_request_after_a_restart(
     """Before the check, nine HTTP 500s in a row up to 55 s after the database was back."""
     subprocess.run(
         ["runuser", "-u", "postgres", "--"] * (os.geteuid() == 0)
-        + [str(POSTGRES_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(private_postgres.port)]
+        + [postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(private_postgres.port)]
         + ["-U", "postgres", "agentdesk"],
         check=True,
         capture_output=True,
