@@ -59,14 +59,21 @@ try:
     AGENTDESK_LLM_API_KEY = env.str("AGENTDESK_LLM_API_KEY", "sk-simulator")
     AGENTDESK_LLM_TIMEOUT_S = env.float("AGENTDESK_LLM_TIMEOUT_S", 30.0, validate=_positive)
     AGENTDESK_MAX_INPUT_BYTES = env.int("AGENTDESK_MAX_INPUT_BYTES", 64 * 1024, validate=_positive)
-    AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 120.0, validate=_positive)
+    # A step's lease on its run, renewed every heartbeat while the step is alive
+    # (runs.leases): a dead worker's step is redone about a lease after it died.
+    AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 20.0, validate=_positive)
+    AGENTDESK_STEP_HEARTBEAT_S = env.float("AGENTDESK_STEP_HEARTBEAT_S", 5.0, validate=_positive)
+    # The longest a lease is renewed for one step; a step stuck longer is redone elsewhere.
+    AGENTDESK_STEP_MAX_S = env.float("AGENTDESK_STEP_MAX_S", 600.0, validate=_positive)
+    # A step enqueued this long ago and never claimed is enqueued again (a lost message).
+    AGENTDESK_STEP_REDELIVER_S = env.float("AGENTDESK_STEP_REDELIVER_S", 120.0, validate=_positive)
     # How long a step task goes on with its run's next steps itself (runs.stepping.chaining);
     # 0 sends every step through the broker.
     AGENTDESK_STEP_CHAIN_S = env.float(
         "AGENTDESK_STEP_CHAIN_S", 30.0, validate=Range(min=0, error="must be 0 or more")
     )
     AGENTDESK_RECOVERY_INTERVAL_S = env.float(
-        "AGENTDESK_RECOVERY_INTERVAL_S", 15.0, validate=_positive
+        "AGENTDESK_RECOVERY_INTERVAL_S", 5.0, validate=_positive
     )
     AGENTDESK_CELERY_QUEUE = env.str(
         "AGENTDESK_CELERY_QUEUE", "agentdesk", validate=Length(min=1, max=100)
@@ -90,9 +97,31 @@ try:
     AGENTDESK_RETRY_MAX_WAIT_S = env.float("AGENTDESK_RETRY_MAX_WAIT_S", 20.0, validate=_positive)
     AGENTDESK_DB_POOL_MAX = env.int("AGENTDESK_DB_POOL_MAX", 10, validate=_positive)
     # Circuit breakers (runs.breakers): this many failures of one endpoint or tool within
-    # the window open its breaker; after the cooldown one probe call is let through.
+    # the window, or this many in a row however slowly they come, open its breaker; after
+    # the cooldown one probe call is let through.
     AGENTDESK_BREAKER_FAILURES = env.int("AGENTDESK_BREAKER_FAILURES", 5, validate=_positive)
     AGENTDESK_BREAKER_WINDOW_S = env.float("AGENTDESK_BREAKER_WINDOW_S", 60.0, validate=_positive)
+    AGENTDESK_BREAKER_CONSECUTIVE = env.int("AGENTDESK_BREAKER_CONSECUTIVE", 5, validate=_positive)
+    # The same three per kind of breaker (MODEL: the endpoints, TOOL: the tools); unset
+    # (None), the kind takes the value above.
+    AGENTDESK_BREAKER_MODEL_FAILURES: int | None = env.int(
+        "AGENTDESK_BREAKER_MODEL_FAILURES", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_MODEL_WINDOW_S: float | None = env.float(
+        "AGENTDESK_BREAKER_MODEL_WINDOW_S", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_MODEL_CONSECUTIVE: int | None = env.int(
+        "AGENTDESK_BREAKER_MODEL_CONSECUTIVE", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_TOOL_FAILURES: int | None = env.int(
+        "AGENTDESK_BREAKER_TOOL_FAILURES", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_TOOL_WINDOW_S: float | None = env.float(
+        "AGENTDESK_BREAKER_TOOL_WINDOW_S", None, validate=_positive
+    )
+    AGENTDESK_BREAKER_TOOL_CONSECUTIVE: int | None = env.int(
+        "AGENTDESK_BREAKER_TOOL_CONSECUTIVE", None, validate=_positive
+    )
     AGENTDESK_BREAKER_COOLDOWN_S = env.float(
         "AGENTDESK_BREAKER_COOLDOWN_S", 30.0, validate=_positive
     )
@@ -151,9 +180,14 @@ EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
 EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or 10
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
-if AGENTDESK_LLM_TIMEOUT_S >= AGENTDESK_STEP_LEASE_S:
+if AGENTDESK_STEP_HEARTBEAT_S * 2 > AGENTDESK_STEP_LEASE_S:
     _fail(
-        "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S, or a slow model "
+        "AGENTDESK_STEP_HEARTBEAT_S must be at most half of AGENTDESK_STEP_LEASE_S, or one "
+        "late heartbeat would let a live step's lease expire"
+    )
+if AGENTDESK_LLM_TIMEOUT_S >= AGENTDESK_STEP_MAX_S:
+    _fail(
+        "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_MAX_S, or a slow model "
         "call would outlive its claim on the run"
     )
 
@@ -223,7 +257,12 @@ if DATABASE_URL:
     import dj_database_url
 
     try:
-        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+        # conn_health_checks: Django's pool then passes psycopg_pool's
+        # ``check=ConnectionPool.check_connection``, and every connection is checked (one
+        # empty query) as it is handed out. Without it, after a PostgreSQL restart each
+        # process handed out its dead pooled connections one by one: nine HTTP 500s in a
+        # row up to 55 s after the database was back, and steps failed on them.
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL does not parse: {exc}") from None
     if _db["ENGINE"] != "django.db.backends.postgresql":

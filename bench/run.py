@@ -10,10 +10,12 @@
 4. ``inbox.py``: the reviewer's inbox at 100,000 pending requests (budget <= 50 ms p95, a
    constant number of queries whatever the page size).
 5. ``audit_search.py``: filtered audit search over 1,000,000 events (budget <= 100 ms p95).
+6. ``worker_kill.py``: a worker SIGKILLed mid-step three times; its steps redone within
+   30 s and nothing repeated (a count).
 
 Each runs in its own process against the bench's own database, Redis database and queue
 (see harness.py), whatever DATABASE_URL and REDIS_URL ``make`` passes, and starts and stops
-its own simulator and workers. About 12 minutes in all. The sweep of worker pools behind
+its own simulator and workers. About 15 minutes in all. The sweep of worker pools behind
 docs/concurrency.md is not part of it: ``python bench/in_flight.py --sweep``.
 
 Exits non-zero if a benchmark fails to run, not when a figure misses its budget: budgets
@@ -34,6 +36,7 @@ BENCHMARKS = (
     ("decision_to_step.py",),
     ("inbox.py",),
     ("audit_search.py",),
+    ("worker_kill.py",),
 )
 TIME_LIMIT_S = 600
 

@@ -2,11 +2,17 @@
 
 A dependency that keeps failing (a model endpoint that answers 500s, a tool whose backend
 is down) should not be hammered by every worker until each run has spent its retries on
-it. A breaker counts the failures of one endpoint or tool; once it has seen
-``AGENTDESK_BREAKER_FAILURES`` of them within ``AGENTDESK_BREAKER_WINDOW_S`` seconds it
-*opens*, and calls fail fast (``CircuitOpen``) so the caller moves on to its fallback
-chain. After ``AGENTDESK_BREAKER_COOLDOWN_S`` seconds it goes *half open*: exactly one
-caller is let through as a probe. The probe's success *closes* the breaker; its failure
+it. A breaker counts the failures of one endpoint or tool, timeouts included; once it
+has seen ``AGENTDESK_BREAKER_FAILURES`` of them within ``AGENTDESK_BREAKER_WINDOW_S``
+seconds, or ``AGENTDESK_BREAKER_CONSECUTIVE`` in a row without a success between them
+however slowly they came, it *opens*, and calls fail fast (``CircuitOpen``) so the caller
+moves on to its fallback chain. (The second rule is for failures that are slow by nature:
+calls that hang for their whole timeout come at most one per timeout per caller, and
+two workers whose model calls all hung for 30 s never saw 5 failures in 60 s.) Each
+kind of breaker (``model``, ``tool``) may have thresholds of its own
+(``AGENTDESK_BREAKER_MODEL_FAILURES`` ...), see ``breaker_thresholds``. After
+``AGENTDESK_BREAKER_COOLDOWN_S`` seconds it goes *half open*: exactly one caller is let
+through as a probe. The probe's success *closes* the breaker; its failure
 opens it again for another cooldown.
 
 The state is a ``CircuitBreaker`` row, not process memory, because a breaker must hold for
@@ -31,6 +37,7 @@ expected to keep time with NTP; a skew of a second moves a cooldown by a second.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,6 +90,36 @@ def _checked(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """When a breaker opens: ``failures`` within ``window_s`` seconds, or ``consecutive``."""
+
+    failures: int
+    window_s: float
+    consecutive: int
+
+
+def breaker_thresholds(name: str) -> Thresholds:
+    """The thresholds of breaker ``name``: its kind's settings, else the general ones.
+
+    The kind is the name's prefix (``model:default`` is a ``model`` breaker); a setting
+    ``AGENTDESK_BREAKER_<KIND>_<FIELD>`` left unset (None) falls back to
+    ``AGENTDESK_BREAKER_<FIELD>``. Read on every failure, not cached: tests and a process
+    reading new settings see them at once.
+    """
+    kind = name.split(":", 1)[0].upper()
+
+    def pick(field: str) -> Any:
+        value = getattr(settings, f"AGENTDESK_BREAKER_{kind}_{field}", None)
+        return value if value is not None else getattr(settings, f"AGENTDESK_BREAKER_{field}")
+
+    return Thresholds(
+        failures=int(pick("FAILURES")),
+        window_s=float(pick("WINDOW_S")),
+        consecutive=int(pick("CONSECUTIVE")),
+    )
+
+
 def _cooldown() -> timedelta:
     return timedelta(seconds=settings.AGENTDESK_BREAKER_COOLDOWN_S)
 
@@ -96,6 +133,7 @@ def _snapshot(breaker: CircuitBreaker) -> dict[str, Any]:
     return {
         "state": breaker.state,
         "failure_count": breaker.failure_count,
+        "consecutive_failures": breaker.consecutive_failures,
         "opened_at": _iso(breaker.opened_at),
         "probe_started_at": _iso(breaker.probe_started_at),
         "last_error_class": breaker.last_error_class,
@@ -118,7 +156,7 @@ def _audit(*, name: str, verb: str, before: dict[str, Any], after: dict[str, Any
 # cost more than running it: 0.47 ms a call through the ORM, 0.2 ms like this (measured
 # on the project's 2-core machine, PostgreSQL on loopback).
 _READ_STATE = (
-    'SELECT "state", "failure_count", "opened_at", "probe_started_at" '
+    'SELECT "state", "consecutive_failures", "opened_at", "probe_started_at" '
     f'FROM "{CircuitBreaker._meta.db_table}" WHERE "name" = %s'
 )
 
@@ -135,8 +173,9 @@ def _moment(value: datetime | str | None) -> datetime | None:
 def breaker_allow(*, name: str) -> bool:
     """Let a call through, or raise ``CircuitOpen``; True if the breaker is clean.
 
-    Clean: no row, or closed with no failure counted. Pass it on to
-    ``breaker_record_success`` (``was_clean``), which then needs no query.
+    Clean: no row, or closed with no failure counted (``consecutive_failures`` is never
+    below ``failure_count``: a success resets both, the window only the latter). Pass it
+    on to ``breaker_record_success`` (``was_clean``), which then needs no query.
 
     1. Read the state (one SELECT). No row or closed: allowed; this is the usual case.
     2. Open within its cooldown, or half open with a live probe: ``CircuitOpen``.
@@ -152,9 +191,9 @@ def breaker_allow(*, name: str) -> bool:
         row = cursor.fetchone()
     if row is None:
         return True
-    state, failure_count, opened_at, probe_started_at = row
+    state, consecutive_failures, opened_at, probe_started_at = row
     if state == BreakerState.CLOSED:
-        return not failure_count
+        return not consecutive_failures
     opened_at, probe_started_at = _moment(opened_at), _moment(probe_started_at)
     now = timezone.now()
     cooldown = _cooldown()
@@ -207,17 +246,26 @@ def breaker_record_success(*, name: str, was_clean: bool = False) -> None:
     """
     if was_clean:
         return
-    row = CircuitBreaker.objects.filter(name=name).values_list("state", "failure_count").first()
+    row = (
+        CircuitBreaker.objects.filter(name=name)
+        .values_list("state", "consecutive_failures")
+        .first()
+    )
     if row is None:
         return
-    state, failure_count = row
+    state, consecutive_failures = row
     if state == BreakerState.CLOSED:
-        if failure_count:
+        if consecutive_failures:
             # Filtered on the state and the count: a breaker another worker has opened since
             # the SELECT stays open.
             CircuitBreaker.objects.filter(
-                name=name, state=BreakerState.CLOSED, failure_count__gt=0
-            ).update(failure_count=0, window_started_at=None, updated_at=timezone.now())
+                name=name, state=BreakerState.CLOSED, consecutive_failures__gt=0
+            ).update(
+                failure_count=0,
+                consecutive_failures=0,
+                window_started_at=None,
+                updated_at=timezone.now(),
+            )
         return
     if state != BreakerState.HALF_OPEN:
         return
@@ -228,6 +276,7 @@ def breaker_record_success(*, name: str, was_clean: bool = False) -> None:
         before = _snapshot(breaker)
         breaker.state = BreakerState.CLOSED
         breaker.failure_count = 0
+        breaker.consecutive_failures = 0
         breaker.window_started_at = None
         breaker.opened_at = None
         breaker.probe_started_at = None
@@ -235,6 +284,7 @@ def breaker_record_success(*, name: str, was_clean: bool = False) -> None:
             update_fields=[
                 "state",
                 "failure_count",
+                "consecutive_failures",
                 "window_started_at",
                 "opened_at",
                 "probe_started_at",
@@ -249,9 +299,11 @@ def breaker_record_failure(*, name: str, error_class: str) -> None:
 
     1. Lock the row (creating it on the first failure ever; of two workers creating it at
        once, the loser's INSERT fails on the unique name and it locks the winner's row).
-    2. Closed: count the failure in the current window. The window starts at the first
-       failure counted and lasts ``AGENTDESK_BREAKER_WINDOW_S``; a failure after it starts a
-       new window with a count of one. At ``AGENTDESK_BREAKER_FAILURES`` the breaker opens.
+    2. Closed: count the failure in the current window and in the run of failures since
+       the last success. The window starts at the first failure counted and lasts
+       ``window_s``; a failure after it starts a new window with a count of one. At
+       ``failures`` in the window, or ``consecutive`` in a row, the breaker opens
+       (``breaker_thresholds``: the breaker kind's settings).
     3. Half open: the probe failed; open again with a fresh ``opened_at``, so the next probe
        waits a whole cooldown.
     4. Open: a call let through before the breaker opened has failed too; it is noted as
@@ -266,13 +318,18 @@ def breaker_record_failure(*, name: str, error_class: str) -> None:
         breaker.last_error_class = error_class
         opened = False
         if breaker.state == BreakerState.CLOSED:
-            window = timedelta(seconds=settings.AGENTDESK_BREAKER_WINDOW_S)
+            limits = breaker_thresholds(name)
+            window = timedelta(seconds=limits.window_s)
             if breaker.window_started_at is None or now - breaker.window_started_at > window:
                 breaker.failure_count = 1
                 breaker.window_started_at = now
             else:
                 breaker.failure_count += 1
-            opened = breaker.failure_count >= settings.AGENTDESK_BREAKER_FAILURES
+            breaker.consecutive_failures += 1
+            opened = (
+                breaker.failure_count >= limits.failures
+                or breaker.consecutive_failures >= limits.consecutive
+            )
         elif breaker.state == BreakerState.HALF_OPEN:
             opened = True
         if opened:
@@ -308,9 +365,9 @@ def breaker_states() -> list[dict[str, Any]]:
     """
     cooldown = _cooldown()
     now = timezone.now()
-    threshold = settings.AGENTDESK_BREAKER_FAILURES
     states = []
     for breaker in CircuitBreaker.objects.order_by("name"):
+        limits = breaker_thresholds(breaker.name)
         retry_at: datetime | None = None
         if breaker.state == BreakerState.OPEN and breaker.opened_at is not None:
             retry_at = breaker.opened_at + cooldown
@@ -321,7 +378,10 @@ def breaker_states() -> list[dict[str, Any]]:
                 "name": breaker.name,
                 "state": breaker.state,
                 "failure_count": breaker.failure_count,
-                "threshold": threshold,
+                "threshold": limits.failures,
+                "window_s": limits.window_s,
+                "consecutive_failures": breaker.consecutive_failures,
+                "consecutive_threshold": limits.consecutive,
                 "opened_at": breaker.opened_at,
                 "probe_started_at": breaker.probe_started_at,
                 "retry_at": retry_at,

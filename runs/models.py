@@ -274,7 +274,10 @@ class CircuitBreaker(models.Model):
     state = models.CharField(
         max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED
     )
+    # Failures in the current window (reset by a success or when the window passes), and
+    # failures since the last success, however slowly they came (reset by a success only).
     failure_count = models.PositiveIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
     window_started_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     # While half-open, the one call allowed through to probe the dependency.

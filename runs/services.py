@@ -13,8 +13,10 @@ due at once, the steps after it (runs.stepping.chaining):
    run on condition that the lease is still ours (runs.stepping.commit); enqueue or keep
    the next step. ``(run, seq)`` is unique, so a step can never be recorded twice.
 
-A worker killed between 1 and 3 leaves an expired lease; ``runs_recover_stalled`` (on a
-beat schedule) re-enqueues such runs, and the step is redone. Model calls have no side
+While a task works, a heartbeat renews its lease (runs.leases), so a slow step keeps it.
+A worker killed between 1 and 3 stops renewing it, and the lease expires within
+``AGENTDESK_STEP_LEASE_S``; ``runs_recover_stalled`` (on a beat schedule) re-enqueues such
+runs, and the step is redone. Model calls have no side
 effects; tool calls carry the action's idempotency key, which the tool's backend enforces
 with a unique constraint, so a redone tool call returns the stored result.
 """
@@ -44,6 +46,7 @@ from agentdesk.logging import trace_context
 from agentdesk.prompts import prompt_production, prompt_render
 from agentdesk.redaction import redact_value
 from agentdesk.registry import UnknownAgent, agent_get
+from runs.leases import lease_kept
 from runs.limits import limit_reached, run_spent
 from runs.model_step import model_step
 from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
@@ -229,7 +232,9 @@ def run_step_execute(*, run_id: str, seq: int, chain_s: float = 0) -> None:
     run = claim(run_id, seq)
     if run is None:
         return
-    with chaining(chain_s):
+    # The heartbeat renews the lease while this task works, whichever of its chained
+    # steps holds it: only a dead worker's lease expires (runs.leases).
+    with lease_kept(run), chaining(chain_s):
         while True:
             assert run.lease_token is not None
             lease = run.lease_token
@@ -275,16 +280,19 @@ def _step(run: Run, seq: int) -> None:
 def runs_recover_stalled(*, limit: int = 500) -> int:
     """Re-enqueue active runs whose step was lost; return how many.
 
-    A step is lost when its worker died holding the lease (the lease expired), or when its
-    message never reached a worker (enqueued longer ago than a lease lasts, not claimed).
+    A step is lost when its worker died holding the lease (the lease expired: nothing
+    renews it any more), or when its message never reached a worker (enqueued longer ago
+    than ``AGENTDESK_STEP_REDELIVER_S``, not claimed). The second wait is its own setting,
+    longer than the lease: a message that is merely waiting in a busy queue must not be
+    sent again every sweep.
     Re-enqueueing is harmless if the step was not lost after all: the claim refuses a
     duplicate.
     """
     now = timezone.now()
-    lease = timedelta(seconds=settings.AGENTDESK_STEP_LEASE_S)
+    redeliver = timedelta(seconds=settings.AGENTDESK_STEP_REDELIVER_S)
     stalled = (
         Q(lease_token__isnull=False, lease_expires_at__lt=now)
-        | Q(lease_token__isnull=True, enqueued_at__lt=now - lease)
+        | Q(lease_token__isnull=True, enqueued_at__lt=now - redeliver)
         | Q(lease_token__isnull=True, enqueued_at__isnull=True)
     )
     ids = list(

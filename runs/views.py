@@ -17,7 +17,12 @@ from agentdesk.http import HtmxHttpRequest
 from agentdesk.prompts import prompt_ref_number
 from examples.support.models import Ticket
 from runs import selectors, services
-from runs.breakers import breaker_states
+from runs.breakers import (
+    breaker_states,
+    breaker_thresholds,
+    model_breaker_name,
+    tool_breaker_name,
+)
 from runs.forms import SupportTicketForm
 from runs.models import RunState
 
@@ -146,8 +151,8 @@ def breaker_list(request: HtmxHttpRequest) -> HttpResponse:
         raise PermissionDenied
     context = {
         "breakers": breaker_states(),
-        "threshold": settings.AGENTDESK_BREAKER_FAILURES,
-        "window_s": settings.AGENTDESK_BREAKER_WINDOW_S,
+        "model": breaker_thresholds(model_breaker_name("default")),
+        "tool": breaker_thresholds(tool_breaker_name("any")),
         "cooldown_s": settings.AGENTDESK_BREAKER_COOLDOWN_S,
     }
     template = "runs/breakers.html#breaker-table" if request.htmx else "runs/breakers.html"

@@ -130,6 +130,8 @@ def worker_env(django_db_setup: None, model_endpoint: Simulator) -> dict[str, st
         "AGENTDESK_LLM_BASE_URL": model_endpoint.base_url,
         "AGENTDESK_LLM_TIMEOUT_S": "3",
         "AGENTDESK_STEP_LEASE_S": "4",
+        "AGENTDESK_STEP_HEARTBEAT_S": "1",
+        "AGENTDESK_STEP_REDELIVER_S": "4",
         "AGENTDESK_RECOVERY_INTERVAL_S": "1",
         "AGENTDESK_LOG_LEVEL": "INFO",
         # The agents this test registered (tests/runs registers unreviewed variants).

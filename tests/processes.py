@@ -264,3 +264,97 @@ class WebServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def postgres_bin(program: str) -> str:
+    """A program of the installed PostgreSQL (``pg_config --bindir``: not always on PATH)."""
+    found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+    return str(Path(found.stdout.strip()) / program)
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of one test's own, in a temporary folder, on a free port.
+
+    For tests that stop or restart the database: the shared server on 5432 is never
+    touched. PostgreSQL refuses to run as root, so as root the server runs as the
+    ``postgres`` user, and its folder belongs to that user. Trust auth on loopback only.
+    """
+
+    data_dir: Path | None = None
+    port: int = 0
+
+    def _as_owner(self, *command: str) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *command]
+        return list(command)
+
+    def start(self) -> PrivatePostgres:
+        if self.data_dir is None:
+            import shutil
+            import tempfile
+
+            self.data_dir = Path(tempfile.mkdtemp(prefix="agentdesk-pg-"))
+            if os.geteuid() == 0:
+                shutil.chown(self.data_dir, "postgres", "postgres")
+            subprocess.run(
+                self._as_owner(
+                    postgres_bin("initdb"),
+                    "-D",
+                    str(self.data_dir / "data"),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                ),
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            self.port = free_port()
+        subprocess.run(
+            self._as_owner(
+                postgres_bin("pg_ctl"),
+                "-D",
+                str(self.data_dir / "data"),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "-w",
+                "start",
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.data_dir is None:
+            return
+        subprocess.run(
+            self._as_owner(
+                postgres_bin("pg_ctl"),
+                "-D",
+                str(self.data_dir / "data"),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ),
+            capture_output=True,
+            timeout=60,
+        )
+
+    def restart(self) -> None:
+        """Stop (every connection is cut) and start again on the same port and data."""
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        import shutil
+
+        self.stop("immediate")
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -77,10 +77,22 @@ def test_urls_select_postgres_and_redis(tmp_path: Path) -> None:
             "DATABASE_URL must be a postgres:// URL",
         ),
         (
-            {"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "200"},
-            "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_LEASE_S",
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_LLM_TIMEOUT_S": "700"},
+            "AGENTDESK_LLM_TIMEOUT_S must be shorter than AGENTDESK_STEP_MAX_S",
+        ),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_STEP_HEARTBEAT_S": "11"},
+            "AGENTDESK_STEP_HEARTBEAT_S must be at most half of AGENTDESK_STEP_LEASE_S",
         ),
         ({"AGENTDESK_DEBUG": "true", "REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_BREAKER_MODEL_CONSECUTIVE": "0"},
+            "AGENTDESK_BREAKER_MODEL_CONSECUTIVE",
+        ),
+        (
+            {"AGENTDESK_DEBUG": "true", "AGENTDESK_BREAKER_TOOL_WINDOW_S": "soon"},
+            "AGENTDESK_BREAKER_TOOL_WINDOW_S",
+        ),
         ({"AGENTDESK_DEBUG": "true", "DATABASE_URL": "junk"}, "DATABASE_URL does not parse"),
         ({"AGENTDESK_DEBUG": "true", "AGENTDESK_CELERY_QUEUE": ""}, "AGENTDESK_CELERY_QUEUE"),
         ({"AGENTDESK_DEBUG": "true", "AGENTDESK_AGENTS": " , "}, "AGENTDESK_AGENTS names no"),

@@ -40,6 +40,7 @@ def use_test_agents(settings: Any) -> Iterator[None]:
     settings.AGENTDESK_AGENTS = TEST_AGENTS
     settings.AGENTDESK_RETRY_ATTEMPTS = 3
     settings.AGENTDESK_BREAKER_FAILURES = 5
+    settings.AGENTDESK_BREAKER_CONSECUTIVE = 5
     registry.agents.cache_clear()
     yield
     registry.agents.cache_clear()

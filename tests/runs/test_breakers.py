@@ -40,6 +40,7 @@ T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 NAME = "model:default"
 FAILURES = 3
 WINDOW_S = 60.0
+CONSECUTIVE = 5
 COOLDOWN_S = 30.0
 
 
@@ -47,6 +48,7 @@ COOLDOWN_S = 30.0
 def limits(settings: Any) -> None:
     settings.AGENTDESK_BREAKER_FAILURES = FAILURES
     settings.AGENTDESK_BREAKER_WINDOW_S = WINDOW_S
+    settings.AGENTDESK_BREAKER_CONSECUTIVE = CONSECUTIVE
     settings.AGENTDESK_BREAKER_COOLDOWN_S = COOLDOWN_S
 
 
@@ -195,6 +197,7 @@ def test_n_failures_within_the_window_open_it(clock: FrozenDateTimeFactory) -> N
             {
                 "state": "closed",
                 "failure_count": 2,
+                "consecutive_failures": 2,
                 "opened_at": None,
                 "probe_started_at": None,
                 "last_error_class": "model_server_error",
@@ -202,6 +205,7 @@ def test_n_failures_within_the_window_open_it(clock: FrozenDateTimeFactory) -> N
             {
                 "state": "open",
                 "failure_count": 3,
+                "consecutive_failures": 3,
                 "opened_at": _at(40).isoformat(),
                 "probe_started_at": None,
                 "last_error_class": "model_timeout",
@@ -225,6 +229,101 @@ def test_failures_spread_over_more_than_the_window_do_not_open_it(
     )
     breaker_allow(name=NAME)
     assert _events() == []
+
+
+def test_failures_in_a_row_open_it_however_slowly_they_come(
+    clock: FrozenDateTimeFactory,
+) -> None:
+    """Calls that hang for their whole timeout never make N in a window; N in a row do."""
+    for _ in range(CONSECUTIVE - 1):
+        _fail(error_class="model_timeout")
+        clock.tick(timedelta(seconds=WINDOW_S + 1))
+    assert (_row().state, _row().failure_count, _row().consecutive_failures) == (
+        "closed",
+        1,
+        CONSECUTIVE - 1,
+    )
+    assert _events() == []
+
+    _fail(error_class="model_timeout")
+
+    opened_at = _at((CONSECUTIVE - 1) * (WINDOW_S + 1))
+    assert _state() == ("open", 1, opened_at, None)
+    assert _row().consecutive_failures == CONSECUTIVE
+    assert _events() == [
+        (
+            "breaker.opened",
+            "worker",
+            "breaker",
+            NAME,
+            None,
+            {
+                "state": "closed",
+                "failure_count": 1,
+                "consecutive_failures": CONSECUTIVE - 1,
+                "opened_at": None,
+                "probe_started_at": None,
+                "last_error_class": "model_timeout",
+            },
+            {
+                "state": "open",
+                "failure_count": 1,
+                "consecutive_failures": CONSECUTIVE,
+                "opened_at": opened_at.isoformat(),
+                "probe_started_at": None,
+                "last_error_class": "model_timeout",
+            },
+        )
+    ]
+    assert _open_raises().retry_at == opened_at + timedelta(seconds=COOLDOWN_S)
+
+
+def test_a_success_between_slow_failures_starts_the_row_again(
+    clock: FrozenDateTimeFactory,
+) -> None:
+    for _ in range(CONSECUTIVE - 1):
+        _fail(error_class="model_timeout")
+        clock.tick(timedelta(seconds=WINDOW_S + 1))
+    breaker_record_success(name=NAME, was_clean=breaker_allow(name=NAME))
+    for _ in range(CONSECUTIVE - 1):
+        _fail(error_class="model_timeout")
+        clock.tick(timedelta(seconds=WINDOW_S + 1))
+
+    assert (_row().state, _row().failure_count, _row().consecutive_failures) == (
+        "closed",
+        1,
+        CONSECUTIVE - 1,
+    )
+    assert _events() == []
+
+
+def test_each_kind_of_breaker_has_its_thresholds(
+    clock: FrozenDateTimeFactory, settings: Any
+) -> None:
+    """A model kind's own row limit and a tool kind's own window limit; the rest general."""
+    settings.AGENTDESK_BREAKER_MODEL_CONSECUTIVE = 2
+    settings.AGENTDESK_BREAKER_TOOL_FAILURES = 4
+    settings.AGENTDESK_BREAKER_TOOL_WINDOW_S = 10.0
+    tool = "tool:lookup_order"
+
+    assert breakers.breaker_thresholds(NAME) == breakers.Thresholds(
+        failures=FAILURES, window_s=WINDOW_S, consecutive=2
+    )
+    assert breakers.breaker_thresholds(tool) == breakers.Thresholds(
+        failures=4, window_s=10.0, consecutive=CONSECUTIVE
+    )
+    _fail(1, name=NAME)
+    clock.tick(timedelta(seconds=WINDOW_S + 1))
+    _fail(1, name=NAME)  # the second in a row, in a window of its own
+    _fail(3, name=tool, error_class="tool_timeout")  # one below the tool's window limit
+
+    assert (_row().state, _row().failure_count, _row().consecutive_failures) == ("open", 1, 2)
+    assert (_row(tool).state, _row(tool).failure_count) == ("closed", 3)
+    clock.tick(timedelta(seconds=11))
+    _fail(1, name=tool, error_class="tool_timeout")  # a new 10 s window: 1, in a row 4
+    assert (_row(tool).state, _row(tool).failure_count) == ("closed", 1)
+    _fail(1, name=tool, error_class="tool_timeout")  # in a row: the general 5
+    assert (_row(tool).state, _row(tool).consecutive_failures) == ("open", 5)
 
 
 def test_breakers_are_independent(clock: FrozenDateTimeFactory) -> None:
@@ -320,6 +419,7 @@ def test_a_successful_probe_closes_it(clock: FrozenDateTimeFactory) -> None:
             {
                 "state": "half_open",
                 "failure_count": 3,
+                "consecutive_failures": 3,
                 "opened_at": T0.isoformat(),
                 "probe_started_at": _at(COOLDOWN_S).isoformat(),
                 "last_error_class": "model_server_error",
@@ -327,6 +427,7 @@ def test_a_successful_probe_closes_it(clock: FrozenDateTimeFactory) -> None:
             {
                 "state": "closed",
                 "failure_count": 0,
+                "consecutive_failures": 0,
                 "opened_at": None,
                 "probe_started_at": None,
                 "last_error_class": "model_server_error",
@@ -360,6 +461,7 @@ def test_a_failed_probe_opens_it_again_for_a_whole_cooldown(
         {
             "state": "half_open",
             "failure_count": 3,
+            "consecutive_failures": 3,
             "opened_at": T0.isoformat(),
             "probe_started_at": _at(COOLDOWN_S).isoformat(),
             "last_error_class": "model_server_error",
@@ -367,6 +469,7 @@ def test_a_failed_probe_opens_it_again_for_a_whole_cooldown(
         {
             "state": "open",
             "failure_count": 3,
+            "consecutive_failures": 3,
             "opened_at": _at(COOLDOWN_S + 5).isoformat(),
             "probe_started_at": None,
             "last_error_class": "model_rate_limited",
@@ -427,6 +530,9 @@ def test_states_for_the_page(clock: FrozenDateTimeFactory) -> None:
             "state": "half_open",
             "failure_count": 3,
             "threshold": 3,
+            "window_s": 60.0,
+            "consecutive_failures": 3,
+            "consecutive_threshold": CONSECUTIVE,
             "opened_at": _at(5),
             "probe_started_at": _at(5 + COOLDOWN_S),
             "retry_at": _at(5 + 2 * COOLDOWN_S),
@@ -439,6 +545,9 @@ def test_states_for_the_page(clock: FrozenDateTimeFactory) -> None:
             "state": "closed",
             "failure_count": 1,
             "threshold": 3,
+            "window_s": 60.0,
+            "consecutive_failures": 1,
+            "consecutive_threshold": CONSECUTIVE,
             "opened_at": None,
             "probe_started_at": None,
             "retry_at": None,
@@ -451,6 +560,9 @@ def test_states_for_the_page(clock: FrozenDateTimeFactory) -> None:
             "state": "open",
             "failure_count": 3,
             "threshold": 3,
+            "window_s": 60.0,
+            "consecutive_failures": 3,
+            "consecutive_threshold": CONSECUTIVE,
             "opened_at": T0,
             "probe_started_at": None,
             "retry_at": _at(COOLDOWN_S),
@@ -526,13 +638,15 @@ def test_twenty_threads_failing_at_once_count_twenty_on_one_row(
     """The first failure creates the row while others race to create it too; the row lock
     makes every increment count."""
     settings.AGENTDESK_BREAKER_FAILURES = 20
+    settings.AGENTDESK_BREAKER_CONSECUTIVE = 20
     _slowed(monkeypatch, "_snapshot", 0.02)
 
     outcomes = _race(20, lambda: _fail(name="tool:flaky", error_class="tool_crashed"))
 
     assert outcomes == [None] * 20
     row = _row("tool:flaky")
-    assert (row.state, row.failure_count, row.probe_started_at) == ("open", 20, None)
+    assert (row.state, row.failure_count, row.consecutive_failures) == ("open", 20, 20)
+    assert row.probe_started_at is None
     assert row.opened_at == row.last_failure_at  # the 20th failure opened it
     assert [e[0] for e in _events("tool:flaky")] == ["breaker.opened"]
 
@@ -726,8 +840,8 @@ def test_reviewer_sees_every_breaker_and_its_state(
     assert '<span class="state state-open">open</span>' in page
     assert "<code>model:default</code>" in page
     assert '<span class="state state-closed">closed</span>' in page
-    assert '<td class="num">3 / 3</td>' in page
-    assert '<td class="num">1 / 3</td>' in page
+    assert '<td class="num">3 / 3</td>\n        <td class="num">3 / 5</td>' in page
+    assert '<td class="num">1 / 3</td>\n        <td class="num">1 / 5</td>' in page
     assert "<code>tool_timeout</code>" in page
     opened = '<time datetime="2026-03-02T09:00:00+00:00">Mar 2, 09:00:00 UTC</time>'
     retry = '<time datetime="2026-03-02T09:00:30+00:00">Mar 2, 09:00:30 UTC</time>'
@@ -773,9 +887,10 @@ def test_no_breaker_yet_explains_what_breakers_are(
     page = client.get(URL).content.decode()
 
     assert (
-        "A breaker opens after 3 failures of the same endpoint or tool within 60 seconds; "
-        "while open, calls fail fast into the fallback chain; after 30 seconds one probe call "
-        "is let through"
+        "A model endpoint's breaker opens after 3 failures within 60 seconds, or after 5 in "
+        "a row however slowly they come (timeouts included); a tool's after 3 within 60 "
+        "seconds, or 5 in a row. While open, calls fail fast into the fallback chain; after "
+        "30 seconds one probe call is let through"
     ) in page
     assert "<table" not in page
 

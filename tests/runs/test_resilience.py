@@ -6,6 +6,8 @@ is not waited for (``drive`` runs the next step at once), which is what the test
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +20,7 @@ from examples.support.seed import seed_shop
 from reviews.models import ApprovalRequest, GoldenCandidate
 from reviews.services import approval_approve, approval_reject
 from runs import services
-from runs.models import Action, ActionStatus, DeadLetter, Run, RunState
+from runs.models import Action, ActionStatus, CircuitBreaker, DeadLetter, Run, RunState
 from runs.retrying import retry_delay
 from tests.processes import Simulator
 from tests.runs.factories import drive, seeded_ticket_input
@@ -84,6 +86,84 @@ def test_failing_model_walks_the_whole_chain_then_the_rule_hands_off(
     assert run.steps.get(seq=5).outcome["skipped_open_breakers"] == ["gpt-4o@default"]
     assert Handoff.objects.filter(idempotency_key__startswith=str(run.id)).count() == 1
     assert run.output.startswith("Rule-based fallback")
+
+
+def test_model_calls_that_all_hang_open_the_breaker_on_timeouts_in_a_row(
+    shop: None, model_endpoint: Simulator, settings: Any
+) -> None:
+    """Invariant 10: a hanging endpoint is given up on, not waited on by every run.
+
+    Every call hangs past the SDK's timeout (real HTTP, the real openai SDK). The window
+    is shorter than one timeout, so "N in a window" can never fire, as with 30 s timeouts
+    against a 60 s window on two workers; "N in a row" does, at the third timeout.
+    """
+    settings.AGENTDESK_LLM_TIMEOUT_S = 0.3
+    settings.AGENTDESK_BREAKER_WINDOW_S = 0.1
+    settings.AGENTDESK_BREAKER_MODEL_CONSECUTIVE = 3
+    model_endpoint.configure(hang_rate=1.0, hang_s=1)
+    requests_before = _sim_started(model_endpoint)
+
+    run = drive(_run())
+
+    assert run.state == RunState.SUCCEEDED
+    assert _trail(run) == [
+        ("model", "gpt-4o-mini@default", "model_timeout", 1),
+        ("model", "gpt-4o-mini@default", "model_timeout", 2),
+        ("model", "gpt-4o-mini@default", "model_timeout", 3),  # third in a row: open
+        ("model", "rule", "", 1),  # gpt-4o@default skipped: same endpoint, breaker open
+        ("tool", "", "", 1),
+        ("model", "rule", "", 1),
+    ]
+    assert run.steps.get(seq=3).outcome["skipped_open_breakers"] == ["gpt-4o@default"]
+    breaker = CircuitBreaker.objects.get(name="model:default")
+    assert (breaker.state, breaker.failure_count, breaker.consecutive_failures) == (
+        "open",
+        1,
+        3,
+    )
+    assert breaker.last_error_class == "model_timeout"
+    assert _sim_started(model_endpoint) - requests_before == 3  # no call after it opened
+    assert AuditEvent.objects.filter(verb="breaker.opened", object_id="model:default").count() == 1
+
+
+def test_without_the_row_rule_hanging_calls_never_open_the_breaker(
+    shop: None, model_endpoint: Simulator, settings: Any
+) -> None:
+    """The control of the test above: the window rule alone lets every timeout through."""
+    settings.AGENTDESK_LLM_TIMEOUT_S = 0.3
+    settings.AGENTDESK_BREAKER_WINDOW_S = 0.1
+    settings.AGENTDESK_BREAKER_MODEL_CONSECUTIVE = 100
+    model_endpoint.configure(hang_rate=1.0, hang_s=1)
+    requests_before = _sim_started(model_endpoint)
+
+    run = drive(_run())
+
+    assert [t[1:3] for t in _trail(run)[:6]] == [
+        ("gpt-4o-mini@default", "model_timeout"),
+        ("gpt-4o-mini@default", "model_timeout"),
+        ("gpt-4o-mini@default", "model_timeout"),
+        ("gpt-4o@default", "model_timeout"),
+        ("gpt-4o@default", "model_timeout"),
+        ("gpt-4o@default", "model_timeout"),
+    ]
+    # Both task kinds' tiers, three attempts on each of their two models: every one of
+    # the twelve calls waited out its whole timeout, and the breaker never opened.
+    timeouts = run.steps.filter(error_class="model_timeout").count()
+    assert timeouts == 12
+    assert _sim_started(model_endpoint) - requests_before == 12
+    breaker = CircuitBreaker.objects.get(name="model:default")
+    assert (breaker.state, breaker.failure_count, breaker.consecutive_failures) == (
+        "closed",
+        1,
+        12,
+    )
+
+
+def _sim_started(simulator: Simulator) -> int:
+    """Chat requests the simulator has taken, finished or not (a hang ends after hang_s)."""
+    with urllib.request.urlopen(simulator.base_url.removesuffix("/v1") + "/_sim/stats") as r:
+        stats = json.loads(r.read())
+    return int(stats["requests"]) + int(stats["in_flight"])
 
 
 def test_a_recovered_model_is_used_again(shop: None, model_endpoint: Simulator) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from examples.support.models import Refund, Ticket
 from examples.support.seed import seed_shop
 from runs import services
-from runs.models import RunState, Step
+from runs.models import Run, RunState, Step
 from tests.conftest import wait_until
 from tests.processes import ROOT, Simulator, WorkerPool, embedded_env
 from tests.runs.checks import assert_ended_cleanly, terminal_count, wait_for_all_to_end
@@ -71,6 +72,65 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
 
     assert_ended_cleanly(run_ids, refunds_before)
     assert "stalled at step" in workers.logs()
+
+
+def test_a_killed_workers_step_is_redone_and_a_slow_live_step_keeps_its_lease(
+    workers: WorkerPool, model_endpoint: Simulator
+) -> None:
+    """Invariants 3 and 4 with the lease heartbeat (runs.leases), in real worker processes.
+
+    Every model call takes 5 s against a 4 s lease renewed every second: no live step is
+    ever taken from its worker. Then the worker is SIGKILLed in the middle of the model
+    call after the refund; a fresh worker redoes that step (the sweeper finds the lease
+    expired), the run ends, and nothing is repeated: the refund is written once, and the
+    model answered once per recorded model step.
+    The recovery time is the bench's figure (bench/worker_kill.py), not asserted here.
+    """
+    seed_shop()
+    refunds_before = list(Refund.objects.values_list("pk", flat=True))
+    model_endpoint.configure(latency_ms=5000)
+    workers.env["AGENTDESK_LLM_TIMEOUT_S"] = "10"
+    requests_before = _sim_requests(model_endpoint)
+    workers.start(1, concurrency=2, beat=True)
+    run, _ = services.run_submit(agent_name="support", run_input=seeded_ticket_input("T-0002"))
+
+    def refunded_and_asking_the_model() -> bool:
+        leased = Run.objects.filter(pk=run.pk, lease_token__isnull=False).exists()
+        in_flight = _sim_stats(model_endpoint)["in_flight"] == 1
+        return leased and in_flight and Refund.objects.exclude(pk__in=refunds_before).exists()
+
+    wait_until(refunded_and_asking_the_model, timeout_s=90, what="the refund, then a model call")
+    assert "stalled at step" not in workers.logs()  # 5 s calls, 4 s lease: none taken over
+    killed_seq = Run.objects.get(pk=run.pk).next_seq
+
+    os.killpg(workers.processes[0].pid, signal.SIGKILL)
+    workers.processes[0].wait(timeout=30)
+    workers.start(1, concurrency=2, beat=True)
+    wait_for_all_to_end([run.pk], timeout_s=90, what="the run to end after the kill")
+
+    (ended,) = assert_ended_cleanly([run.pk], refunds_before)
+    assert ended.state == RunState.SUCCEEDED, ended.error
+    assert Refund.objects.exclude(pk__in=refunds_before).count() == 1
+    logs = workers.logs()
+    assert logs.count("stalled at step") == 1
+    assert f"stalled at step {killed_seq}; re-enqueued" in logs
+    # One answered call per recorded model step: a live step taken over would have made
+    # a second one. (The call the kill cut off was never answered: the simulator counts
+    # a request when its answer is sent, and that socket was gone.)
+    model_steps = Step.objects.filter(run=run, kind="model").count()
+    assert _sim_requests(model_endpoint) - requests_before == model_steps
+
+
+def _sim_stats(simulator: Simulator) -> dict[str, int]:
+    with urllib.request.urlopen(simulator.base_url.removesuffix("/v1") + "/_sim/stats") as r:
+        stats: dict[str, int] = json.loads(r.read())
+    return stats
+
+
+def _sim_requests(simulator: Simulator) -> int:
+    """Chat requests the simulator has taken, finished or not."""
+    stats = _sim_stats(simulator)
+    return stats["requests"] + stats["in_flight"]
 
 
 def test_the_embedded_mode_boots_and_completes_a_run(tmp_path: Path, simulator: Simulator) -> None:

@@ -3,6 +3,11 @@
 ``make demo`` migrates and seeds first, then calls this. Ctrl-C stops everything it
 started. Works in either mode: with nothing configured it uses SQLite and the filesystem
 broker; with DATABASE_URL and REDIS_URL it uses those.
+
+The worker is supervised as production's must be (docs/deployment.md): Celery can exit
+with "Unrecoverable error" when its broker connection drops, and a worker can be killed.
+A worker that exits is started again, up to ``MAX_RESTARTS`` times a minute; the
+simulator or the web server exiting still stops the demo.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import suppress
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agentdesk.roles import DEMO_ACCOUNTS
+
+SUPERVISED = "worker"
+MAX_RESTARTS = 5  # a minute; more means the worker cannot start, and restarting is no help
 
 
 def worker_pool() -> list[str]:
@@ -82,35 +91,60 @@ class Command(BaseCommand):
             ],
             "web": [*manage, "runserver", f"{options['host']}:{options['port']}", "--noreload"],
         }
-        processes: list[subprocess.Popen[bytes]] = []
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+
+        def start(name: str) -> None:
+            # The worker in a process group of its own: a dead worker's pool children are
+            # stopped with it before it is started again.
+            processes[name] = subprocess.Popen(
+                commands[name], env=env, start_new_session=name == SUPERVISED
+            )
 
         def stop(*_: Any) -> None:
-            for process in processes:
+            for process in processes.values():
                 if process.poll() is None:
                     process.terminate()
-            for process in processes:
+            for name, process in processes.items():
                 try:
                     process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     process.kill()
+                if name == SUPERVISED:
+                    _kill_group(process)
 
         # Ctrl-C and SIGTERM both stop everything, even when this process was started with
         # SIGINT ignored (as a shell does for background jobs).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
-            for command in commands.values():
-                processes.append(subprocess.Popen(command, env=env))
-            self._wait_for(f"{simulator_url[:-3]}/healthz", processes)
+            for name in commands:
+                start(name)
+            self._wait_for(f"{simulator_url[:-3]}/healthz", list(processes.values()))
             url = f"http://{options['host']}:{options['port']}/"
-            self._wait_for(f"{url}login/", processes)
+            self._wait_for(f"{url}login/", list(processes.values()))
             self._banner(url)
-            while all(process.poll() is None for process in processes):
+            restarts: list[float] = []
+            while True:
                 time.sleep(0.5)
-            names = [
-                name for name, p in zip(commands, processes, strict=False) if p.poll() is not None
-            ]
-            raise CommandError(f"{', '.join(names)} stopped; stopping the rest")
+                ended = [name for name, p in processes.items() if p.poll() is not None]
+                if not ended:
+                    continue
+                if ended != [SUPERVISED]:
+                    raise CommandError(f"{', '.join(ended)} stopped; stopping the rest")
+                now = time.monotonic()
+                restarts = [moment for moment in restarts if moment > now - 60]
+                if len(restarts) >= MAX_RESTARTS:
+                    raise CommandError(
+                        f"the worker exited {MAX_RESTARTS + 1} times within a minute; "
+                        "see its output above; stopping the rest"
+                    )
+                restarts.append(now)
+                worker = processes[SUPERVISED]
+                self.stderr.write(
+                    f"The worker exited (code {worker.returncode}); starting it again."
+                )
+                _kill_group(worker)
+                start(SUPERVISED)
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")
         finally:
@@ -139,3 +173,9 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of the process's group (a dead prefork worker's children)."""
+    with suppress(ProcessLookupError, PermissionError):  # the whole group is gone already
+        os.killpg(process.pid, signal.SIGKILL)
