@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runs', '0007_lease_held_function'),
+        ('runs', '0008_circuitbreaker_consecutive_failures'),
     ]
 
     operations = [
