@@ -379,8 +379,14 @@ def request_detail(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def request_claim(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
-    """Claim for a few minutes (advisory: it tells others who is on it)."""
-    _decidable_or_403(request, request_id)
+    """Claim for a few minutes (advisory: it tells others who is on it).
+
+    Not for someone barred from deciding it (their own run): their claim would tell the
+    people who may decide that it is taken.
+    """
+    approval = _decidable_or_403(request, request_id)
+    if services.decider_barrier(request=approval, user=request.user):
+        raise PermissionDenied
     approval = services.approval_claim(request_id=request_id, user=cast(User, request.user))
     if not request.htmx:
         return redirect("reviews:detail", request_id=request_id)

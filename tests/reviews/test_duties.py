@@ -308,6 +308,7 @@ def test_separation_of_duties_the_request_page_tells_the_submitter_why(
 
     assert f"You cannot approve, edit or reject this request.</strong> {OWN_RUN}" in mine
     assert f'action="/inbox/requests/{own.pk}/approve"' not in mine
+    assert f'action="/inbox/requests/{own.pk}/claim"' not in mine  # nor claims it on load
     assert f'action="/inbox/requests/{own.pk}/escalate"' in mine
     assert "You cannot approve" not in theirs
     assert f'action="/inbox/requests/{own.pk}/approve"' in theirs
@@ -336,6 +337,20 @@ def test_separation_of_duties_the_submitter_s_decision_post_is_403(
     assert OWN_RUN in response.content.decode()
     assert _snapshot(own) == before
     assert [after["rule"] for _, _, after in _refusals()] == ["submitter"]
+
+
+def test_separation_of_duties_the_submitter_cannot_claim_their_own_run_s_request(
+    own: ApprovalRequest, sam: User
+) -> None:
+    """A claim tells the people who may decide that the request is taken."""
+    before = _snapshot(own)
+
+    response = _as(sam).post(f"/inbox/requests/{own.pk}/claim")
+
+    assert response.status_code == 403
+    own.refresh_from_db()
+    assert (own.claimed_by_id, own.claimed_until) == (None, None)
+    assert _snapshot(own) == before
 
 
 def test_separation_of_duties_the_submitter_s_bulk_approval_is_refused(
