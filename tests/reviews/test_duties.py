@@ -535,6 +535,25 @@ def test_separation_of_duties_the_admin_site_needs_manage_queue_access(refunds: 
     assert _access() == before
 
 
+def test_separation_of_duties_nobody_changes_their_own_access_in_the_user_admin() -> None:
+    root = User.objects.create_superuser("root", "root@example.com", password=None)
+    other = user_make("nina")
+    admins = Group.objects.create(name="admins")
+    root.groups.add(admins)
+    client = _as(root)
+
+    mine = client.get(reverse("admin:auth_user_change", args=[root.pk])).content.decode()
+    theirs = client.get(reverse("admin:auth_user_change", args=[other.pk])).content.decode()
+    own_group = client.get(reverse("admin:auth_group_change", args=[admins.pk])).content.decode()
+    reviewers = Group.objects.get(name="reviewer")
+    other_group = client.get(reverse("admin:auth_group_change", args=[reviewers.pk]))
+
+    assert ('name="groups"' in mine, 'name="is_superuser"' in mine) == (False, False)
+    assert ('name="groups"' in theirs, 'name="is_superuser"' in theirs) == (True, True)
+    assert 'name="permissions"' not in own_group
+    assert 'name="permissions"' in other_group.content.decode()
+
+
 # --- the runtime never creates a queue -------------------------------------------------------
 
 
