@@ -148,6 +148,22 @@ def test_separation_of_duties_the_submitter_may_not_decide_their_own_run(
     ]
 
 
+@pytest.mark.parametrize("kind", ["approve", "reject"])
+def test_separation_of_duties_the_submitter_neither_resumes_nor_ends_their_stuck_run(
+    refunds: Queue, sam: User, kind: str
+) -> None:
+    from tests.reviews.test_stuck_runs_and_claims import _stuck
+
+    stuck = _submitted_by(_stuck(refunds), sam)
+    before = _snapshot(stuck)
+
+    with pytest.raises(services.DutyRefused):
+        _decide(kind, stuck, sam)
+
+    assert _snapshot(stuck) == before
+    assert Run.objects.get(pk=stuck.run_id).state == RunState.NEEDS_HUMAN
+
+
 def test_separation_of_duties_another_reviewer_decides_the_submitter_s_run(
     own: ApprovalRequest, rita: User
 ) -> None:
@@ -535,6 +551,28 @@ def test_separation_of_duties_the_admin_site_needs_manage_queue_access(refunds: 
     assert _access() == before
 
 
+def test_separation_of_duties_only_access_admins_let_submitters_decide(refunds: Queue) -> None:
+    from django.contrib.auth.models import Permission
+
+    staff = User.objects.create_user("stan", is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_queue", "change_queue"])
+    )
+    root = User.objects.create_superuser("root", "root@example.com", password=None)
+    page = reverse("admin:reviews_queue_change", args=[refunds.pk])
+    form = {"slug": "refunds", "name": "Refunds", "sla_minutes": "30", "remind_minutes": "10"}
+
+    shown_to_staff = _as(staff).get(page).content.decode()
+    response = _as(staff).post(
+        page, {**form, "expiry_outcome": "reject", "submitter_may_decide": "on"}
+    )
+
+    assert 'name="submitter_may_decide"' not in shown_to_staff
+    assert 'name="submitter_may_decide"' in _as(root).get(page).content.decode()
+    assert response.status_code == 302  # the settings it may change were saved
+    assert Queue.objects.get(pk=refunds.pk).submitter_may_decide is False
+
+
 def test_separation_of_duties_nobody_changes_their_own_access_in_the_user_admin() -> None:
     root = User.objects.create_superuser("root", "root@example.com", password=None)
     other = user_make("nina")
@@ -580,6 +618,49 @@ def test_a_call_whose_queue_was_deleted_goes_to_the_escalation_queue(
         str(run.pk),
         {"named": "refunds", "used": "support", "because": "the agent's escalation queue"},
     )
+
+
+def test_a_stuck_run_whose_escalation_queue_was_deleted_waits_in_the_default_queue(
+    shop: None, operator: User, settings: Any
+) -> None:
+    from django.db import transaction
+
+    from agentdesk import configuration
+
+    settings.AGENTDESK_LLM_ENDPOINTS = {"default": {"base_url": "http://127.0.0.1:9/v1"}}
+    Queue.objects.create(slug="support-leads", name="Support leads")
+    config = dict(configuration.config_active(agent_name="support").config)
+    version = configuration.config_version_create(
+        agent_name="support",
+        config={**config, "escalation_queue": "support-leads"},
+        note="leads",
+        user=operator,
+    )
+    run = Run.objects.create(
+        agent_name="support",
+        config_version=version,
+        input={},
+        state=RunState.NEEDS_HUMAN,
+        trace_id="trace-stuck",
+        prompt_version="p",
+        model="m",
+        request_hash="h",
+    )
+    Queue.objects.filter(slug="support-leads").delete()
+
+    with transaction.atomic():
+        request = services.run_escalation_open(
+            run=run, error={"class": "budget_exceeded", "message": "the run reached a limit"}
+        )
+
+    assert request.queue.slug == "support"
+    detour = AuditEvent.objects.get(verb="run.queue_missing")
+    assert detour.after == {
+        "named": "support-leads",
+        "used": "support",
+        "because": "the policy's default queue",
+    }
+    assert not Queue.objects.filter(slug="support-leads").exists()
 
 
 def test_a_call_with_no_queue_left_is_dead_lettered_never_stranded(
