@@ -336,6 +336,9 @@ def _detail_context(
         "records": _tree(records) if records else None,
         "decisions": decisions,
         "approvals_so_far": len(approvals),
+        # A person approves a hash once: the approve button says so instead (edit, reject
+        # and escalate stay).
+        "approved_by_you": request.user.pk in approvals,
         "notice": notice,
         "notice_kind": notice_kind,
         "open_form": open_form,
