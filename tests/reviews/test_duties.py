@@ -287,6 +287,10 @@ def test_separation_of_duties_an_editor_who_approves_again_is_not_a_second_appro
             {"decision": "approve", "rule": "second_approval", "reason": TWICE},
         )
     ]
+    page = _as(rita).get(f"/inbox/requests/{request.pk}/").content.decode()
+    assert "You approved these arguments; 2 different people must approve them" in page
+    assert f'action="/inbox/requests/{request.pk}/approve"' not in page
+    assert f'action="/inbox/requests/{request.pk}/reject"' in page
     assert _decide("approve", request, bea).completed
 
 
