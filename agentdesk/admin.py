@@ -10,6 +10,10 @@ the event is written inside it, once the many-to-many fields are saved.
 
 A change that leaves access as it was (a new email address) writes nothing: the log is
 for who may do what. Passwords are not part of it.
+
+Nobody changes their own access here (invariant 14: no one grants themselves the right
+to decide): on one's own user page the flags, groups and permissions are read only, and
+so are the permissions of a group one belongs to. Another admin changes them.
 """
 
 from __future__ import annotations
@@ -83,6 +87,12 @@ class _AuditedDeletes(admin.ModelAdmin):
 
 
 class AuditedUserAdmin(_AuditedDeletes, UserAdmin):
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.pk == request.user.pk:
+            return (*fields, *USER_FLAGS, "groups", "user_permissions")
+        return fields
+
     def save_related(
         self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
     ) -> None:
@@ -112,6 +122,12 @@ class AuditedUserAdmin(_AuditedDeletes, UserAdmin):
 
 
 class AuditedGroupAdmin(_AuditedDeletes, GroupAdmin):
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.user_set.filter(pk=request.user.pk).exists():
+            return (*fields, "permissions")
+        return fields
+
     def save_related(
         self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
     ) -> None:

@@ -15,11 +15,13 @@ A version holds:
 - ``sla_minutes``: the due time of the agent's requests (null: each queue's own SLA).
 
 1. ``config_version_create`` validates a whole configuration (every rule parses, every
-   tool exists, thresholds in 0..1, approvals >= 1, queues are slugs, limits > 0, every
-   task kind has models at configured endpoints) and stores it as the next number.
-   Nothing is saved when anything is wrong, nor when it equals the active version.
+   tool exists, thresholds in 0..1, approvals >= 1, every queue it names exists, limits
+   > 0, every task kind has models at configured endpoints) and stores it as the next
+   number. Nothing is saved when anything is wrong, nor when it equals the active version.
 2. ``config_activate`` points the agent at a version: a newer one, or any earlier one
-   (a rollback is an activation of an earlier number).
+   (a rollback is an activation of an earlier number), if every queue it names still
+   exists, and, from the console, only once the operator confirmed the diff against the
+   version that was active when they looked (``expected_active``).
 3. Each run records the version active when it was created and runs under it to its end
    (``config_for_run``): its policy, limits, models and escalation; a newer activation
    changes only new runs. A version stored before a section existed takes that section
@@ -33,13 +35,13 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 
@@ -90,6 +92,10 @@ SLA_MINUTES_MAX = 525_600  # a year
 
 class ConfigRefused(ValueError):
     """A configuration change that cannot be made; the message says why, for a person."""
+
+
+class ActiveChanged(ConfigRefused):
+    """Another version was activated since the operator confirmed; nothing changed."""
 
 
 # --- JSON <-> Policy ---------------------------------------------------------------------------
@@ -472,6 +478,55 @@ def config_policy_for_run(*, run: Run, agent: Agent) -> Policy:
     return config_for_run(run=run, agent=agent).policy
 
 
+# --- which queues exist --------------------------------------------------------------------------
+#
+# A version that names a queue nobody can open strands its requests where no one sees
+# them, so every queue a version names must exist. Queues belong to the reviews app,
+# which this module must not import (dependencies point from reviews to here): the app
+# registers a lookup in its AppConfig.ready, the interface this module defines.
+
+QueueLookup = Callable[[Collection[str]], Collection[str]]
+_queue_lookup: list[QueueLookup] = []
+
+
+def queue_lookup_register(lookup: QueueLookup) -> None:
+    """Set the function that says which of some queue slugs exist (the reviews app's)."""
+    _queue_lookup[:] = [lookup]
+
+
+def queues_named(*, run_config: RunConfig) -> list[tuple[str, str]]:
+    """Every queue a configuration names, as (field, slug), in the order a form shows them."""
+    policy = run_config.policy
+    named = [("queue", policy.queue)]
+    named += [(f"tool_queues.{tool}", slug) for tool, slug in sorted(policy.tool_queues.items())]
+    named += [(f"rules.{rule.name}.queue", rule.queue) for rule in policy.rules if rule.queue]
+    named.append(("escalation_queue", run_config.escalation_queue))
+    return named
+
+
+def queues_missing(*, run_config: RunConfig) -> list[tuple[str, str]]:
+    """The (field, slug) pairs whose queue does not exist."""
+    if not _queue_lookup:
+        raise ImproperlyConfigured(
+            "no queue lookup is registered: the app that owns queues (reviews) must be "
+            "installed, and call configuration.queue_lookup_register in its ready()"
+        )
+    named = queues_named(run_config=run_config)
+    existing = set(_queue_lookup[0]({slug for _, slug in named}))
+    return [(field, slug) for field, slug in named if slug not in existing]
+
+
+def _refuse_missing_queues(run_config: RunConfig, *, what: str) -> None:
+    missing = queues_missing(run_config=run_config)
+    if missing:
+        listed = "; ".join(f"{field} names {slug!r}" for field, slug in missing)
+        raise ConfigRefused(
+            f"{what} names queues that do not exist: {listed}. Name an existing queue, or "
+            "have an admin create it first (Queues, or the admin): a request sent to a "
+            "queue nobody reviews would wait unseen."
+        )
+
+
 # --- versions ----------------------------------------------------------------------------------
 
 
@@ -549,6 +604,7 @@ def config_validate(*, agent_name: str, config: Any) -> tuple[dict[str, Any], Ru
         run_config.policy.validate_for({tool.name for tool in agent.tools})
     except PolicyInvalid as exc:
         raise ConfigRefused(str(exc)) from None
+    _refuse_missing_queues(run_config, what="This configuration")
     return config_canonical(run_config=run_config), run_config
 
 
@@ -586,11 +642,16 @@ def config_version_create(
 
 
 @transaction.atomic
-def config_activate(*, agent_name: str, number: int, user: User | None) -> AgentConfigVersion:
+def config_activate(
+    *, agent_name: str, number: int, user: User | None, expected_active: int | None = None
+) -> AgentConfigVersion:
     """Make version ``number`` the active one (newer, or earlier: a rollback).
 
     The pointer row is locked first, so concurrent activations take turns and each one's
-    audit event records the version it really replaced.
+    audit event records the version it really replaced. ``expected_active``: the number
+    of the version the operator saw active when they confirmed the diff; if another has
+    been activated since, ActiveChanged and nothing changes (they confirm again, against
+    what is active now). A version naming a queue deleted since it was saved is refused.
     """
     config_active(agent_name=agent_name)
     active = AgentConfigActive.objects.select_for_update().get(agent_name=agent_name)
@@ -598,8 +659,17 @@ def config_activate(*, agent_name: str, number: int, user: User | None) -> Agent
     if target is None:
         raise ConfigRefused(f"{agent_name} has no version {number}.")
     before = AgentConfigVersion.objects.get(pk=active.version_id)
+    if expected_active is not None and before.number != expected_active:
+        raise ActiveChanged(
+            f"Version {before.number} was activated after you looked (you confirmed against "
+            f"version {expected_active}). Check the diff against it and confirm again."
+        )
     if before.pk == target.pk:
         raise ConfigRefused(f"Version {number} is already active.")
+    _refuse_missing_queues(
+        config_of_version(version=target, agent=agent_get(agent_name)),
+        what=f"Version {number}",
+    )
     active.version = target
     active.save(update_fields=["version", "changed_at"])
     audit_record(

@@ -323,3 +323,14 @@ class PromptLabelMoveForm(forms.Form):
 
     label = forms.CharField(max_length=32)
     number = forms.IntegerField(min_value=1)
+
+
+class ActivateForm(forms.Form):
+    """The confirmation step of an activation: the operator saw the diff against this one.
+
+    ``expected_active`` is the version that was active on the confirmation page; if
+    another has been activated since, the activation is refused and shown again.
+    """
+
+    confirm = forms.BooleanField(required=True, widget=forms.HiddenInput)
+    expected_active = forms.IntegerField(min_value=1, widget=forms.HiddenInput)

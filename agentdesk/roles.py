@@ -42,6 +42,15 @@ ROLE_PERMISSIONS["release_manager"] = (
     "agentdesk.promote_production_prompt",
 )
 
+# Who may see and decide in each queue is an admin's right, apart from the queues'
+# settings (reviews.access): an access admin grants and revokes, and sees every queue's
+# members; operators look only. Superusers hold it too.
+ROLE_PERMISSIONS["access_admin"] = (
+    "runs.view_run",
+    "reviews.change_queue",
+    "reviews.manage_queue_access",
+)
+
 DEMO_ACCOUNTS: tuple[tuple[str, str, str | None], ...] = (
     # username, password, role (None: superuser)
     ("reviewer", "reviewer-demo", "reviewer"),

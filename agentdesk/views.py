@@ -19,7 +19,13 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    StreamingHttpResponse,
+)
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -31,6 +37,7 @@ from agentdesk import configuration, prompts, selectors
 from agentdesk.agents import Agent
 from agentdesk.audit import audit_record
 from agentdesk.forms import (
+    ActivateForm,
     AuditSearchForm,
     ConfigForm,
     PromptLabelMoveForm,
@@ -325,22 +332,56 @@ def agent_version(request: HtmxHttpRequest, agent_name: str, number: int) -> Htt
 
 
 @login_required
-@require_POST
 def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -> HttpResponse:
-    """Activate a version: a newer one, or an earlier one (a rollback)."""
+    """Activate a version (newer, or earlier: a rollback), once the operator confirmed.
+
+    GET shows the confirmation: the diff against the active version and a button that
+    posts it back. A POST without the confirmation re-renders it (400); one confirmed
+    against a version that is no longer active re-renders it against the new one (409).
+    Works without JavaScript; nothing changes until a confirmed POST.
+    """
     agent = _config_agent(request, agent_name)
     _require_config_change(request)
-    try:
-        before = configuration.config_active(agent_name=agent.name)
-        version = configuration.config_activate(
-            agent_name=agent.name, number=number, user=cast(User, request.user)
-        )
-    except configuration.ConfigRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        verb = "Rolled back to" if version.number < before.number else "Activated"
-        messages.success(request, f"{verb} version {version.number}; new runs use it.")
-    return redirect("agents:detail", agent_name=agent.name)
+    version = _version_or_404(agent, number)
+    active = configuration.config_active(agent_name=agent.name)
+    notice, status = "", 200
+    if request.method == "POST":
+        form = ActivateForm(request.POST)
+        if not form.is_valid():
+            notice, status = "Check the changes below, then confirm the activation.", 400
+        else:
+            try:
+                configuration.config_activate(
+                    agent_name=agent.name,
+                    number=number,
+                    user=cast(User, request.user),
+                    expected_active=form.cleaned_data["expected_active"],
+                )
+            except configuration.ActiveChanged as exc:
+                notice, status = str(exc), 409
+                active = configuration.config_active(agent_name=agent.name)
+            except configuration.ConfigRefused as exc:
+                messages.error(request, str(exc))
+                return redirect("agents:detail", agent_name=agent.name)
+            else:
+                verb = "Rolled back to" if number < active.number else "Activated"
+                messages.success(request, f"{verb} version {number}; new runs use it.")
+                return redirect("agents:detail", agent_name=agent.name)
+    elif request.method != "GET":
+        return HttpResponseNotAllowed(["GET", "POST"])
+    context = {
+        "agent": agent,
+        "version": version,
+        "active": active,
+        "against": active,
+        "diff": configuration.config_diff(a=active, b=version),
+        "missing": configuration.queues_missing(
+            run_config=configuration.config_of_version(version=version, agent=agent)
+        ),
+        "form": ActivateForm(initial={"confirm": True, "expected_active": active.number}),
+        "notice": notice,
+    }
+    return render(request, "agents/activate.html", context, status=status)
 
 
 @login_required

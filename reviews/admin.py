@@ -1,8 +1,9 @@
 """The Django admin of the approval queue, for superusers and staff with model permissions.
 
 - Queues: their SLA settings, and who may see and decide in each (django-guardian's object
-  permission pages, limited to ``view_queue`` and ``decide_queue`` and written through
-  reviews.access so that deciding implies seeing and every grant is audited).
+  permission pages, limited to ``view_queue`` and ``decide_queue``, open to holders of
+  ``manage_queue_access`` only, and written through reviews.access so that deciding
+  implies seeing, nobody grants themselves, and every grant and refusal is audited).
 - Requests and decisions: read only. Decisions are taken through the product's services
   (the inbox), which lock, check hashes, resume runs and audit; an admin form would skip
   all of that.
@@ -23,6 +24,8 @@ from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.forms.models import model_to_dict
 from django.http import HttpRequest
+from django.shortcuts import redirect
+from django.urls import reverse
 from guardian.admin import (
     AdminGroupObjectPermissionsForm,
     AdminUserObjectPermissionsForm,
@@ -30,7 +33,13 @@ from guardian.admin import (
 )
 
 from agentdesk.audit import audit_record
-from reviews.access import queue_permission_set
+from reviews.access import (
+    MANAGE_ACCESS,
+    grant_refusal,
+    permissions_held,
+    queue_permission_refused,
+    queue_permission_set,
+)
 from reviews.models import ApprovalRequest, Decision, GoldenCandidate, Queue
 
 QUEUE_PERMISSIONS = ("view_queue", "decide_queue")
@@ -43,6 +52,7 @@ QUEUE_FIELDS = (
     "escalate_to",
     "expiry_outcome",
     "tier",
+    "submitter_may_decide",
 )
 
 
@@ -105,6 +115,29 @@ class _QueuePermissionsForm:
     def principal(self) -> Any:
         raise NotImplementedError
 
+    def clean(self) -> dict[str, Any]:
+        """Refuse a grant to oneself (or one's group) before guardian's view saves anything.
+
+        The refusal is recorded here because guardian's view offers no later hook that can
+        still show the form's error; nothing else is written.
+        """
+        cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
+        selected = set(cleaned.get(self.get_obj_perms_field_name(), []))  # type: ignore[attr-defined]
+        principal = self.principal()
+        added = selected - permissions_held(principal, self.obj)
+        if added:
+            refusal = grant_refusal(actor=self.actor, principal=principal, granted=True)
+            if refusal is not None:
+                queue_permission_refused(
+                    actor=self.actor,
+                    queue=self.obj,
+                    asked_for=str(principal),
+                    permission=f"grant {', '.join(sorted(added))}",
+                    reason=refusal.message,
+                )
+                raise ValidationError(refusal.message)
+        return cleaned
+
     def save_obj_perms(self) -> None:
         selected = set(self.cleaned_data[self.get_obj_perms_field_name()])  # type: ignore[attr-defined]
         with transaction.atomic():
@@ -162,6 +195,26 @@ class QueueAdmin(ReinforcedGuardedModelAdmin):
     list_select_related = ("escalate_to",)
     search_fields = ("name", "slug")
     fields = QUEUE_FIELDS
+
+    # Who may decide is an admin's right (reviews.access): guardian's own permissions
+    # and manage_queue_access, both.
+    def obj_perms_manage_user_view(self, request: HttpRequest, object_pk: Any, user_id: Any) -> Any:
+        if not request.user.has_perm(MANAGE_ACCESS):
+            return redirect(reverse("admin:index", current_app=self.admin_site.name))
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: Any, group_id: Any
+    ) -> Any:
+        if not request.user.has_perm(MANAGE_ACCESS):
+            return redirect(reverse("admin:index", current_app=self.admin_site.name))
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Letting submitters decide loosens separation of duties: an access admin's call.
+        if request.user.has_perm(MANAGE_ACCESS):
+            return ()
+        return ("submitter_may_decide",)
 
     def get_obj_perms_manage_user_form(self, request: HttpRequest) -> type[forms.Form]:
         return _with_actor(QueueUserPermissionsForm, request)

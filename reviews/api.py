@@ -113,6 +113,8 @@ def requests_decide(request: HttpRequest, request_id: int) -> JsonResponse:
             return api_error(400, "'decision' must be one of: approve, edit, reject")
     except services.AlreadyDecided as exc:
         return api_error(409, exc.message, request_json(exc.request))
+    except services.DutyRefused as exc:
+        return api_error(403, exc.message)
     except services.DecisionRefused as exc:
         return api_error(400, exc.message, exc.field_errors or None)
     return JsonResponse({"completed": outcome.completed, "request": request_json(outcome.request)})

@@ -2,8 +2,9 @@
 
 Who may see a queue and who may decide in it are django-guardian object permissions on
 the queue (``view_queue``, ``decide_queue``); a request is visible exactly when its queue
-is. The approval a request records covers one argument hash and is used once: see
-reviews.services for the transitions.
+is. Granting and revoking them needs the model permission ``manage_queue_access``
+(admins), never a queue's own. The approval a request records covers one argument hash
+and is used once: see reviews.services for the transitions.
 """
 
 from __future__ import annotations
@@ -43,11 +44,24 @@ class Queue(models.Model):
     tier = models.PositiveSmallIntegerField(
         default=0, help_text="Authority of its reviewers; requests never move to a lower tier."
     )
+    # Separation of duties: off (the default), whoever submitted a run may not decide its
+    # requests here. A two-person request never counts its run's submitter, whatever this
+    # says (reviews.services.decider_barrier).
+    submitter_may_decide = models.BooleanField(
+        default=False,
+        help_text="Let the person who submitted a run decide its requests in this queue "
+        "(never for requests that need two approvers).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
-        permissions = [("decide_queue", "Can decide requests in the queue")]
+        permissions = [
+            ("decide_queue", "Can decide requests in the queue"),
+            # Who may see and decide is an admin's right, apart from a queue's settings
+            # (change_queue, which operators hold): see reviews.access.
+            ("manage_queue_access", "Can grant and revoke who may see and decide in queues"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=~Q(escalate_to=models.F("id")), name="queue_not_escalating_to_itself"

@@ -98,7 +98,15 @@ def can_decide(*, user: User, request: ApprovalRequest) -> bool:
 
 
 def can_manage_queues(*, user: User) -> bool:
-    return bool(user.is_authenticated and user.has_perm("reviews.change_queue"))
+    """Whether the user sees every queue and who reviews it (operators, admins).
+
+    Seeing is all ``change_queue`` gives here: changing who reviews is
+    ``manage_queue_access`` (reviews.access).
+    """
+    return bool(
+        user.is_authenticated
+        and (user.has_perm("reviews.change_queue") or user.has_perm("reviews.manage_queue_access"))
+    )
 
 
 # --- the inbox -----------------------------------------------------------------------------
@@ -305,3 +313,8 @@ def candidates_list() -> QuerySet[GoldenCandidate]:
     return GoldenCandidate.objects.select_related(
         "decision__decided_by", "request__queue"
     ).order_by("-created_at", "-id")
+
+
+def queue_slugs_existing(slugs: Collection[str]) -> set[str]:
+    """Which of ``slugs`` are queues (the configuration service's queue lookup)."""
+    return set(Queue.objects.filter(slug__in=list(slugs)).values_list("slug", flat=True))

@@ -15,11 +15,13 @@ feedback to the model as the tool's result: see runs.tool_step.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -80,6 +82,85 @@ class AlreadyDecided(DecisionRefused):
         self.request = request
 
 
+class DutyRefused(DecisionRefused):
+    """Separation of duties (invariant 14): this person may not take this decision.
+
+    Audited as ``request.decision_refused`` (``_duty_audited``); nothing else changes.
+    ``rule``: "submitter" (their own run) or "second_approval" (they approved already).
+    """
+
+    def __init__(self, message: str, *, request: ApprovalRequest, rule: str) -> None:
+        super().__init__(message)
+        self.request_id = request.pk
+        self.trace_id = request.run.trace_id
+        self.rule = rule
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _duty_audited(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record a decision refused for separation of duties, after its transaction rolled back.
+
+    The refusal is raised inside the decision's transaction (which undoes whatever it
+    had begun); its audit event is written here, in a transaction of its own, so that
+    it stays.
+    """
+
+    def wrap(decide: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(decide)
+        def audited(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return decide(*args, **kwargs)
+            except DutyRefused as exc:
+                with transaction.atomic():
+                    audit_record(
+                        actor=kwargs["user"],  # type: ignore[arg-type]
+                        verb="request.decision_refused",
+                        object_type="approval_request",
+                        object_id=str(exc.request_id),
+                        after={"decision": str(kind), "rule": exc.rule, "reason": exc.message},
+                        trace_id=exc.trace_id,
+                    )
+                raise
+
+        return audited
+
+    return wrap
+
+
+def decider_barrier(*, request: ApprovalRequest, user: Any) -> str:
+    """Why ``user``, whose permissions let them decide ``request``, still may not; "" if not.
+
+    Nobody decides a request of a run they submitted, unless its queue lets submitters
+    decide; never a request that needs more than one approver (its approvers are
+    distinct people and none of them submitted the run). Escalating is not deciding:
+    it only moves the request to other people, so a submitter may do it.
+    """
+    submitter = request.run.submitted_by_id
+    if submitter is None or submitter != getattr(user, "pk", None):
+        return ""
+    if request.approvals_required > 1:
+        return (
+            "You submitted this run: a request that needs several approvers is decided by "
+            "people other than the run's submitter. Escalate it, or ask another reviewer."
+        )
+    if not request.queue.submitter_may_decide:
+        return (
+            f"You submitted this run: in {request.queue.name} someone else decides its "
+            "requests. Escalate it, or ask another reviewer."
+        )
+    return ""
+
+
+def _refuse_own_run(request: ApprovalRequest, user: User) -> None:
+    """DutyRefused where ``decider_barrier`` names a reason; call after ``_locked_pending``."""
+    barrier = decider_barrier(request=request, user=user)
+    if barrier:
+        raise DutyRefused(barrier, request=request, rule="submitter")
+
+
 def shown_arguments(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
     """Validated arguments as JSON, the form a reviewer sees and an approval hashes."""
     validated = tool.input_schema.model_validate(arguments)
@@ -94,26 +175,70 @@ def request_hash(tool: str, arguments: dict[str, Any]) -> str:
 # --- opening (called by the worker, inside the step's commit) ------------------------------
 
 
-def queue_for_slug(slug: str) -> Queue:
-    """The queue a policy names; created (visible to no one yet) if an operator has not.
+class NoQueue(RuntimeError):
+    """No queue a request could go to exists: the step fails and the run is dead-lettered.
 
-    A review must never be lost to a typo in a queue name: it lands in a new queue that
-    superusers see on the queues page and can assign.
+    Raised inside the step's transaction, so nothing of the step is kept; the run ends
+    on the dead-letter list, with this message, where operators look.
     """
-    queue, created = Queue.objects.get_or_create(
-        slug=slug, defaults={"name": slug.replace("-", " ").replace("_", " ").title()}
+
+
+def _queue_reaching_a_person(*, run: Run, candidates: list[tuple[str, str]]) -> Queue:
+    """The first of ``candidates`` ((slug, why it is one)) that exists; the runtime never
+    creates a queue.
+
+    A queue created here would have no reviewers: the request would wait where nobody
+    sees it until its SLA decided it. Configuration versions only name queues that
+    exist (agentdesk.configuration), but a queue can be deleted after a version naming
+    it was saved; the request then goes to the next candidate (the run's escalation
+    queue, then its policy's default queue), and the detour is audited on the run.
+    """
+    slugs = [slug for slug, _ in candidates]
+    found = {queue.slug: queue for queue in Queue.objects.filter(slug__in=slugs)}
+    for slug, why in candidates:
+        queue = found.get(slug)
+        if queue is None:
+            continue
+        if slug != slugs[0]:
+            log.warning(
+                "run %s: queue %r does not exist; the request goes to %r", run.pk, slugs[0], slug
+            )
+            audit_record(
+                actor=None,
+                actor_label="worker",
+                verb="run.queue_missing",
+                object_type="run",
+                object_id=str(run.pk),
+                after={"named": slugs[0], "used": slug, "because": why},
+                trace_id=run.trace_id,
+            )
+        return queue
+    if not candidates:
+        raise NoQueue(f"no queue can take this run's request: {run.agent_name!r} is not registered")
+    reasons: dict[str, str] = {}
+    for slug, why in candidates:
+        reasons.setdefault(slug, why)
+    listed = ", ".join(f"{slug!r} ({why})" for slug, why in reasons.items())
+    raise NoQueue(f"no queue can take this run's request: none of {listed} exists")
+
+
+def _fallback_queues(run: Run) -> list[tuple[str, str]]:
+    """Where a request goes when the queue it names is gone: escalation, then default."""
+    try:
+        config = config_for_run(run=run, agent=agent_get(run.agent_name))
+    except UnknownAgent:
+        return []
+    return [
+        (config.escalation_queue, "the agent's escalation queue"),
+        (config.policy.queue, "the policy's default queue"),
+    ]
+
+
+def queue_for_call(*, run: Run, slug: str) -> Queue:
+    """The queue the policy named for a call, or where a person still sees it if it is gone."""
+    return _queue_reaching_a_person(
+        run=run, candidates=[(slug, "named by the policy"), *_fallback_queues(run)]
     )
-    if created:
-        log.warning("queue %r did not exist; created it with no reviewers", slug)
-        audit_record(
-            actor=None,
-            actor_label="worker",
-            verb="queue.created",
-            object_type="queue",
-            object_id=str(queue.pk),
-            after={"slug": slug, "reason": "named by a policy"},
-        )
-    return queue
 
 
 def _agent_sla_minutes(run: Run) -> int | None:
@@ -171,7 +296,7 @@ def approval_request_open(
 ) -> ApprovalRequest:
     """Open the request for one call and park the run. Inside the step's transaction."""
     digest = request_hash(tool.name, arguments)
-    queue = queue_for_slug(verdict.queue)
+    queue = queue_for_call(run=run, slug=verdict.queue)
     request = _request_open(
         run=run,
         queue=queue,
@@ -214,11 +339,10 @@ def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
     failed with the reviewer's note.
     """
     try:
-        config = config_for_run(run=run, agent=agent_get(run.agent_name))
-        queue_slug, policy_version = config.escalation_queue, config.policy.version
+        policy_version = config_for_run(run=run, agent=agent_get(run.agent_name)).policy.version
     except UnknownAgent:
-        queue_slug, policy_version = "default", ""
-    queue = queue_for_slug(queue_slug)
+        policy_version = ""
+    queue = _queue_reaching_a_person(run=run, candidates=_fallback_queues(run))
     return _request_open(
         run=run,
         queue=queue,
@@ -328,10 +452,12 @@ def _tool_of(request: ApprovalRequest) -> Tool:
     return tool
 
 
+@_duty_audited(DecisionKind.APPROVE)
 def approval_approve(*, request_id: int, user: User, seen_hash: str, reason: str = "") -> Outcome:
     """Approve the arguments whose hash the reviewer saw. Used once; a stale hash is refused."""
     with transaction.atomic():
         request = _locked_pending(request_id)
+        _refuse_own_run(request, user)
         if seen_hash != request.args_hash:
             raise DecisionRefused(
                 "The arguments changed since you opened this request (someone edited them). "
@@ -341,6 +467,7 @@ def approval_approve(*, request_id: int, user: User, seen_hash: str, reason: str
         return _after_approval(request, decision, outcome="approved")
 
 
+@_duty_audited(DecisionKind.EDIT)
 def approval_edit(
     *,
     request_id: int,
@@ -360,6 +487,7 @@ def approval_edit(
     """
     with transaction.atomic():
         request = _locked_pending(request_id)
+        _refuse_own_run(request, user)
         if request.is_run_escalation:
             raise DecisionRefused("A stuck run has no arguments to edit: resume it or end it.")
         if seen_hash != request.args_hash:
@@ -507,8 +635,10 @@ def _add_approval(
                 from_queue=request.queue,
             )
     except IntegrityError:
-        raise DecisionRefused(
-            "You have already approved these arguments; a second person must approve them."
+        raise DutyRefused(
+            "You have already approved these arguments; a second person must approve them.",
+            request=request,
+            rule="second_approval",
         ) from None
     audit_record(
         actor=user,
@@ -523,14 +653,16 @@ def _add_approval(
 
 
 def _after_approval(request: ApprovalRequest, decision: Decision, *, outcome: str) -> Outcome:
-    approvers = (
-        request.decisions.filter(
-            kind__in=[DecisionKind.APPROVE, DecisionKind.EDIT], args_hash=request.args_hash
-        )
-        .values("decided_by")
-        .distinct()
-        .count()
+    # Distinct people who approved exactly these arguments (an edit is its editor's
+    # approval of the new ones), never the run's submitter: an approval given before an
+    # edit raised the number of approvers, in a queue that lets submitters decide, does
+    # not make them one of the two.
+    approvals = request.decisions.filter(
+        kind__in=[DecisionKind.APPROVE, DecisionKind.EDIT], args_hash=request.args_hash
     )
+    if request.approvals_required > 1 and request.run.submitted_by_id is not None:
+        approvals = approvals.exclude(decided_by_id=request.run.submitted_by_id)
+    approvers = approvals.values("decided_by").distinct().count()
     if decision.kind == DecisionKind.EDIT:
         _file_candidate(request, decision)
     if approvers < request.approvals_required:
@@ -540,6 +672,7 @@ def _after_approval(request: ApprovalRequest, decision: Decision, *, outcome: st
     return Outcome(request, decision, completed=True)
 
 
+@_duty_audited(DecisionKind.REJECT)
 def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
     """Reject with feedback; the agent receives the feedback as the tool's result.
 
@@ -554,6 +687,7 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
         )
     with transaction.atomic():
         request = _locked_pending(request_id)
+        _refuse_own_run(request, user)
         decision = _decision_create(
             request=request,
             kind=DecisionKind.REJECT,
@@ -578,7 +712,11 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
 
 
 def approval_escalate(*, request_id: int, user: User, to_queue: Queue, reason: str) -> Outcome:
-    """Move a pending request to another queue; its due time starts again there."""
+    """Move a pending request to another queue; its due time starts again there.
+
+    A run's submitter may escalate its requests: that decides nothing, it hands the
+    call to other people (``decider_barrier``).
+    """
     with transaction.atomic():
         request = _locked_pending(request_id, deciding=False)
         if to_queue.pk == request.queue_id:
@@ -731,6 +869,7 @@ class BulkRefused(DecisionRefused):
     pass
 
 
+@_duty_audited(DecisionKind.APPROVE)
 def approval_bulk_approve(
     *, request_ids: list[int], user: User, seen_hashes: dict[int, str]
 ) -> list[Outcome]:
@@ -766,6 +905,7 @@ def approval_bulk_approve(
                 raise AlreadyDecided(request)
             if seen_hashes.get(request.pk) != request.args_hash:
                 raise BulkRefused(f"Request {request.pk} changed since you saw it.")
+            _refuse_own_run(request, user)
         return [
             _after_approval(
                 request,

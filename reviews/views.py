@@ -7,7 +7,8 @@ the list refreshes; without JavaScript it redirects to the inbox with a message.
 
 Refusals under htmx come back as 200 with the message in the pane (htmx does not swap
 4xx responses by default, and the pane is where the reviewer looks); without htmx they
-are 409 (someone decided first) or 400 (a refused or invalid decision).
+are 409 (someone decided first), 403 (separation of duties: the reviewer submitted the
+run, or approved these arguments already) or 400 (a refused or invalid decision).
 """
 
 from __future__ import annotations
@@ -323,6 +324,9 @@ def _detail_context(
 ) -> dict[str, Any]:
     now = timezone.now()
     decide = approval.is_pending and selectors.can_decide(user=request.user, request=approval)
+    # Permitted in the queue, yet barred from this request (their own run): the page says
+    # why instead of offering buttons that would be refused.
+    barrier = services.decider_barrier(request=approval, user=request.user) if decide else ""
     context_data = approval.context if isinstance(approval.context, dict) else {}
     decisions = list(selectors.request_decisions(request=approval))
     approvals = {
@@ -343,6 +347,7 @@ def _detail_context(
         "overdue": approval.is_pending and approval.due_at < now,
         "claimed_by": _claimer(approval, now),
         "can_decide": decide,
+        "barrier": barrier,
         "amount": amount,
         "currency": currency,
         "arguments": _in_schema_order(approval),
@@ -363,6 +368,9 @@ def _detail_context(
         "flags": [FLAG_LABELS.get(flag, flag) for flag in approval.flags or []],
         "decisions": decisions,
         "approvals_so_far": len(approvals),
+        # A person approves a hash once: the approve button says so instead (edit, reject
+        # and escalate stay).
+        "approved_by_you": request.user.pk in approvals,
         "notice": notice,
         "notice_kind": notice_kind,
         "open_form": open_form,
@@ -406,8 +414,14 @@ def request_detail(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def request_claim(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
-    """Claim for a few minutes (advisory: it tells others who is on it)."""
-    _decidable_or_403(request, request_id)
+    """Claim for a few minutes (advisory: it tells others who is on it).
+
+    Not for someone barred from deciding it (their own run): their claim would tell the
+    people who may decide that it is taken.
+    """
+    approval = _decidable_or_403(request, request_id)
+    if services.decider_barrier(request=approval, user=request.user):
+        raise PermissionDenied
     approval = services.approval_claim(request_id=request_id, user=cast(User, request.user))
     if not request.htmx:
         return redirect("reviews:detail", request_id=request_id)
@@ -425,10 +439,12 @@ def _refused(
 ) -> HttpResponse:
     approval = _visible_or_404(request, request_id)
     already = isinstance(exc, services.AlreadyDecided)
+    # Separation of duties is a refusal of the person, not of their input: 403.
+    status = 409 if already else 403 if isinstance(exc, services.DutyRefused) else 400
     response = _pane(
         request,
         approval,
-        status=409 if already else 400,
+        status=status,
         notice=exc.message,
         notice_kind="warning" if already else "error",
         **forms,
@@ -640,38 +656,59 @@ def queue_list(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 def queue_members(request: HtmxHttpRequest, queue_id: int) -> HttpResponse:
-    """Who may see and decide in a queue; queue managers grant and revoke here."""
+    """Who may see and decide in a queue; operators look, admins grant and revoke here.
+
+    A POST from someone who may not manage queue access is 403, audited as refused; a
+    grant to oneself (or one's group) is 400, audited as refused; neither changes access.
+    """
     queue = selectors.queue_get_manageable(user=request.user, queue_id=queue_id)
     if queue is None:
         raise Http404
     if not selectors.can_manage_queues(user=request.user):
         raise PermissionDenied
+    actor = cast(User, request.user)
+    may_grant = access.can_manage_access(user=actor)
+    if request.method == "POST" and not may_grant:
+        access.queue_permission_refused(
+            actor=actor,
+            queue=queue,
+            asked_for=str(request.POST.get("principal", "")),
+            permission=f"{request.POST.get('action', '')} {request.POST.get('level', '')}"[:40],
+            reason=access.NOT_AN_ADMIN,
+        )
+        raise PermissionDenied
     form = MemberForm(request.POST or None, initial={"action": "grant", "level": "decide"})
+    status = 200
     if request.method == "POST":
+        status = 400
         if form.is_valid():
             granted = form.cleaned_data["action"] == "grant"
             principal = form.cleaned_data["principal"]
-            changed = access.queue_permission_set(
-                actor=cast(User, request.user),
-                queue=queue,
-                principal=principal,
-                level=form.cleaned_data["level"],
-                granted=granted,
-            )
-            name = getattr(principal, "username", None) or f"group {principal.name}"
-            if changed:
-                verb = "granted" if granted else "revoked"
-                messages.success(request, f"{verb.capitalize()} {', '.join(changed)} for {name}.")
+            try:
+                changed = access.queue_permission_set(
+                    actor=actor,
+                    queue=queue,
+                    principal=principal,
+                    level=form.cleaned_data["level"],
+                    granted=granted,
+                )
+            except access.AccessRefused as exc:
+                form.add_error(None, exc.message)
             else:
-                messages.info(request, f"Nothing to change for {name}.")
-            return redirect("reviews:members", queue_id=queue.pk)
-        status = 400
-    else:
-        status = 200
+                name = getattr(principal, "username", None) or f"group {principal.name}"
+                if changed:
+                    verb = "granted" if granted else "revoked"
+                    messages.success(
+                        request, f"{verb.capitalize()} {', '.join(changed)} for {name}."
+                    )
+                else:
+                    messages.info(request, f"Nothing to change for {name}.")
+                return redirect("reviews:members", queue_id=queue.pk)
     context = {
         "queue": queue,
         "members": selectors.queue_members(queue=queue),
         "form": form,
         "groups": selectors.groups_all(),
+        "can_manage_access": may_grant,
     }
     return render(request, "reviews/members.html", context, status=status)

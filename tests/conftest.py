@@ -84,6 +84,18 @@ def outsider(db: None) -> Any:
     return _user("oscar")
 
 
+@pytest.fixture
+def support_queues(db: None) -> None:
+    """The queues the support agent's policy names (the demo seed's), with no reviewers.
+
+    The runtime never creates a queue and a configuration naming a missing one is
+    refused, so tests that save versions or run the agent to a review need them.
+    """
+    from examples.support.seed import queues_seed
+
+    queues_seed()
+
+
 # --- the model simulator and workers ----------------------------------------------------
 
 

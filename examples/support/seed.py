@@ -23,9 +23,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agentdesk.audit import audit_record
+from agentdesk.roles import DEMO_QUEUES
 from examples.support.models import Cancellation, Customer, Handoff, Order, Refund, Reply, Ticket
 from examples.support.tickets import TICKETS
 from examples.support.tools import format_money, refund_result
+from reviews.models import Queue
 
 SEED_KEY_PREFIX = "seed:"
 
@@ -359,3 +362,34 @@ def seed_shop(*, reset: bool = False) -> None:
                 "tags": list(ticket.tags),
             },
         )
+    queues_seed()
+
+
+@transaction.atomic
+def queues_seed() -> None:
+    """The queues the support agent's policy names (``refunds``, ``refunds-senior``, ``support``).
+
+    The runtime never creates a queue, and a configuration naming one that does not
+    exist is refused, so the demo's queues are created here, with no reviewers: the
+    demo accounts (agentdesk.roles) grant theirs. An existing queue is left as it is.
+    """
+    for slug, name, sla, escalate_to, _, _ in DEMO_QUEUES:  # escalation targets come first
+        queue, created = Queue.objects.get_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "sla_minutes": sla,
+                "escalate_to": Queue.objects.filter(slug=escalate_to).first()
+                if escalate_to
+                else None,
+            },
+        )
+        if created:
+            audit_record(
+                actor=None,
+                actor_label="seed",
+                verb="queue.created",
+                object_type="queue",
+                object_id=str(queue.pk),
+                after={"slug": slug, "name": name, "reason": "the demo's queues"},
+            )

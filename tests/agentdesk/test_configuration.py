@@ -20,13 +20,20 @@ from agentdesk.registry import agent_get
 from examples.support.review import SUPPORT_POLICY
 from examples.support.seed import seed_shop
 from reviews import services as review_services
-from reviews.models import ApprovalRequest, RequestState
+from reviews.models import ApprovalRequest, Queue, RequestState
 from runs import services as run_services
 from runs.models import Action, Run, RunState
 from tests.processes import Simulator
 from tests.runs.factories import drive, seeded_ticket_input
 
 AGENT = "support"
+
+
+@pytest.fixture(autouse=True)
+def _queues(support_queues: None) -> None:
+    """Every queue the versions here name exists (see support_queues)."""
+    for slug in ("support-leads", "frontline"):
+        Queue.objects.create(slug=slug, name=slug)
 
 
 def _route(model: str, endpoint: str = "default") -> dict[str, str]:
@@ -242,6 +249,51 @@ def test_an_invalid_configuration_is_refused_and_nothing_is_saved(
         )
 
     assert _state() == before
+
+
+UNKNOWN_QUEUE = (
+    "This configuration names queues that do not exist: {listed}. Name an existing queue, "
+    "or have an admin create it first (Queues, or the admin): a request sent to a queue "
+    "nobody reviews would wait unseen."
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("changes", "listed"),
+    [
+        ({"queue": "no-such-queue"}, "queue names 'no-such-queue'"),
+        (
+            {"tool_queues": {"issue_refund": "refunds-seniro", "cancel_order": "refunds"}},
+            "tool_queues.issue_refund names 'refunds-seniro'",
+        ),
+        (
+            {"rules": [{**BAD_RULE, "name": "big", "queue": "refunds-seniro"}]},
+            "rules.big.queue names 'refunds-seniro'",
+        ),
+        ({"escalation_queue": "no-such-queue"}, "escalation_queue names 'no-such-queue'"),
+        (
+            {"queue": "no-such-queue", "escalation_queue": "refunds-seniro"},
+            "queue names 'no-such-queue'; escalation_queue names 'refunds-seniro'",
+        ),
+    ],
+)
+def test_a_configuration_naming_a_queue_that_does_not_exist_is_refused_with_nothing_saved(
+    operator: Any, changes: dict[str, Any], listed: str
+) -> None:
+    """Invariant 10: a request sent to a queue nobody reviews would wait unseen until its
+    SLA decided it; the version naming one is refused, field and slug named."""
+    configuration.config_active(agent_name=AGENT)
+    before = _state()
+
+    with pytest.raises(ConfigRefused) as refused:
+        configuration.config_version_create(
+            agent_name=AGENT, config=_config(**changes), note="typo", user=operator
+        )
+
+    assert str(refused.value) == UNKNOWN_QUEUE.format(listed=listed)
+    assert _state() == before
+    assert Queue.objects.filter(slug__in=["no-such-queue", "refunds-seniro"]).count() == 0
 
 
 @pytest.mark.django_db

@@ -17,10 +17,20 @@ from agentdesk import configuration
 from agentdesk.models import AgentConfigActive, AgentConfigVersion, AuditEvent
 from agentdesk.registry import agent_get
 from examples.support.review import SUPPORT_POLICY
+from reviews.models import Queue
 
 pytestmark = pytest.mark.django_db
 
 AGENT = "support"
+
+
+@pytest.fixture(autouse=True)
+def _queues(support_queues: None) -> None:
+    """Every queue the versions here name exists (see support_queues)."""
+    for slug in ("support-leads",):
+        Queue.objects.create(slug=slug, name=slug)
+
+
 PERSONAS = ("operator", "auditor", "reviewer", "outsider", "anonymous")
 
 
@@ -145,10 +155,13 @@ def test_only_operators_may_activate(
     people: dict[str, Any], versions: Any, persona: str, status: int
 ) -> None:
     before = _state()
+    client = _client(people[persona])
 
-    response = _client(people[persona]).post("/agents/support/versions/2/activate")
+    confirmed = {"confirm": "True", "expected_active": "1"}
+    response = client.post("/agents/support/versions/2/activate", confirmed)
+    confirmation = client.get("/agents/support/versions/2/activate")
 
-    assert response.status_code == status
+    assert (response.status_code, confirmation.status_code) == (status, status)
     assert _state() == before
 
 
@@ -179,9 +192,94 @@ def test_an_unknown_agent_is_404_for_an_operator(operator: Any) -> None:
     assert AgentConfigVersion.objects.count() == 0
 
 
-def test_activation_is_post_only(operator: Any, versions: Any) -> None:
+def _confirmed(active: int) -> dict[str, str]:
+    """What the confirmation page's form posts, confirmed against version ``active``."""
+    return {"confirm": "True", "expected_active": str(active)}
+
+
+def test_activation_shows_the_diff_and_asks_for_confirmation_first(
+    operator: Any, versions: Any
+) -> None:
     before = _state()
-    assert _client(operator).get("/agents/support/versions/2/activate").status_code == 405
+    client = _client(operator)
+
+    page = client.get("/agents/support/versions/2/activate")
+
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert "Activate support to version 2?" in body
+    assert "Diff: version 1 (active) → version 2" in body
+    assert "<code>thresholds.issue_refund</code>" in body
+    assert 'action="/agents/support/versions/2/activate"' in body
+    assert 'name="expected_active" value="1"' in body
+    assert 'name="confirm" value="True"' in body
+    assert _state() == before
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"confirm": "True"}, {"expected_active": "1"}, {"confirm": "", "expected_active": "1"}],
+)
+def test_an_activation_posted_without_its_confirmation_is_400_and_changes_nothing(
+    operator: Any, versions: Any, data: dict[str, str]
+) -> None:
+    before = _state()
+
+    response = _client(operator).post("/agents/support/versions/2/activate", data)
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "Check the changes below, then confirm the activation." in body
+    assert "Diff: version 1 (active) → version 2" in body
+    assert _state() == before
+
+
+def test_a_confirmation_made_against_a_version_no_longer_active_is_asked_again(
+    operator: Any, release_manager: Any, versions: Any
+) -> None:
+    """Two operators at once: the second confirmed the diff against version 1, but the
+    first activated version 2 meanwhile; the second sees the diff against 2 and nothing
+    changes until they confirm again."""
+    v1 = versions[0]
+    config = copy.deepcopy(v1.config)
+    config["thresholds"]["send_reply"] = 0.9
+    configuration.config_version_create(agent_name=AGENT, config=config, note="v3", user=operator)
+    first, second = _client(operator), _client(release_manager)
+    assert first.post("/agents/support/versions/2/activate", _confirmed(1)).status_code == 302
+    before = _state()
+
+    response = second.post("/agents/support/versions/3/activate", _confirmed(1))
+
+    assert response.status_code == 409
+    body = response.content.decode()
+    assert "Version 2 was activated after you looked" in body
+    assert "Diff: version 2 (active) → version 3" in body
+    assert 'name="expected_active" value="2"' in body
+    assert _state() == before
+    assert second.post("/agents/support/versions/3/activate", _confirmed(2)).status_code == 302
+    assert configuration.config_active(agent_name=AGENT).number == 3
+
+
+def test_a_version_whose_queue_was_deleted_since_cannot_be_activated(
+    operator: Any, versions: Any
+) -> None:
+    """Invariant 10: a version naming a queue deleted after it was saved would strand its
+    requests; the confirmation names the queue and activation is refused."""
+    config = copy.deepcopy(versions[0].config)
+    config["escalation_queue"] = "support-leads"
+    configuration.config_version_create(agent_name=AGENT, config=config, note="v3", user=operator)
+    Queue.objects.filter(slug="support-leads").delete()
+    before = _state()
+    client = _client(operator)
+
+    page = client.get("/agents/support/versions/3/activate").content.decode()
+    response = client.post("/agents/support/versions/3/activate", _confirmed(1))
+
+    assert "<code>escalation_queue</code> names <code>support-leads</code>" in page
+    assert 'action="/agents/support/versions/3/activate"' not in page
+    assert (response.status_code, response["Location"]) == (302, "/agents/support/")
+    shown = client.get("/agents/support/").content.decode()
+    assert "Version 3 names queues that do not exist: escalation_queue names" in shown
     assert _state() == before
 
 
@@ -230,17 +328,17 @@ def test_an_operator_creates_a_version_sees_its_diff_and_activates_it(
     assert "Saved version 3. It is not active yet" in page
     assert "thresholds.issue_refund" in page
     assert "rules.cancel_two_person" in page
-    assert 'action="/agents/support/versions/3/activate"' in page
-    assert "Activate version 3" in page
+    assert 'href="/agents/support/versions/3/activate"' in page
+    assert "Activate version 3…" in page
 
-    response = client.post("/agents/support/versions/3/activate")
+    response = client.post("/agents/support/versions/3/activate", _confirmed(1))
     assert (response.status_code, response["Location"]) == (302, "/agents/support/")
     assert configuration.config_active(agent_name=AGENT).number == 3
     page = client.get("/agents/support/").content.decode()
     assert "Activated version 3; new runs use it." in page
     assert "Roll back to this" in page  # versions 1 and 2 are earlier now
 
-    response = client.post("/agents/support/versions/1/activate")
+    response = client.post("/agents/support/versions/1/activate", _confirmed(3))
     assert response.status_code == 302
     assert configuration.config_active(agent_name=AGENT).number == 1
     assert "Rolled back to version 1" in client.get("/agents/support/").content.decode()
@@ -274,6 +372,26 @@ def test_invalid_input_re_renders_with_errors_and_saves_nothing(
     assert response.status_code == 400
     assert message in response.content.decode()
     assert _state() == before
+
+
+def test_the_form_refuses_a_misspelt_queue_naming_the_field_and_saves_nothing(
+    operator: Any, versions: Any
+) -> None:
+    config = copy.deepcopy(versions[0].config)
+    config["tool_queues"]["issue_refund"] = "refunds-seniro"
+    config["rules"][0]["queue"] = "no-such-queue"
+    before = _state()
+
+    response = _client(operator).post("/agents/support/new", _form_data(config))
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert (
+        "This configuration names queues that do not exist: tool_queues.issue_refund names "
+        "&#x27;refunds-seniro&#x27;; rules.refund_over_100.queue names &#x27;no-such-queue&#x27;."
+    ) in body
+    assert _state() == before
+    assert Queue.objects.filter(slug__in=["refunds-seniro", "no-such-queue"]).count() == 0
 
 
 def test_the_form_shows_limits_tiers_and_endpoint_aliases_never_urls_or_keys(

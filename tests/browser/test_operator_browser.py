@@ -54,7 +54,10 @@ def _user(username: str, role: str) -> Any:
 def _reviewer() -> Any:
     user = _user("rita", "reviewer")
     for slug in ("refunds", "refunds-senior", "support"):
-        queue = Queue.objects.create(slug=slug, name=slug.replace("-", " ").title())
+        # The demo seed creates these queues too: this test's names are the ones shown.
+        queue, _ = Queue.objects.update_or_create(
+            slug=slug, defaults={"name": slug.replace("-", " ").title()}
+        )
         assign_perm("reviews.view_queue", user, queue)
         assign_perm("reviews.decide_queue", user, queue)
     return user
@@ -157,7 +160,13 @@ def test_an_operator_lowers_the_refund_limit_and_an_auditor_finds_it(
     expect(summary.nth(1).locator("td.before")).to_have_text("—")
     expect(summary.nth(1).locator("td.after")).to_contain_text('"when": "args.amount > 50"')
     _shot(page, "3-diff")
-    page.click("button:has-text('Activate version 2')")
+    # Activating asks first: the diff against the active version, then a confirmation.
+    page.click("a:has-text('Activate version 2')")
+    expect(page).to_have_url(f"{base}/agents/support/versions/2/activate")
+    expect(page.locator("h1")).to_have_text("Activate support to version 2?")
+    expect(page.locator(".config-diff table tbody tr")).to_have_count(2)
+    _shot(page, "3b-confirm-activation")
+    page.click("form.confirm-activate button:has-text('Activate version 2')")
     expect(page).to_have_url(f"{base}/agents/support/")
     expect(page.locator(".flash")).to_contain_text("Activated version 2; new runs use it.")
     expect(page.locator("h2", has_text="Active: version 2")).to_be_visible()

@@ -531,8 +531,8 @@ def test_candidates_mark_the_edited_arguments(rita: Any, pending: ApprovalReques
     assert '<tr class="changed"><th scope="row">amount</th><td>9.00' in html
 
 
-def test_an_operator_grants_and_revokes_queue_access(refunds: Queue) -> None:
-    operator = user_make("otto", "operator")
+def test_an_access_admin_grants_and_revokes_queue_access(refunds: Queue) -> None:
+    operator = user_make("ada", "access_admin")
     newcomer = user_make("nina")
     request = request_make(queue=refunds)
     url = f"/inbox/queues/{refunds.pk}/members"
@@ -569,7 +569,7 @@ def test_an_operator_grants_and_revokes_queue_access(refunds: Queue) -> None:
 
 
 def test_granting_to_a_group(refunds: Queue) -> None:
-    operator = user_make("otto", "operator")
+    operator = user_make("ada", "access_admin")
     member = user_make("gail")  # in the reviewer group
     request = request_make(queue=refunds)
 
@@ -583,7 +583,7 @@ def test_granting_to_a_group(refunds: Queue) -> None:
 
 
 def test_granting_to_an_unknown_user_is_a_form_error(refunds: Queue) -> None:
-    operator = user_make("otto", "operator")
+    operator = user_make("ada", "access_admin")
 
     response = _as(operator).post(
         f"/inbox/queues/{refunds.pk}/members",

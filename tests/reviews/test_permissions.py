@@ -253,16 +253,18 @@ def test_queues_page_lists_what_each_persona_sees(world: World, persona: str) ->
 
 
 MEMBERS_EXPECTED = {
-    "reviewer_a": 403,
-    "viewer_a": 403,
-    "reviewer_b": 404,
-    "operator": 200,
-    "auditor": 403,
+    # persona: (the members page, a grant posted to it)
+    "reviewer_a": (403, 403),
+    "viewer_a": (403, 403),
+    "reviewer_b": (404, 404),
+    "operator": (200, 403),  # operators see who reviews; granting is an admin's right
+    "auditor": (403, 403),
 }
 
 
 @pytest.mark.parametrize("persona", PERSONAS)
-def test_membership_is_managed_by_operators_only(world: World, persona: str) -> None:
+def test_membership_is_managed_by_admins_only(world: World, persona: str) -> None:
+    """Invariant 14: who may change permissions is an admin's right, not an operator's."""
     client = _client(world, persona)
     url = f"/inbox/queues/{world.queue_a.pk}/members"
     before = _snapshot(world.request)
@@ -273,13 +275,25 @@ def test_membership_is_managed_by_operators_only(world: World, persona: str) -> 
     if persona == "anonymous":
         assert _is_login_redirect(page)
         assert _is_login_redirect(change)
-    elif persona == "operator":
-        assert page.status_code == 200
-        assert change.status_code == 302
-        return
     else:
-        assert page.status_code == MEMBERS_EXPECTED[persona]
-        assert change.status_code == MEMBERS_EXPECTED[persona]
+        assert (page.status_code, change.status_code) == MEMBERS_EXPECTED[persona]
+    if persona == "operator":
+        # Refused, and the refusal is the one thing recorded.
+        assert 'action="/inbox/queues/' not in page.content.decode()
+        refusal = AuditEvent.objects.get(verb="queue.permission_refused")
+        assert (refusal.actor_label, refusal.object_id, refusal.after) == (
+            "otto",
+            str(world.queue_a.pk),
+            {
+                "asked_for": "bob",
+                "permission": "grant decide",
+                "reason": "Changing who may see and decide in a queue is an admin's right; "
+                "ask an admin.",
+            },
+        )
+        assert _snapshot(world.request)[:-3] == before[:-3]
+        assert _snapshot(world.request)[-3:] == (before[-3] + 1, *before[-2:])
+        return
     assert _snapshot(world.request) == before
 
 

@@ -404,7 +404,7 @@ def test_a_two_person_rule_needs_two_distinct_approvers(
     with pytest.raises(services.DecisionRefused) as again:
         services.approval_approve(request_id=request.pk, user=reviewer, seen_hash=seen)
 
-    assert type(again.value) is services.DecisionRefused
+    assert type(again.value) is services.DutyRefused  # audited as a refused decision
     assert again.value.message == (
         "You have already approved these arguments; a second person must approve them."
     )

@@ -117,17 +117,27 @@ def shop(db: None) -> None:
 
 @pytest.fixture
 def senior(db: None) -> Queue:
-    return Queue.objects.create(
-        slug="refunds-senior", name="Refunds (senior)", sla_minutes=60, remind_minutes=15
+    # The demo seed (``shop``) may have created it: these are the settings tested here.
+    queue, _ = Queue.objects.update_or_create(
+        slug="refunds-senior",
+        defaults={"name": "Refunds (senior)", "sla_minutes": 60, "remind_minutes": 15},
     )
+    return queue
 
 
 @pytest.fixture
 def refunds(senior: Queue) -> Queue:
     """The queue the support agent sends refunds to; escalates to the senior queue."""
-    return Queue.objects.create(
-        slug="refunds", name="Refunds", sla_minutes=30, remind_minutes=10, escalate_to=senior
+    queue, _ = Queue.objects.update_or_create(
+        slug="refunds",
+        defaults={
+            "name": "Refunds",
+            "sla_minutes": 30,
+            "remind_minutes": 10,
+            "escalate_to": senior,
+        },
     )
+    return queue
 
 
 def _parked(ticket_id: str = "T-0002") -> tuple[Run, ApprovalRequest]:

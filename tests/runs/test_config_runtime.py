@@ -18,7 +18,7 @@ from agentdesk.agents import TaskContext
 from agentdesk.models import AgentConfigVersion
 from examples.support.agent import support_task_kind
 from examples.support.seed import seed_shop
-from reviews.models import ApprovalRequest
+from reviews.models import ApprovalRequest, Queue
 from runs import services
 from runs.models import Run, RunState, StepKind
 from tests.processes import Simulator
@@ -237,6 +237,9 @@ def test_a_version_s_limits_stop_new_runs_while_older_ones_continue(
 def test_a_version_escalates_to_its_queue_with_its_sla(
     shop: None, model_endpoint: Simulator, operator: Any
 ) -> None:
+    Queue.objects.create(
+        slug="support-leads", name="Support leads"
+    )  # versions name queues that exist
     _activate(
         operator,
         limits={"max_steps": 3, "on_exceeded": "escalate"},
