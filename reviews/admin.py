@@ -88,7 +88,7 @@ class QueueForm(forms.ModelForm):
         """Refuse an escalation to a queue of a lower tier: authority never goes down."""
         data = super().clean() or {}
         target: Queue | None = data.get("escalate_to")
-        tier = data.get("tier")
+        tier = data.get("tier", self.instance.tier)  # read-only for all but access admins
         if target is not None and tier is not None and target.tier < tier:
             self.add_error(
                 "escalate_to",
@@ -211,10 +211,12 @@ class QueueAdmin(ReinforcedGuardedModelAdmin):
         return super().obj_perms_manage_group_view(request, object_pk, group_id)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        # Letting submitters decide loosens separation of duties: an access admin's call.
+        # Letting submitters decide loosens separation of duties, and a queue's tier is the
+        # authority its reviewers hold (raising one would let its reviewers take a senior's
+        # requests): both are an access admin's call.
         if request.user.has_perm(MANAGE_ACCESS):
             return ()
-        return ("submitter_may_decide",)
+        return ("submitter_may_decide", "tier")
 
     def get_obj_perms_manage_user_form(self, request: HttpRequest) -> type[forms.Form]:
         return _with_actor(QueueUserPermissionsForm, request)

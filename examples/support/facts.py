@@ -49,15 +49,17 @@ def _order_facts(tool: str, arguments: Mapping[str, Any]) -> CallFacts:
         .filter(order_id=order_id)
         .first()
     )
+    # A refund moves what it asks for, whatever the order: rules judge the amount even
+    # when the order is unknown (the tool then refuses it).
+    amount: Decimal | None = (
+        Decimal(str(arguments.get("amount", "0"))) if tool == "issue_refund" else None
+    )
     if order is None:
-        # No such order: the tool refuses the call itself; there is nothing to reach.
-        return CallFacts(touches=(Touch("order", order_id, None),))
+        # No such order: nothing of anyone's is reached.
+        return CallFacts(touches=(Touch("order", order_id, None),), amount=amount)
     owner = order.customer.email.lower()
     refundable = max(order.total - order.refunded, ZERO)
-    amount: Decimal | None = None
-    if tool == "issue_refund":
-        amount = Decimal(str(arguments.get("amount", "0")))
-    elif tool == "cancel_order":
+    if tool == "cancel_order":
         # A cancellation refunds the whole remaining balance: it moves that much money.
         amount = refundable
     facts: dict[str, Any] = {

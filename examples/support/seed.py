@@ -373,11 +373,12 @@ def queues_seed() -> None:
     exist is refused, so the demo's queues are created here, with no reviewers: the
     demo accounts (agentdesk.roles) grant theirs. An existing queue is left as it is.
     """
-    for slug, name, sla, escalate_to, _, _ in DEMO_QUEUES:  # escalation targets come first
+    for slug, name, tier, sla, escalate_to, _, _ in DEMO_QUEUES:  # targets come first
         queue, created = Queue.objects.get_or_create(
             slug=slug,
             defaults={
                 "name": name,
+                "tier": tier,
                 "sla_minutes": sla,
                 "escalate_to": Queue.objects.filter(slug=escalate_to).first()
                 if escalate_to

@@ -40,10 +40,7 @@ def adversary(settings: Any) -> Iterator[Adversary]:
 def test_a_senior_sees_the_sums_that_sent_a_split_refund_to_them(
     page: Page, live_server: Any, adversary: Adversary
 ) -> None:
-    seed_shop()
-    senior_queue = Queue.objects.create(slug="refunds-senior", name="Refunds (senior)", tier=2)
-    Queue.objects.create(slug="refunds", name="Refunds", tier=1, escalate_to=senior_queue)
-    Queue.objects.create(slug="support", name="Support", tier=0)
+    seed_shop()  # with the demo's queues at their tiers
     senior = get_user_model().objects.create_user("sena", password="sena-pw")
     senior.groups.add(roles_sync()["reviewer"])
     for queue in Queue.objects.all():

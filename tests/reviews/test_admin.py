@@ -300,3 +300,34 @@ def test_a_reviewer_without_staff_status_is_sent_to_the_login(reviewer: User, qu
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_authority_never_goes_down_only_an_access_admin_sets_a_queues_tier(queue: Queue) -> None:
+    """An operator who may change queue settings cannot raise a queue to a senior's tier."""
+    from django.contrib.auth.models import Permission
+
+    staff = User.objects.create_user("stan", is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_queue", "change_queue"])
+    )
+    client = Client()
+    client.force_login(staff)
+    page = reverse("admin:reviews_queue_change", args=[queue.pk])
+
+    shown = client.get(page).content.decode()
+    response = client.post(
+        page,
+        {
+            "slug": queue.slug,
+            "name": queue.name,
+            "sla_minutes": "30",
+            "remind_minutes": "10",
+            "expiry_outcome": "reject",
+            "tier": "2",
+        },
+    )
+
+    assert 'name="tier"' not in shown
+    assert response.status_code == 302
+    queue.refresh_from_db()
+    assert queue.tier == 0

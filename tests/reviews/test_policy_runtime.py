@@ -507,8 +507,8 @@ def test_an_edit_a_stricter_rule_routes_elsewhere_is_refused(
         "amount + sums.record.total > 100.0; issue_refund is irreversible"
     )
     assert message.endswith(
-        "which sends them to the queue 'refunds-senior'. Escalate the request there, "
-        "or reject it with feedback."
+        "which sends them to the queue 'refunds-senior' (tier 2, above this queue's 1). "
+        "Escalate the request there, or reject it with feedback."
     )
     request.refresh_from_db()
     assert (request.arguments, request.args_hash) == before

@@ -35,10 +35,12 @@ EMMA = "emma.wilson@example.com"  # owns SO-1004 (97.90, processing)
 
 @pytest.fixture
 def shop(db: None) -> None:
-    seed_shop()
-    senior = Queue.objects.create(slug="refunds-senior", name="Refunds (senior)", tier=2)
-    Queue.objects.create(slug="refunds", name="Refunds", tier=1, escalate_to=senior)
-    Queue.objects.create(slug="support", name="Support", tier=0)
+    seed_shop()  # with the demo's queues at their tiers
+    assert dict(Queue.objects.values_list("slug", "tier")) == {
+        "refunds-senior": 2,
+        "refunds": 1,
+        "support": 0,
+    }
 
 
 @pytest.fixture
@@ -288,8 +290,6 @@ def test_the_policy_sees_the_subject_two_runs_judged_at_once_see_each_other(
     before the lock is let go, so exactly one of the two sees the other's 60.00.
     """
     seed_shop()
-    senior = Queue.objects.create(slug="refunds-senior", name="Refunds (senior)", tier=2)
-    Queue.objects.create(slug="refunds", name="Refunds", tier=1, escalate_to=senior)
     refund = ("issue_refund", {"order_id": "SO-1003", "amount": "60.00", "reason": "faulty"})
     adversary.script = [[refund]]
     runs = []
