@@ -17,6 +17,7 @@ from agentdesk.agents import Agent, Limits, ModelRoute, RuleContext, RuleReply, 
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
 from examples.support.review import SUPPORT_POLICY, support_review_context
 from examples.support.tools import SUPPORT_TOOLS
+from examples.support.verifiers import SUPPORT_VERIFIERS
 
 
 class SupportTicketInput(BaseModel):
@@ -214,4 +215,7 @@ support_agent = Agent(
     escalate_to_human=True,
     policy=SUPPORT_POLICY,
     review_context=support_review_context,
+    # A refund within the order's balance; a final answer that reports only what was done,
+    # and only after a reply, a hand-off or spam noted (examples/support/verifiers.py).
+    verifiers=SUPPORT_VERIFIERS,
 )
