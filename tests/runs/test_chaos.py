@@ -67,7 +67,6 @@ def test_chaos_twenty_percent_mixed_faults_over_200_runs(
     assert states[RunState.SUCCEEDED] + states[RunState.NEEDS_HUMAN] >= 198, states
     assert set(states) <= {RunState.SUCCEEDED, RunState.DEAD_LETTERED, RunState.NEEDS_HUMAN}
     parked = [run for run in runs if run.state == RunState.NEEDS_HUMAN]
-    print("parked:", [(run.error or {}).get("message") for run in parked])
     assert {(run.error or {}).get("class") for run in parked} <= {
         "verification_failed",
         "handoff_failed",
