@@ -106,6 +106,10 @@ class Tool:
     # At most this many calls across all runs and workers, in the `limits` notation
     # ("30/minute", "5/second"); None for no limit. A call over the limit waits.
     rate_limit: str | None = None
+    # The tool hands the case to a person (a hand-off). A call of it that cannot be made
+    # must not leave the case with nobody: the runtime asks a person through the agent's
+    # escalation queue instead (after one repair attempt for invalid arguments).
+    reaches_person: bool = False
 
     def __post_init__(self) -> None:
         if self.rate_limit is not None:
@@ -230,6 +234,80 @@ _TASK_KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ReviewContext = Callable[[str, Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
 
 
+class VerifierStage(StrEnum):
+    """When a verifier runs."""
+
+    CALL = "call"  # on a proposed call, after its arguments are validated, before the policy
+    ANSWER = "answer"  # on a final answer, before the run may succeed
+
+
+@dataclass(frozen=True)
+class ActionDone:
+    """One tool call of the run as a verifier sees it: what was asked, and what came of it."""
+
+    tool: str
+    arguments: Mapping[str, Any] | None
+    status: str  # an ActionStatus value: "succeeded", "failed", "rejected", ...
+    result: Any
+
+
+@dataclass(frozen=True)
+class VerifierContext:
+    """What a verifier is given: the run's input and calls, and the call or answer to check.
+
+    ``actions``: every call the run proposed before this one, in order, with its status;
+    only ``succeeded`` ones had an effect. For a CALL verifier, ``tool`` and ``arguments``
+    (validated, as JSON) are the proposed call; for an ANSWER verifier, ``answer`` is the
+    final answer's text.
+    """
+
+    input: Mapping[str, Any]
+    actions: tuple[ActionDone, ...]
+    tool: str = ""
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    # The call's idempotency key: a verifier that reads the data the call changes should
+    # pass a call whose effect is already recorded under it (a redo replays the effect).
+    idempotency_key: str = ""
+    answer: str = ""
+
+    def succeeded(self, *tools: str) -> tuple[ActionDone, ...]:
+        """The calls of these tools that ran and succeeded, in order."""
+        return tuple(a for a in self.actions if a.tool in tools and a.status == "succeeded")
+
+
+# None when the check holds; otherwise one sentence saying what is wrong, for the model
+# (CALL, ANSWER) and for the person who gets the run if the model does not fix it.
+VerifierCheck = Callable[[VerifierContext], str | None]
+_VERIFIER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A deterministic check of a proposed call or of a final answer against the data.
+
+    Code, never a model: a verifier reads the call, the run's input, what the run's
+    actions did and, if it needs to, the agent's own records (an order's balance). Its
+    failure is ``verification_failed``: a call is refused before the policy and the
+    model told why; an answer goes back to the model. After the agent's
+    ``verification_attempts`` failures in a run, a person gets the run.
+    """
+
+    name: str
+    stage: VerifierStage
+    check: VerifierCheck
+    # CALL verifiers: the tools whose calls it checks; empty for every call.
+    tools: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _VERIFIER_NAME.match(self.name):
+            raise ValueError(f"bad verifier name {self.name!r} (lower-case letters, digits, _)")
+        if self.stage is VerifierStage.ANSWER and self.tools:
+            raise ValueError(f"verifier {self.name!r}: an answer verifier checks no tool")
+
+    def applies_to(self, tool: str) -> bool:
+        return self.stage is VerifierStage.CALL and (not self.tools or tool in self.tools)
+
+
 @dataclass(frozen=True)
 class Touch:
     """A record a call reaches, and the subject it belongs to (``owner``).
@@ -318,11 +396,17 @@ class Agent:
     subject: SubjectOf | None = None
     policy_facts: FactsLookup | None = None
     review_context: ReviewContext | None = None
+    # Deterministic checks of proposed calls and of the final answer (``Verifier``), and
+    # how many of their failures a run may have before a person gets it: the first goes
+    # back to the model, by default, the second to the agent's escalation queue.
+    verifiers: tuple[Verifier, ...] = ()
+    verification_attempts: int = 2
 
     def __post_init__(self) -> None:
         names = [tool.name for tool in self.tools]
         if len(names) != len(set(names)):
             raise ValueError(f"agent {self.name!r} declares a tool twice: {names}")
+        self._validate_verifiers(set(names))
         self.policy.validate_for(set(names))
         if self.prompt_placeholders is not None:
             undeclared = set(Template(self.system_prompt).get_identifiers()) - set(
@@ -348,6 +432,26 @@ class Agent:
         for kind, routes in self.model_tiers.items():
             if not routes:
                 raise ValueError(f"agent {self.name!r}: the tier of {kind!r} has no model")
+
+    def _validate_verifiers(self, tool_names: set[str]) -> None:
+        verifier_names = [v.name for v in self.verifiers]
+        if len(verifier_names) != len(set(verifier_names)):
+            raise ValueError(f"agent {self.name!r} declares a verifier twice: {verifier_names}")
+        for verifier in self.verifiers:
+            unknown = sorted(set(verifier.tools) - tool_names)
+            if unknown:
+                raise ValueError(
+                    f"agent {self.name!r}: verifier {verifier.name!r} checks unknown tools "
+                    f"{unknown}"
+                )
+        if self.verification_attempts < 1:
+            raise ValueError(f"agent {self.name!r}: verification_attempts must be at least 1")
+
+    def verifiers_of(self, stage: VerifierStage, tool: str = "") -> tuple[Verifier, ...]:
+        """The verifiers that check a call of ``tool`` (CALL) or the final answer (ANSWER)."""
+        if stage is VerifierStage.ANSWER:
+            return tuple(v for v in self.verifiers if v.stage is VerifierStage.ANSWER)
+        return tuple(v for v in self.verifiers if v.applies_to(tool))
 
     @property
     def model_routes(self) -> tuple[ModelRoute, ...]:

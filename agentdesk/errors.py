@@ -29,6 +29,8 @@ class ErrorClass(StrEnum):
     REVIEW_REJECTED = "review_rejected"
     BUDGET_EXCEEDED = "budget_exceeded"
     CIRCUIT_OPEN = "circuit_open"
+    VERIFICATION_FAILED = "verification_failed"
+    HANDOFF_FAILED = "handoff_failed"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -58,6 +58,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "cost_usd": str(run.cost_usd),
         "output": run.output,
         "error": run.error,
+        # Why the outcome is not a plain success (runs.models.Degradation); empty if it is.
+        "degraded": list(run.degraded or ()),
     }
 
 

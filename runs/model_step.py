@@ -47,7 +47,7 @@ from runs.breakers import (
 )
 from runs.gateway import ModelCallFailed, ModelReply, ProposedCall, model_complete
 from runs.limits import run_spent
-from runs.models import Action, ActionStatus, Run, RunState, Step, StepKind
+from runs.models import Action, ActionStatus, Degradation, Run, RunState, Step, StepKind
 from runs.pricing import model_call_cost
 from runs.retrying import retry_delay
 from runs.stepping import (
@@ -58,10 +58,12 @@ from runs.stepping import (
     conversation_state,
     dead_letter,
     finish,
+    mark_degraded,
     park_for_human,
     release_db_connection,
 )
 from runs.tool_step import InlineCall, account_result, read_calls_inline, settle_action
+from runs.verification import answer_refused_message, answer_verification, verification_failed
 
 log = logging.getLogger("runs.services")
 
@@ -116,6 +118,18 @@ def task_context(run: Run) -> TaskContext:
             if name and not (message.get("content") or "").startswith(_TOOL_ERROR_PREFIX):
                 called.append(name)
     return TaskContext(tools_called=tuple(called), input=run.input, model_steps=replies)
+
+
+def _route_degradations(outcome: _Outcome) -> list[Degradation]:
+    """How the link that served (or failed) this step departs from the primary's first try."""
+    reasons = []
+    if outcome.skipped:
+        reasons.append(Degradation.BREAKER_OPEN)
+    if outcome.link == RULE:
+        reasons.append(Degradation.RULE_FALLBACK)
+    elif isinstance(outcome.link, ModelRoute) and outcome.link_index > 0:
+        reasons.append(Degradation.FALLBACK_MODEL)
+    return reasons
 
 
 def _set_link(checkpoint: dict[str, Any], index: int, kind: str) -> None:
@@ -276,6 +290,7 @@ def _escalate(
 
     def apply(locked: Run) -> None:
         record.create(locked, seq)
+        mark_degraded(locked, *_route_degradations(outcome))
         if outcome.link == HUMAN:
             park_for_human(locked, error)
         else:
@@ -305,9 +320,11 @@ def _record_failed_attempt(
     def apply(locked: Run) -> None:
         record.create(locked, seq)
         locked.model_latency_ms += outcome.latency_ms
+        mark_degraded(locked, *_route_degradations(outcome))
         checkpoint = locked.checkpoint
         checkpoint["last_error"] = error
         if delay is not None:
+            mark_degraded(locked, Degradation.RETRIED)
             checkpoint["attempt"] = attempt
             _set_link(checkpoint, outcome.link_index, kind)
         else:
@@ -412,6 +429,18 @@ def _record_reply(
             messages=[*run.checkpoint["messages"], reply.assistant_message()],
         )
     retry_in_s = inline[-1].retry_in_s if inline else None
+    # A final answer is checked against what the run's calls did before the run may
+    # succeed on it (outside the transaction, like the rest of the step's work).
+    refused = (
+        answer_verification(run, agent, reply.content) if not parsed and unusable is None else None
+    )
+    if refused is not None:
+        record.failed(refused)
+    degradations = _route_degradations(outcome)
+    if any(call.error and call.error["class"] == ErrorClass.CIRCUIT_OPEN for call in inline):
+        degradations.append(Degradation.BREAKER_OPEN)
+    if retry_in_s is not None:
+        degradations.append(Degradation.RETRIED)
 
     def apply(locked: Run) -> list[Step | Action]:
         # The reads' steps now: their actions point at them. The model step's own row, which
@@ -424,6 +453,7 @@ def _record_reply(
         locked.tokens_out += reply.tokens_out
         locked.cost_usd += cost or 0
         locked.model_latency_ms += reply.latency_ms
+        mark_degraded(locked, *degradations)
         checkpoint = locked.checkpoint
         checkpoint["attempt"] = 0
         if unusable is not None:
@@ -439,7 +469,12 @@ def _record_reply(
         checkpoint["malformed_streak"] = streak if streak < 2 else 0
         _set_link(checkpoint, outcome.link_index + 1 if streak >= 2 else 0, kind)
         if not parsed:
-            finish(locked, RunState.SUCCEEDED, output=reply.content)
+            if refused is None:
+                finish(locked, RunState.SUCCEEDED, output=reply.content)
+            else:
+                # Not a success: the model hears why, once; then a person gets the run.
+                checkpoint["messages"].append(answer_refused_message(refused))
+                verification_failed(locked, agent, refused)
             return [own]
         settled = inline[:-1] if retry_in_s is not None else inline
         for call, step in zip(settled, reads, strict=False):

@@ -32,6 +32,17 @@ TERMINAL_STATES = frozenset(
 ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
 
 
+class Degradation(models.TextChoices):
+    """Why a run's outcome is not a plain success, though it may have ended as one."""
+
+    FALLBACK_MODEL = "fallback_model", "served by a fallback model"
+    RULE_FALLBACK = "rule_fallback", "served by the rule-based fallback"
+    RETRIED = "retried", "needed retries"
+    BREAKER_OPEN = "breaker_open", "met an open circuit breaker"
+    VERIFICATION_FAILED = "verification_failed", "a verifier refused a call or an answer"
+    HANDOFF_FAILED = "handoff_failed", "a hand-off could not be filed"
+
+
 class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     agent_name = models.CharField(max_length=64, db_index=True)
@@ -65,6 +76,9 @@ class Run(models.Model):
 
     output = models.TextField(blank=True)
     error = models.JSONField(null=True, blank=True)
+    # Degradation values, each once, in the order they first happened: empty for a run
+    # that got everything it needed from its primary models at the first attempt.
+    degraded = models.JSONField(default=list, blank=True)
 
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -115,6 +129,12 @@ class Run(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def degraded_labels(self) -> list[str]:
+        """The reasons in ``degraded``, in words (an unknown value as it is stored)."""
+        labels = dict(Degradation.choices)
+        return [labels.get(reason, reason) for reason in self.degraded or ()]
 
     @property
     def is_active(self) -> bool:
@@ -179,6 +199,11 @@ class Verdict(models.TextChoices):
     EXECUTE = "execute"
     REVIEW = "review"
     BLOCK = "block"
+    # The policy never saw the call: it was refused before (an unknown tool, arguments
+    # that are not a JSON object or fail the schema, a verifier's refusal), or it has not
+    # been evaluated yet. The default, so that no call reads "execute" unless the policy
+    # said so.
+    NOT_EVALUATED = "not_evaluated"
 
 
 class ActionStatus(models.TextChoices):
@@ -208,7 +233,9 @@ class Action(models.Model):
     rationale = models.TextField(blank=True)
     confidence = models.FloatField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=120, unique=True)
-    verdict = models.CharField(max_length=8, choices=Verdict.choices, default=Verdict.EXECUTE)
+    verdict = models.CharField(
+        max_length=16, choices=Verdict.choices, default=Verdict.NOT_EVALUATED
+    )
     verdict_reason = models.CharField(max_length=500, blank=True)
     # Which rule fired ("scope", "risk", "threshold" or a review rule's name) and the
     # content hash of the policy that gave the verdict; empty until the policy has run.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
+from django.db import connection
 from django.db.models import QuerySet
 
 from reviews.models import ApprovalRequest, RequestState
-from runs.models import DeadLetter, DeadLetterStatus, Run, RunState, Step
+from runs.models import DeadLetter, DeadLetterStatus, Degradation, Run, RunState, Step
 
 User = AuthUser | AnonymousUser
 
@@ -24,6 +25,26 @@ def run_list_visible(*, user: User, state: str | None = None) -> QuerySet[Run]:
     if state:
         runs = runs.filter(state=state)
     return runs
+
+
+# The runs list's degraded filter: any reason, none, or one reason (a Degradation value).
+DEGRADED_ANY = "yes"
+DEGRADED_NONE = "no"
+DEGRADED_FILTERS = (DEGRADED_ANY, DEGRADED_NONE, *Degradation.values)
+
+
+def runs_filter_degraded(runs: QuerySet[Run], *, degraded: str | None) -> QuerySet[Run]:
+    """``runs`` narrowed by how they were degraded; unchanged for None or an unknown value."""
+    if degraded == DEGRADED_ANY:
+        return runs.exclude(degraded=[])
+    if degraded == DEGRADED_NONE:
+        return runs.filter(degraded=[])
+    if degraded not in Degradation.values:
+        return runs
+    if connection.features.supports_json_field_contains:  # PostgreSQL: jsonb @>
+        return runs.filter(degraded__contains=[degraded])
+    # SQLite (the embedded mode) has no JSON containment: the quoted value in the text.
+    return runs.filter(degraded__icontains=f'"{degraded}"')
 
 
 def run_get_visible(*, user: User, run_id: str) -> Run | None:

@@ -49,6 +49,7 @@ from runs.models import (
     ACTIVE_STATES,
     Action,
     DeadLetter,
+    Degradation,
     Run,
     RunState,
     Step,
@@ -540,6 +541,18 @@ def fail(run: Run, error: dict[str, Any]) -> None:
 
 def dead_letter(run: Run, error: dict[str, Any]) -> None:
     finish(run, RunState.DEAD_LETTERED, error=error)
+
+
+def mark_degraded(run: Run, *reasons: Degradation) -> None:
+    """Record on the run (inside ``apply``) why its outcome is not a plain success.
+
+    Each reason once, in the order first seen; the step's commit writes the field.
+    """
+    degraded = list(run.degraded or ())
+    for reason in reasons:
+        if reason not in degraded:
+            degraded.append(str(reason))
+    run.degraded = degraded
 
 
 def park_for_human(run: Run, error: dict[str, Any]) -> None:

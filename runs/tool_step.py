@@ -35,7 +35,7 @@ from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.policy import Decision as PolicyDecision
 from agentdesk.policy import Evidence, policy_evaluate
 from agentdesk.policy import Verdict as PolicyVerdict
-from agentdesk.redaction import redact_text
+from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import select_row, update_row_if
 from reviews.context import review_context_build
 from reviews.models import ApprovalRequest, RequestState
@@ -49,7 +49,7 @@ from runs.breakers import (
 )
 from runs.exposure import Exposure, exposure_facts, exposure_summed, subject_locked
 from runs.limits import Spent, limit_reached
-from runs.models import Action, ActionStatus, Run, Step, StepKind
+from runs.models import Action, ActionStatus, Degradation, Run, Step, StepKind, Verdict
 from runs.retrying import retry_delay
 from runs.stepping import (
     StepRecord,
@@ -57,8 +57,11 @@ from runs.stepping import (
     commit,
     conversation_state,
     defer,
+    mark_degraded,
+    park_for_human,
     release_db_connection,
 )
+from runs.verification import call_verification, verification_failed
 
 log = logging.getLogger("runs.services")
 
@@ -70,7 +73,12 @@ NOT_EXECUTED = frozenset(
         ErrorClass.CIRCUIT_OPEN,
         ErrorClass.POLICY_BLOCKED,
         ErrorClass.REVIEW_REJECTED,
+        ErrorClass.VERIFICATION_FAILED,
     }
+)
+# Calls refused before the policy saw them: their verdict is recorded as not evaluated.
+REFUSED_BEFORE_POLICY = frozenset(
+    {ErrorClass.TOOL_UNKNOWN, ErrorClass.TOOL_ARGS_INVALID, ErrorClass.VERIFICATION_FAILED}
 )
 ERROR_STATUS = {
     ErrorClass.POLICY_BLOCKED: ActionStatus.BLOCKED,
@@ -138,7 +146,8 @@ def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
     if delay is not None:
         _record_retry(run, seq, record, attempt, delay)
     else:
-        _record_result(run, seq, record, action, result, error, gate.verdict)
+        handoff_error = _handoff_failed(run, tool, action, error)
+        _record_result(run, seq, record, action, result, error, gate.verdict, agent, handoff_error)
 
 
 @dataclass
@@ -323,6 +332,14 @@ def _gate(
         request = ApprovalRequest.objects.filter(action=action).first()
         if request is not None:
             return _reviewed(tool, request)
+    # The agent's verifiers, before the policy: a call they refuse never reaches it (nor a
+    # reviewer's queue), and goes back to the model with their reasons. Only a call not
+    # yet started: one marked executing may have had its effect (a crash, a timeout), so
+    # the data it is checked against has moved, and its redo must replay, not be refused.
+    if action.status == ActionStatus.PROPOSED:
+        refused = call_verification(run, agent, action, json.loads(validated.model_dump_json()))
+        if refused is not None:
+            return _Gate(error=refused)
     verdict, evidence = _judge(run, agent, tool, action, validated, run_facts=run_facts)
     if verdict.verdict == PolicyVerdict.BLOCK:
         return _Gate(
@@ -475,6 +492,7 @@ def _record_retry(run: Run, seq: int, record: StepRecord, attempt: int, delay: f
     def apply(locked: Run) -> None:
         record.create(locked, seq)
         locked.checkpoint["attempt"] = attempt
+        mark_degraded(locked, Degradation.RETRIED)
 
     commit(run, seq, apply, countdown_s=delay)
 
@@ -487,6 +505,8 @@ def _record_result(
     result: dict[str, Any] | None,
     error: dict[str, Any] | None,
     verdict: PolicyDecision | None,
+    agent: Agent,
+    handoff_error: dict[str, Any] | None,
 ) -> None:
     def apply(locked: Run) -> None:
         step = record.create(locked, seq)
@@ -498,8 +518,44 @@ def _record_result(
         locked.checkpoint["pending_actions"] = [
             pk for pk in locked.checkpoint.get("pending_actions", []) if pk != action.pk
         ]
+        if error is not None and error["class"] == ErrorClass.CIRCUIT_OPEN:
+            mark_degraded(locked, Degradation.BREAKER_OPEN)
+        if handoff_error is not None:
+            mark_degraded(locked, Degradation.HANDOFF_FAILED)
+            park_for_human(locked, handoff_error)
+        elif error is not None and error["class"] == ErrorClass.VERIFICATION_FAILED:
+            verification_failed(locked, agent, error)
 
     commit(run, seq, apply)
+
+
+def _handoff_failed(
+    run: Run, tool: Tool | None, action: Action, error: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The error that takes the run to a person when a hand-off could not be filed; or None.
+
+    A call of a tool that ``reaches_person`` is how the agent gives a case to a person;
+    when it fails, nobody has the case. So the run is parked in the escalation queue with
+    the hand-off's arguments, unless a person already said no to it (a rejected review),
+    or it is the model's first hand-off with invalid arguments, which it may repair once.
+    """
+    if tool is None or not tool.reaches_person or error is None:
+        return None
+    if error["class"] == ErrorClass.REVIEW_REJECTED:
+        return None
+    if error["class"] == ErrorClass.TOOL_ARGS_INVALID:
+        earlier = Action.objects.filter(
+            run=run, tool=tool.name, status=ActionStatus.FAILED
+        ).exclude(pk=action.pk)
+        if not earlier.exists():
+            return None
+    return error_payload(
+        ErrorClass.HANDOFF_FAILED,
+        f"the hand-off ({tool.name}) could not be filed: {error['message']}; "
+        "a person must take the case"[:1000],
+        error=error,
+        arguments=redact_value(action.arguments),
+    )
 
 
 def tool_result(result: dict[str, Any] | None, error: dict[str, Any] | None) -> Any:
@@ -537,6 +593,15 @@ def settle_action(
         "executed_at": timezone.now(),
         **(_verdict_fields(verdict) if verdict is not None else {}),
     }
+    if verdict is None and error is not None and error["class"] in REFUSED_BEFORE_POLICY:
+        # Said outright rather than left to the field's default: this call never reached
+        # the policy, and why.
+        fields.update(
+            verdict=Verdict.NOT_EVALUATED,
+            verdict_reason=error["message"][:500],
+            policy_rule="",
+            policy_version="",
+        )
     for name, value in fields.items():
         setattr(action, name, value)
     return fields

@@ -24,7 +24,7 @@ from runs.breakers import (
     tool_breaker_name,
 )
 from runs.forms import SupportTicketForm
-from runs.models import RunState
+from runs.models import Degradation, RunState
 
 PAGE_SIZE = 50
 
@@ -36,11 +36,19 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
     state = request.GET.get("state") or None
     if state not in (None, *RunState.values):
         state = None
-    page = Paginator(selectors.run_list_visible(user=request.user, state=state), PAGE_SIZE)
+    degraded = request.GET.get("degraded") or None
+    if degraded not in selectors.DEGRADED_FILTERS:
+        degraded = None
+    runs = selectors.runs_filter_degraded(
+        selectors.run_list_visible(user=request.user, state=state), degraded=degraded
+    )
+    page = Paginator(runs, PAGE_SIZE)
     context = {
         "page": page.get_page(request.GET.get("page")),
         "state": state,
         "states": RunState.choices,
+        "degraded": degraded,
+        "degradations": Degradation.choices,
     }
     template = "runs/run_list.html#run-table" if request.htmx else "runs/run_list.html"
     return render(request, template, context)

@@ -18,6 +18,7 @@ from examples.support.facts import support_policy_facts, support_subject
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
 from examples.support.review import SUPPORT_POLICY, support_review_context
 from examples.support.tools import SUPPORT_TOOLS
+from examples.support.verifiers import SUPPORT_VERIFIERS
 
 
 class SupportTicketInput(BaseModel):
@@ -217,4 +218,7 @@ support_agent = Agent(
     subject=support_subject,
     policy_facts=support_policy_facts,
     review_context=support_review_context,
+    # A refund within the order's balance; a final answer that reports only what was done,
+    # and only after a reply, a hand-off or spam noted (examples/support/verifiers.py).
+    verifiers=SUPPORT_VERIFIERS,
 )

@@ -138,6 +138,11 @@ def _refunded_total(order: Order) -> Decimal:
     return total
 
 
+def refundable_amount(order: Order) -> Decimal:
+    """What the ledger still allows refunding on ``order`` (never below zero)."""
+    return max(order.total - _refunded_total(order), ZERO)
+
+
 def _order_not_found(order_id: str) -> ToolError:
     return ToolError("order_not_found", f"No order {order_id} exists.", order_id=order_id)
 
@@ -597,6 +602,9 @@ HANDOFF_TO_HUMAN = Tool(
     risk=Risk.WRITE,
     idempotency=Idempotency.KEYED,
     timeout_s=10.0,
+    # A hand-off that cannot be filed (an unknown ticket, the tool down) goes to a person
+    # through the escalation queue: the case must not end with nobody holding it.
+    reaches_person=True,
 )
 
 SUPPORT_TOOLS: tuple[Tool, ...] = (

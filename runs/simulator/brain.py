@@ -93,6 +93,22 @@ def decide(
     return _apply_tool_choice(turn, _next_step(turn), tool_choice)
 
 
+FALSE_CLAIM = "Everything was refunded in full."
+
+
+def with_false_claim(decision: Decision, seed_material: str, rate: float) -> Decision:
+    """A final answer that lies about a refund, with probability ``rate`` (the knob).
+
+    What a model that reports success it did not achieve sends; the runtime's answer
+    verifiers must catch it. Drawn from the conversation, so the same request lies or not
+    whatever the attempt.
+    """
+    if rate <= 0 or random.Random(f"{seed_material}:false-claim").random() >= rate:
+        return decision
+    content = f"{decision.content} {FALSE_CLAIM}".strip()
+    return Decision((), content, True, f"{decision.reason}:false_claim")
+
+
 def tool_schemas(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Function tools offered in the request, by name, with their JSON schemas."""
     schemas: dict[str, dict[str, Any]] = {}

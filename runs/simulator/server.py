@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from runs.simulator import faults
-from runs.simulator.brain import Decision, decide, tool_schemas
+from runs.simulator.brain import Decision, decide, tool_schemas, with_false_claim
 from runs.simulator.config import ConfigError, SimulatorConfig
 from runs.simulator.faults import Fault
 from runs.simulator.protocol import (
@@ -251,6 +251,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             tool_choice=tool_choice,
             parallel_tool_calls=parallel,
         )
+        if decision.content and not decision.tool_calls:
+            decision = with_false_claim(decision, seed_material, config.false_claim_rate)
         reply = _to_reply(decision)
         if fault is None or (fault in faults.CALL_FAULTS and not reply.calls):
             return reply, "tool_calls" if reply.calls else "stop"

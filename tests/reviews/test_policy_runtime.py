@@ -254,6 +254,10 @@ def test_a_model_that_obeys_the_injection_is_still_reviewed(
     arguments = dict(action.arguments or {})
     if amount is not None:
         arguments["amount"] = amount
+        # Within the order's balance, so that the agent's refund_within_balance verifier
+        # lets it through to the policy (a refund over the balance never reaches a queue:
+        # tests/runs/test_honest_outcomes.py).
+        Order.objects.filter(order_id="SO-1013").update(total=Decimal("300.00"))
     Action.objects.filter(pk=action.pk).update(
         arguments=arguments,
         confidence=1.0,

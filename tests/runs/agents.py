@@ -41,6 +41,10 @@ def _broken_rule(context: RuleContext) -> RuleReply:
     raise RuntimeError("the rule-based fallback has a bug")
 
 
+# One verifier refusal and a person gets the run (the example allows the model a second try).
+strict = replace(support_agent, name="strict", verification_attempts=1)
+
+
 # A bug inside the runtime's own path (here the rule fallback) dead-letters the run.
 buggy = replace(support_agent, name="buggy", rule_fallback=_broken_rule)
 

@@ -11,9 +11,13 @@ from examples.support.models import Handoff, Refund, Reply
 from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState
 from tests.conftest import wait_until
 
+# Where a run rests: ended, or parked for a person (a verifier refused it, a hand-off
+# failed), which no worker moves on.
+RESTING_STATES = frozenset({*TERMINAL_STATES, RunState.NEEDS_HUMAN})
 
-def terminal_count(run_ids: list[Any]) -> int:
-    return Run.objects.filter(pk__in=run_ids, state__in=TERMINAL_STATES).count()
+
+def terminal_count(run_ids: list[Any], states: frozenset[str] = TERMINAL_STATES) -> int:
+    return Run.objects.filter(pk__in=run_ids, state__in=states).count()
 
 
 def wait_for_all_to_end(
@@ -22,13 +26,17 @@ def wait_for_all_to_end(
     timeout_s: float,
     what: str,
     meanwhile: Callable[[], object] | None = None,
+    states: frozenset[str] = TERMINAL_STATES,
 ) -> None:
-    """Poll until every run has ended; ``meanwhile`` is called on every poll (a supervisor)."""
+    """Poll until every run is in one of ``states`` (by default: has ended).
+
+    ``meanwhile`` is called on every poll (a supervisor).
+    """
 
     def ended() -> bool:
         if meanwhile is not None:
             meanwhile()
-        return terminal_count(run_ids) == len(run_ids)
+        return terminal_count(run_ids, states) == len(run_ids)
 
     wait_until(
         ended,
@@ -36,7 +44,7 @@ def wait_for_all_to_end(
         what=what,
         describe=lambda: list(
             Run.objects.filter(pk__in=run_ids)
-            .exclude(state__in=TERMINAL_STATES)
+            .exclude(state__in=states)
             .values("id", "state", "next_seq", "lease_expires_at", "enqueued_at", "step_attempts")
         ),
     )

@@ -17,6 +17,7 @@ TEST_AGENTS = [
             "bare",
             "humane",
             "buggy",
+            "strict",
             "tight_steps",
             "tight_tools",
             "tight_tokens",

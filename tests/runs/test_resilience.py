@@ -212,9 +212,13 @@ def test_malformed_output_gets_one_repair_attempt_then_the_next_link(
         ("model", "gpt-4o@default", "", 1),  # next link
     ]
     # Output that stays malformed on every link cannot finish the work: the run ends in a
-    # defined state with a structured error rather than looping.
-    assert run.is_terminal
-    assert run.state == RunState.SUCCEEDED or run.error["class"] == "budget_exceeded"
+    # defined state with a structured error rather than looping, or (the calls it is
+    # forced into are hand-offs, malformed twice) waits for a person.
+    assert run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.NEEDS_HUMAN)
+    assert run.state == RunState.SUCCEEDED or run.error["class"] in (
+        "budget_exceeded",
+        "handoff_failed",
+    )
 
 
 # --- the end of the chain ---------------------------------------------------------------
