@@ -42,8 +42,9 @@ def token_required(view: Callable[..., JsonResponse]) -> Callable[..., JsonRespo
     return csrf_exempt(wrapper)
 
 
-def run_json(run: Run) -> dict[str, Any]:
-    return {
+def run_json(run: Run, *, outcome_withheld: bool = False) -> dict[str, Any]:
+    """The run's state and totals; ``outcome_withheld``: see runs.selectors.RunView."""
+    body: dict[str, Any] = {
         "id": str(run.id),
         "agent": run.agent_name,
         "state": run.state,
@@ -59,6 +60,11 @@ def run_json(run: Run) -> dict[str, Any]:
         "output": run.output,
         "error": run.error,
     }
+    if outcome_withheld:
+        # Written after a call reviewed in a queue this reader may not open: it can repeat
+        # that call's arguments or its reviewer's feedback.
+        body |= {"output": None, "error": None, "withheld": ["output", "error"]}
+    return body
 
 
 @require_POST
@@ -99,7 +105,7 @@ def runs_create(request: HttpRequest) -> JsonResponse:
 @require_GET
 @token_required
 def runs_detail(request: HttpRequest, run_id: str) -> JsonResponse:
-    run = selectors.run_get_visible(user=request.user, run_id=str(run_id))
-    if run is None:
+    view = selectors.run_get_visible(user=request.user, run_id=str(run_id))
+    if view is None:
         return api_error(404, "no such run")
-    return JsonResponse(run_json(run))
+    return JsonResponse(run_json(view.run, outcome_withheld=view.outcome_withheld))
