@@ -15,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from agentdesk.tokens import api_token_authenticate
+from agentdesk.tokens import api_token_authenticate, api_token_used
 from runs import selectors, services
 from runs.forms import parse_json_object
 from runs.models import Run
@@ -28,16 +28,25 @@ def api_error(status: int, message: str, details: Any = None) -> JsonResponse:
     return JsonResponse(body, status=status)
 
 
+# A call refused for want of access (no such object to this user, or read only): it does
+# not count as a use of the token, so ``last_used_at`` does not move for a probe.
+_DENIED = (403, 404)
+
+
 def token_required(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        user = api_token_authenticate(request.headers.get("Authorization"))
-        if user is None:
+        token = api_token_authenticate(request.headers.get("Authorization"))
+        if token is None:
+            # Unknown, revoked and expired keys alike: the caller learns nothing about which.
             response = api_error(401, "a valid 'Authorization: Bearer <token>' header is required")
             response["WWW-Authenticate"] = "Bearer"
             return response
-        request.user = user
-        return view(request, *args, **kwargs)
+        request.user = token.user
+        response = view(request, *args, **kwargs)
+        if response.status_code not in _DENIED:
+            api_token_used(token=token)
+        return response
 
     return csrf_exempt(wrapper)
 
