@@ -39,6 +39,7 @@ def people(transactional_db: None, settings: Any) -> dict[str, Any]:
         "reviewer_b": user_make("bob"),
         "operator": user_make("otto", "operator"),
         "auditor": user_make("aude", "auditor"),
+        "outsider": user_make("oscar", None),
     }
 
 
@@ -117,7 +118,7 @@ def test_a_person_who_sees_the_queue_is_told_what_changes(
 
 @pytest.mark.parametrize(
     ("persona", "code"),
-    [("reviewer_b", 4404), ("operator", 4404), (None, 4401)],
+    [("reviewer_b", 4404), ("operator", 4404), ("outsider", 4404), (None, 4401)],
 )
 def test_no_access_closes_the_socket(
     people: dict[str, Any], queues: tuple[Queue, Queue], persona: str | None, code: int
