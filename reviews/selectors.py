@@ -196,15 +196,18 @@ class EscalationTarget:
     label: str  # a queue the reviewer may not open is not named
 
 
-def escalation_targets(*, request: ApprovalRequest, user: User) -> list[EscalationTarget]:
+def escalation_targets(
+    *, request: ApprovalRequest, user: User, visible: Collection[int] | None = None
+) -> list[EscalationTarget]:
     """Where a reviewer may send a request: the queue's configured target first, then the
     other queues they may open.
 
     The configured target is offered even when the reviewer may not open it (escalating
     means handing the call to people with more authority), but not by name: which queues
     exist beyond one's own is not a reviewer's to read. Other hidden queues are not offered.
+    ``visible``: the ids queue_ids_visible gave for this user, when the caller has them.
     """
-    visible = set(queue_ids_visible(user=user))
+    visible = set(queue_ids_visible(user=user) if visible is None else visible)
     target = request.queue.escalate_to_id
     queues = Queue.objects.exclude(pk=request.queue_id).filter(
         Q(pk__in=visible) | Q(pk=target) if target else Q(pk__in=visible)

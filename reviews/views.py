@@ -295,6 +295,7 @@ def _detail_context(
     decide = approval.is_pending and selectors.can_decide(user=request.user, request=approval)
     context_data = approval.context if isinstance(approval.context, dict) else {}
     decisions = list(selectors.request_decisions(request=approval))
+    visible = set(selectors.queue_ids_visible(user=request.user))
     approvals = {
         d.decided_by_id
         for d in decisions
@@ -338,7 +339,7 @@ def _detail_context(
         # permission that opens the runs pages.
         "run_visible": request.user.has_perm("runs.view_run"),
         # Queues an escalation went to: named only if the reader may open them.
-        "visible_queue_ids": set(selectors.queue_ids_visible(user=request.user)),
+        "visible_queue_ids": visible,
         # A stuck run's request: the error that stopped it (approve resumes, reject ends).
         "run_error": context_data.get("error") if approval.is_run_escalation else None,
     }
@@ -353,7 +354,7 @@ def _detail_context(
             initial={"args_hash": approval.args_hash}, prefix="edit"
         )
         context["reject_form"] = forms.get("reject_form") or RejectForm()
-        targets = selectors.escalation_targets(request=approval, user=request.user)
+        targets = selectors.escalation_targets(request=approval, user=request.user, visible=visible)
         context["escalate_form"] = forms.get("escalate_form") or (
             EscalateForm(targets=targets) if targets else None
         )

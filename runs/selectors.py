@@ -65,9 +65,12 @@ def run_list_visible(*, user: User, state: str | None = None) -> QuerySet[Run]:
     runs = Run.objects.select_related("submitted_by").defer("checkpoint", "input")
     if not user.has_perm(VIEW_ALL_RUNS):
         # A semi-join (IN a subquery), not a join: a run with three requests is one row.
+        # The subquery reads the requests' run ids alone (no second pass over runs), from
+        # the model at the other end of the relation, which runs/ does not import.
+        requests = Run.approval_requests.rel.related_model._default_manager
         queue_ids = _queue_ids_visible(user)
-        with_requests = Run.objects.filter(approval_requests__queue_id__in=queue_ids)
-        runs = runs.filter(pk__in=with_requests.values("pk"))
+        with_requests = requests.filter(queue_id__in=queue_ids).values("run_id")
+        runs = runs.filter(pk__in=with_requests)
     if state:
         runs = runs.filter(state=state)
     return runs
