@@ -17,10 +17,15 @@ def _grant(apps: Any, schema_editor: Any) -> None:
     from django.contrib.auth.management import create_permissions
 
     # Permissions are normally created after migrate (post_migrate); this one is needed now.
+    # create_permissions skips an app without a models module, which a migration's
+    # historical app config lacks; set it for the call and put back what was there.
     app_config = apps.get_app_config("runs")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
+    models_module = getattr(app_config, "models_module", None)
+    app_config.models_module = models_module or True
+    try:
+        create_permissions(app_config, apps=apps, verbosity=0)
+    finally:
+        app_config.models_module = models_module
     Permission = apps.get_model("auth", "Permission")
     Group = apps.get_model("auth", "Group")
     permission = Permission.objects.get(content_type__app_label="runs", codename="view_all_runs")
