@@ -30,6 +30,8 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from agentdesk.audit import audit_record
+from agentdesk.models import ApiToken
+from agentdesk.tokens import TokenRefused, api_token_revoke
 
 USER_FLAGS = ("is_active", "is_staff", "is_superuser")
 
@@ -167,3 +169,62 @@ admin.site.unregister(User)
 admin.site.unregister(Group)
 admin.site.register(User, AuditedUserAdmin)
 admin.site.register(Group, AuditedGroupAdmin)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Every API token, read only, with a revoke action; never added or deleted here.
+
+    Keys are made by ``create_api_token`` (the key is printed once); a token is revoked
+    rather than deleted, so which key existed and who ended it stays on record. Revoking
+    goes through agentdesk.tokens, which writes the audit event.
+    """
+
+    list_display = (
+        "name",
+        "prefix",
+        "user",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+    )
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "expires_at")
+    search_fields = ("name", "prefix", "user__username")
+    readonly_fields = (
+        "user",
+        "name",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+    )
+    exclude = ("key_hash",)
+    actions = ("revoke",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        revoked = 0
+        for token_id in queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True):
+            try:
+                api_token_revoke(token_id=token_id, actor=request.user, owner=None)  # type: ignore[arg-type]
+            except TokenRefused:  # revoked meanwhile by someone else: already done
+                continue
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} token(s).")
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        # Revoking is a change of the token: the model permission, held by superusers.
+        return bool(request.user.has_perm("agentdesk.change_apitoken"))

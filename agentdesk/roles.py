@@ -10,10 +10,13 @@ from django.db import transaction
 # decide what) is an object permission granted per queue, not part of a role.
 # A model permission on Queue (``reviews.view_queue``) is a global grant: it shows every
 # queue, which is what auditors need; reviewers get theirs queue by queue.
+# Runs likewise: ``runs.view_run`` opens the runs pages, and a reviewer sees there the runs
+# with requests in queues they may open; ``runs.view_all_runs`` is every run, by role.
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "reviewer": ("runs.view_run",),
     "operator": (
         "runs.view_run",
+        "runs.view_all_runs",
         "runs.add_run",
         "runs.view_deadletter",
         "runs.change_deadletter",
@@ -26,6 +29,7 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     ),
     "auditor": (
         "runs.view_run",
+        "runs.view_all_runs",
         "runs.view_deadletter",
         "agentdesk.view_auditevent",
         "agentdesk.view_agentconfigversion",

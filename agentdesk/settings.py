@@ -9,6 +9,7 @@ selects the Redis broker and the Redis channel layer. Production sets both.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
@@ -133,6 +134,21 @@ try:
         "http://127.0.0.1:8000",
         validate=URL(schemes={"http", "https"}, require_tld=False),
     ).rstrip("/")
+    # Where a websocket may come from, compared whole (scheme, host and port): the
+    # address above and the origins trusted for forms. A page of another origin, even of
+    # the same host on another port or scheme, must not open a socket with a reviewer's
+    # cookie.
+    AGENTDESK_WEBSOCKET_ORIGINS = list(
+        dict.fromkeys(
+            _origin.lower()
+            for _origin in (
+                "{0.scheme}://{0.netloc}".format(urlsplit(AGENTDESK_BASE_URL)),
+                *CSRF_TRUSTED_ORIGINS,
+            )
+            # "*" would let channels' validator accept any origin at all.
+            if "://" in _origin
+        )
+    )
     # A signed webhook for reviewers' chat tools (docs/sla.md); unset: no webhook.
     AGENTDESK_REVIEW_WEBHOOK_URL = env.str(
         "AGENTDESK_REVIEW_WEBHOOK_URL",

@@ -39,6 +39,14 @@ prompt_urls = (
     "prompts",
 )
 
+token_urls = (
+    [
+        path("", views.token_list, name="list"),
+        path("<int:token_id>/revoke", views.token_revoke, name="revoke"),
+    ],
+    "tokens",
+)
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.AuditedLoginView.as_view(), name="login"),
@@ -48,6 +56,7 @@ urlpatterns = [
     path("audit/", include(audit_urls)),
     path("agents/", include(agent_urls)),
     path("prompts/", include(prompt_urls)),
+    path("tokens/", include(token_urls)),
     path("api/runs", api.runs_create, name="api-runs-create"),
     path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
     path("api/requests", reviews_api.requests_list, name="api-requests"),

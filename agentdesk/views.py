@@ -48,6 +48,7 @@ from agentdesk.forms import (
 from agentdesk.http import HtmxHttpRequest
 from agentdesk.models import (
     AgentConfigVersion,
+    ApiToken,
     AuditEvent,
     PromptLabel,
     PromptLabelMoveKind,
@@ -56,6 +57,7 @@ from agentdesk.models import (
 )
 from agentdesk.registry import UnknownAgent, agent_get, agents
 from agentdesk.selectors import AuditFilters
+from agentdesk.tokens import TokenRefused, api_token_revoke, api_tokens_of
 from reviews import selectors as review_selectors
 
 
@@ -646,3 +648,30 @@ def prompt_label_move(request: HttpRequest, agent_name: str) -> HttpResponse:
             text += f" Gate: {move.gate}."
         messages.success(request, text)
     return redirect("prompts:detail", agent_name=agent.name)
+
+
+# --- API tokens: each person's own -------------------------------------------------------------
+
+
+@login_required
+def token_list(request: HttpRequest) -> HttpResponse:
+    """The logged-in person's API tokens (never their keys), with a revoke button each."""
+    now = timezone.now()
+    tokens = [(token, token.status(now)) for token in api_tokens_of(user=cast(User, request.user))]
+    return render(request, "tokens/list.html", {"tokens": tokens})
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of one's own tokens; another person's is a 404, and nothing changes."""
+    user = cast(User, request.user)
+    try:
+        token = api_token_revoke(token_id=token_id, actor=user, owner=user)
+    except ApiToken.DoesNotExist:
+        raise Http404 from None
+    except TokenRefused as exc:
+        messages.info(request, str(exc))
+    else:
+        messages.success(request, f"Revoked {token.name} ({token.prefix}…): it no longer works.")
+    return redirect("tokens:list")

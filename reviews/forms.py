@@ -18,6 +18,7 @@ from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
 
 from reviews.models import Queue
+from reviews.selectors import EscalationTarget
 from reviews.services import FEEDBACK_MAX
 
 ARGS_PREFIX = "args"
@@ -61,14 +62,14 @@ class EscalateForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "e.g. the amount needs a senior"}),
     )
 
-    def __init__(self, *args: Any, targets: list[Queue], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, targets: list[EscalationTarget], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["to_queue"]
         assert isinstance(field, forms.ModelChoiceField)
-        field.queryset = Queue.objects.filter(pk__in=[queue.pk for queue in targets])
+        field.queryset = Queue.objects.filter(pk__in=[target.queue.pk for target in targets])
         field.empty_label = None
         # The configured target first, as escalation_targets sorted them.
-        field.choices = [(queue.pk, queue.name) for queue in targets]
+        field.choices = [(target.queue.pk, target.label) for target in targets]
 
 
 class BulkApproveForm(forms.Form):

@@ -199,19 +199,37 @@ def request_decisions(*, request: ApprovalRequest) -> QuerySet[Any]:
     return request.decisions.select_related("decided_by", "from_queue", "to_queue").order_by("id")
 
 
-def escalation_targets(*, request: ApprovalRequest) -> list[Queue]:
-    """Where a reviewer may send a request: any other queue, its configured target first.
+@dataclass(frozen=True)
+class EscalationTarget:
+    queue: Queue
+    label: str  # a queue the reviewer may not open is not named
 
-    Every queue, not only the visible ones: escalating means handing the call to people
-    with more authority, whose queue the reviewer often may not open.
+
+def escalation_targets(
+    *, request: ApprovalRequest, user: User, visible: Collection[int] | None = None
+) -> list[EscalationTarget]:
+    """Where a reviewer may send a request: the queue's configured target first, then the
+    other queues they may open.
+
+    The configured target is offered even when the reviewer may not open it (escalating
+    means handing the call to people with more authority), but not by name: which queues
+    exist beyond one's own is not a reviewer's to read. Other hidden queues are not offered.
+    ``visible``: the ids queue_ids_visible gave for this user, when the caller has them.
     """
-    queues = list(
-        Queue.objects.exclude(pk=request.queue_id)
-        .filter(tier__gte=request.required_tier)  # never to less authority than it needs
-        .order_by("name")
-    )
+    visible = set(queue_ids_visible(user=user) if visible is None else visible)
     target = request.queue.escalate_to_id
-    return sorted(queues, key=lambda queue: queue.pk != target)
+    queues = (
+        Queue.objects.exclude(pk=request.queue_id)
+        .filter(Q(pk__in=visible) | Q(pk=target) if target else Q(pk__in=visible))
+        .filter(tier__gte=request.required_tier)  # never to less authority than it needs
+    )
+    return [
+        EscalationTarget(
+            queue=queue,
+            label=queue.name if queue.pk in visible else "the next level (configured)",
+        )
+        for queue in sorted(queues.order_by("name"), key=lambda queue: queue.pk != target)
+    ]
 
 
 # --- queues and candidates -----------------------------------------------------------------
@@ -309,10 +327,17 @@ def groups_all() -> QuerySet[Group]:
     return Group.objects.order_by("name")
 
 
-def candidates_list() -> QuerySet[GoldenCandidate]:
-    return GoldenCandidate.objects.select_related(
-        "decision__decided_by", "request__queue"
-    ).order_by("-created_at", "-id")
+def candidates_list(*, user: User) -> QuerySet[GoldenCandidate]:
+    """Candidates the user may read: those of queues they may open, or every one by role.
+
+    A candidate holds a request's arguments and its reviewer's correction or feedback:
+    what the queue shows. Operators and auditors read every run in full
+    (``runs.view_all_runs``), so every candidate too.
+    """
+    candidates = GoldenCandidate.objects.select_related("decision__decided_by", "request__queue")
+    if not user.has_perm("runs.view_all_runs"):
+        candidates = candidates.filter(request__queue_id__in=queue_ids_visible(user=user))
+    return candidates.order_by("-created_at", "-id")
 
 
 def queue_slugs_existing(slugs: Collection[str]) -> set[str]:

@@ -329,6 +329,7 @@ def _detail_context(
     barrier = services.decider_barrier(request=approval, user=request.user) if decide else ""
     context_data = approval.context if isinstance(approval.context, dict) else {}
     decisions = list(selectors.request_decisions(request=approval))
+    visible = set(selectors.queue_ids_visible(user=request.user))
     approvals = {
         d.decided_by_id
         for d in decisions
@@ -374,7 +375,11 @@ def _detail_context(
         "notice": notice,
         "notice_kind": notice_kind,
         "open_form": open_form,
+        # A visible request's run is visible (runs.selectors.run_get_visible), given the
+        # permission that opens the runs pages.
         "run_visible": request.user.has_perm("runs.view_run"),
+        # Queues an escalation went to: named only if the reader may open them.
+        "visible_queue_ids": visible,
         # A stuck run's request: the error that stopped it (approve resumes, reject ends).
         "run_error": context_data.get("error") if approval.is_run_escalation else None,
     }
@@ -389,7 +394,7 @@ def _detail_context(
             initial={"args_hash": approval.args_hash}, prefix="edit"
         )
         context["reject_form"] = forms.get("reject_form") or RejectForm()
-        targets = selectors.escalation_targets(request=approval)
+        targets = selectors.escalation_targets(request=approval, user=request.user, visible=visible)
         context["escalate_form"] = forms.get("escalate_form") or (
             EscalateForm(targets=targets) if targets else None
         )
@@ -560,7 +565,8 @@ def request_reject(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
 @require_POST
 def request_escalate(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
     approval = _decidable_or_403(request, request_id)
-    form = EscalateForm(request.POST, targets=selectors.escalation_targets(request=approval))
+    targets = selectors.escalation_targets(request=approval, user=request.user)
+    form = EscalateForm(request.POST, targets=targets)
     bound = {"escalate_form": form, "open_form": "escalate"}
     if not form.is_valid():
         return _pane(
@@ -581,7 +587,8 @@ def request_escalate(request: HtmxHttpRequest, request_id: int) -> HttpResponse:
         )
     except services.DecisionRefused as exc:
         return _refused(request, request_id, exc, **bound)
-    return _decided(request, outcome, f"escalated to {to_queue.name}")
+    label = next(target.label for target in targets if target.queue.pk == to_queue.pk)
+    return _decided(request, outcome, f"escalated to {label}")
 
 
 @login_required
@@ -627,7 +634,8 @@ def _bulk_result(request: HtmxHttpRequest, notice: str, *, ok: bool) -> HttpResp
 def candidate_list(request: HtmxHttpRequest) -> HttpResponse:
     if not request.user.has_perm("reviews.view_goldencandidate"):
         raise PermissionDenied
-    page = Paginator(selectors.candidates_list(), PAGE_SIZE).get_page(request.GET.get("page"))
+    candidates = selectors.candidates_list(user=request.user)
+    page = Paginator(candidates, PAGE_SIZE).get_page(request.GET.get("page"))
     visible = set(selectors.queue_ids_visible(user=request.user))
     rows = []
     for candidate in page.object_list:

@@ -15,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from agentdesk.tokens import api_token_authenticate
+from agentdesk.tokens import api_token_authenticate, api_token_used
 from runs import selectors, services
 from runs.forms import parse_json_object
 from runs.models import Run
@@ -28,22 +28,32 @@ def api_error(status: int, message: str, details: Any = None) -> JsonResponse:
     return JsonResponse(body, status=status)
 
 
+# A call refused for want of access (no such object to this user, or read only): it does
+# not count as a use of the token, so ``last_used_at`` does not move for a probe.
+_DENIED = (403, 404)
+
+
 def token_required(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        user = api_token_authenticate(request.headers.get("Authorization"))
-        if user is None:
+        token = api_token_authenticate(request.headers.get("Authorization"))
+        if token is None:
+            # Unknown, revoked and expired keys alike: the caller learns nothing about which.
             response = api_error(401, "a valid 'Authorization: Bearer <token>' header is required")
             response["WWW-Authenticate"] = "Bearer"
             return response
-        request.user = user
-        return view(request, *args, **kwargs)
+        request.user = token.user
+        response = view(request, *args, **kwargs)
+        if response.status_code not in _DENIED:
+            api_token_used(token=token)
+        return response
 
     return csrf_exempt(wrapper)
 
 
-def run_json(run: Run) -> dict[str, Any]:
-    return {
+def run_json(run: Run, *, outcome_withheld: bool = False) -> dict[str, Any]:
+    """The run's state and totals; ``outcome_withheld``: see runs.selectors.RunView."""
+    body: dict[str, Any] = {
         "id": str(run.id),
         "agent": run.agent_name,
         "state": run.state,
@@ -61,6 +71,11 @@ def run_json(run: Run) -> dict[str, Any]:
         # Why the outcome is not a plain success (runs.models.Degradation); empty if it is.
         "degraded": list(run.degraded or ()),
     }
+    if outcome_withheld:
+        # Written after a call reviewed in a queue this reader may not open: it can repeat
+        # that call's arguments or its reviewer's feedback.
+        body |= {"output": None, "error": None, "withheld": ["output", "error"]}
+    return body
 
 
 @require_POST
@@ -101,7 +116,7 @@ def runs_create(request: HttpRequest) -> JsonResponse:
 @require_GET
 @token_required
 def runs_detail(request: HttpRequest, run_id: str) -> JsonResponse:
-    run = selectors.run_get_visible(user=request.user, run_id=str(run_id))
-    if run is None:
+    view = selectors.run_get_visible(user=request.user, run_id=str(run_id))
+    if view is None:
         return api_error(404, "no such run")
-    return JsonResponse(run_json(run))
+    return JsonResponse(run_json(view.run, outcome_withheld=view.outcome_withheld))

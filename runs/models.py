@@ -108,6 +108,10 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # ``view_run`` opens the runs pages; which runs they show is scoped by queue (a
+        # reviewer sees the runs with requests in queues they may open). ``view_all_runs``
+        # is the role grant of operators and auditors: every run, whatever its queues.
+        permissions = [("view_all_runs", "Can view every run, whatever its queues")]
         constraints = [
             models.UniqueConstraint(
                 fields=["submitted_by", "idempotency_key"],

@@ -2,26 +2,76 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, Min, Q, QuerySet
+from guardian.shortcuts import get_objects_for_user
 
 from reviews.models import ApprovalRequest, RequestState
 from runs.models import DeadLetter, DeadLetterStatus, Degradation, Run, RunState, Step
 
 User = AuthUser | AnonymousUser
 
+VIEW_RUNS = "runs.view_run"  # opens the runs pages; which runs: by queue, or by role
+VIEW_ALL_RUNS = "runs.view_all_runs"  # operators and auditors: every run
+# By name, through guardian: the runtime reads which queues a person may open without
+# importing reviews/ (the dependency points the other way).
+VIEW_QUEUE = "reviews.view_queue"
+
+
+def _queue_ids_visible(user: User) -> list[int]:
+    """Ids of the queues the user may open (a global grant counts for every queue)."""
+    if not user.is_authenticated or not user.is_active:
+        return []
+    queues: QuerySet[Any] = get_objects_for_user(user, VIEW_QUEUE, accept_global_perms=True)
+    return list(queues.order_by().values_list("id", flat=True))
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run as one reader may see it.
+
+    ``full``: by role (``runs.view_all_runs``), everything. Otherwise the reader is a
+    reviewer who sees the run because it has a request in a queue they may open, and sees
+    nothing of its requests in other queues: not their queue, routing reason, arguments
+    or feedback. Those live on in the run's record after the request: the proposing
+    model step names the call with its arguments, and every later step's state carries
+    the conversation, the reviewer's feedback included. So every step from the first
+    hidden call on shows only its header, and the final answer and error (written after
+    it) are withheld.
+    """
+
+    run: Run
+    full: bool
+    queue_ids: frozenset[int]
+    hidden_requests: int
+    withheld_from_seq: int | None
+
+    @property
+    def outcome_withheld(self) -> bool:
+        return self.hidden_requests > 0
+
+    def shows_request(self, request: ApprovalRequest | None) -> bool:
+        return request is not None and (self.full or request.queue_id in self.queue_ids)
+
 
 def run_list_visible(*, user: User, state: str | None = None) -> QuerySet[Run]:
-    """Runs the user may see, newest first.
-
-    Until queues bring per-object access, seeing runs is the model permission
-    ``runs.view_run`` (reviewers, operators, auditors).
-    """
-    if not user.has_perm("runs.view_run"):
+    """Runs the user may see, newest first: every run by role, else by queue."""
+    if not user.has_perm(VIEW_RUNS):
         return Run.objects.none()
     runs = Run.objects.select_related("submitted_by").defer("checkpoint", "input")
+    if not user.has_perm(VIEW_ALL_RUNS):
+        # A semi-join (IN a subquery), not a join: a run with three requests is one row.
+        # The subquery reads the requests' run ids alone (no second pass over runs), from
+        # the model at the other end of the relation, which runs/ does not import.
+        requests = Run.approval_requests.rel.related_model._default_manager
+        queue_ids = _queue_ids_visible(user)
+        with_requests = requests.filter(queue_id__in=queue_ids).values("run_id")
+        runs = runs.filter(pk__in=with_requests)
     if state:
         runs = runs.filter(state=state)
     return runs
@@ -47,10 +97,38 @@ def runs_filter_degraded(runs: QuerySet[Run], *, degraded: str | None) -> QueryS
     return runs.filter(degraded__icontains=f'"{degraded}"')
 
 
-def run_get_visible(*, user: User, run_id: str) -> Run | None:
-    if not user.has_perm("runs.view_run"):
+def run_get_visible(*, user: User, run_id: str) -> RunView | None:
+    """The run and what of it the user may see, or None (no such run, or no access: 404)."""
+    if not user.has_perm(VIEW_RUNS):
         return None
-    return Run.objects.select_related("submitted_by", "config_version").filter(pk=run_id).first()
+    run = Run.objects.select_related("submitted_by", "config_version").filter(pk=run_id).first()
+    if run is None:
+        return None
+    if user.has_perm(VIEW_ALL_RUNS):
+        return RunView(
+            run=run, full=True, queue_ids=frozenset(), hidden_requests=0, withheld_from_seq=None
+        )
+    queue_ids = frozenset(_queue_ids_visible(user))
+    if not queue_ids:
+        return None
+    requests = run.approval_requests.order_by().aggregate(
+        seen=Count("id", filter=_in_queues(queue_ids)),
+        hidden=Count("id", filter=~_in_queues(queue_ids)),
+        first_hidden=Min("action__proposed_seq", filter=~_in_queues(queue_ids)),
+    )
+    if not requests["seen"]:
+        return None
+    return RunView(
+        run=run,
+        full=False,
+        queue_ids=queue_ids,
+        hidden_requests=requests["hidden"],
+        withheld_from_seq=requests["first_hidden"],
+    )
+
+
+def _in_queues(queue_ids: frozenset[int]) -> Q:
+    return Q(queue_id__in=list(queue_ids))
 
 
 def run_pending_request(*, run: Run) -> ApprovalRequest | None:

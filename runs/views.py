@@ -56,13 +56,18 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
-    run = selectors.run_get_visible(user=request.user, run_id=str(run_id))
-    if run is None:
+    view = selectors.run_get_visible(user=request.user, run_id=str(run_id))
+    if view is None:
         raise Http404
+    run = view.run
+    pending = selectors.run_pending_request(run=run)
     context = {
         "run": run,
+        "view": view,
         "steps": selectors.run_steps(run=run),
-        "pending_request": selectors.run_pending_request(run=run),
+        "pending_request": pending,
+        # Waiting on a request in a queue the reader may not open: say so, name nothing.
+        "pending_visible": view.shows_request(pending),
         # The stored prompt version the run was told, for a link to it (None: a run from
         # before prompt versions, which recorded a hash of the code's prompt).
         "prompt_number": prompt_ref_number(run.prompt_version),

@@ -226,6 +226,9 @@ class WebServer:
             stdout=subprocess.DEVNULL,
         )
         port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        # The origin the browser opens: websockets are accepted from it alone.
+        self.env = {**self.env, "AGENTDESK_BASE_URL": self.base_url}
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(
             [
@@ -244,7 +247,6 @@ class WebServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

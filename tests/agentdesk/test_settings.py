@@ -203,3 +203,45 @@ def test_invalid_sla_settings_fail_at_start(
     assert "ImproperlyConfigured" in result.stderr
     assert message in result.stderr
     assert "s" * 16 not in result.stderr
+
+
+# --- websocket origins (reviews.consumers, agentdesk.asgi) --------------------------------
+
+PRINT_ORIGINS = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(' '.join(s.AGENTDESK_WEBSOCKET_ORIGINS))"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "origins"),
+    [
+        ({}, ["http://127.0.0.1:8000"]),
+        (
+            {
+                "AGENTDESK_BASE_URL": "https://AgentDesk.example.com/desk/",
+                "AGENTDESK_CSRF_TRUSTED_ORIGINS": "https://agentdesk.example.com,"
+                "https://review.example.com:8443, *",
+            },
+            ["https://agentdesk.example.com", "https://review.example.com:8443"],
+        ),
+    ],
+)
+def test_invariant_9_websocket_origins_are_the_base_url_and_the_trusted_origins_whole(
+    tmp_path: Path, env: dict[str, str], origins: list[str]
+) -> None:
+    clean = embedded_env(
+        tmp_path, DJANGO_SETTINGS_MODULE="agentdesk.settings", AGENTDESK_DEBUG="true", **env
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_ORIGINS],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    # Scheme, host and port; never a bare "*", which would accept any origin.
+    assert result.stdout.split() == origins

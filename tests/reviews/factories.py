@@ -56,7 +56,10 @@ def request_make(
     due_in_minutes: int = 30,
     approvals_required: int = 1,
     context: dict[str, Any] | None = None,
+    run: Run | None = None,
+    proposed_seq: int = 1,
 ) -> ApprovalRequest:
+    """A pending request of ``queue``; on a new parked run unless ``run`` is given."""
     if arguments is None:
         arguments = dict(REPLY if tool == "send_reply" else REFUND)
     run_input = {
@@ -65,19 +68,20 @@ def request_make(
         "subject": "My teapot arrived shattered",
         "body": "Order SO-1002: the teapot is in pieces. Please refund it.",
     }
-    run = Run.objects.create(
-        agent_name="support",
-        input=run_input,
-        state=RunState.WAITING_FOR_APPROVAL,
-        trace_id=uuid.uuid4().hex,
-        prompt_version="test",
-        model="test-model",
-        request_hash=uuid.uuid4().hex,
-    )
+    if run is None:
+        run = Run.objects.create(
+            agent_name="support",
+            input=run_input,
+            state=RunState.WAITING_FOR_APPROVAL,
+            trace_id=uuid.uuid4().hex,
+            prompt_version="test",
+            model="test-model",
+            request_hash=uuid.uuid4().hex,
+        )
     digest = request_hash(tool, arguments)
     action = Action.objects.create(
         run=run,
-        proposed_seq=1,
+        proposed_seq=proposed_seq,
         index=0,
         tool_call_id=f"call_{uuid.uuid4().hex[:8]}",
         tool=tool,
@@ -86,7 +90,7 @@ def request_make(
         args_hash=digest,
         rationale=rationale,
         confidence=confidence,
-        idempotency_key=f"{run.pk}:1:0",
+        idempotency_key=f"{run.pk}:{proposed_seq}:0",
         verdict="review",
         policy_rule=rule,
         policy_version="pol-test",

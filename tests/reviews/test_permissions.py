@@ -44,6 +44,10 @@ def world(db: None) -> World:
     }
     queue_a = queue_make("queue-a", deciders=(users["reviewer_a"],), viewers=(users["viewer_a"],))
     queue_b = queue_make("queue-b", deciders=(users["reviewer_b"],))
+    # A escalates to B, as refunds to refunds-senior: its reviewers may hand a call up to a
+    # queue they cannot open (runs/test_run_visibility.py: but not to any other).
+    queue_a.escalate_to = queue_b
+    queue_a.save(update_fields=["escalate_to"])
     return World(users, queue_a, queue_b, request_make(queue=queue_a))
 
 

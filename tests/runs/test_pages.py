@@ -10,16 +10,20 @@ from django.test import Client
 
 from runs import services
 from runs.models import Run
+from tests.reviews.factories import queue_make, request_make
 from tests.runs.factories import ticket_input
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def run(operator: Any) -> Run:
-    return services.run_submit(
+def run(operator: Any, reviewer: Any) -> Run:
+    """A submitted run with a request in a queue the reviewer may open (so they see it)."""
+    run = services.run_submit(
         agent_name="support", run_input=ticket_input(), submitted_by=operator
     )[0]
+    request_make(queue=queue_make("refunds", viewers=(reviewer,)), run=run)
+    return run
 
 
 def _login(client: Client, user: Any) -> Client:

@@ -65,6 +65,8 @@ class Command(BaseCommand):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         simulator_url = f"http://127.0.0.1:{options['simulator_port']}/v1"
         env = {**os.environ, "AGENTDESK_LLM_BASE_URL": simulator_url}
+        # Websockets are accepted only from the origin people open the site at.
+        env.setdefault("AGENTDESK_BASE_URL", f"http://{options['host']}:{options['port']}")
         beat_schedule = settings.DATA_DIR / "celerybeat-schedule"
         commands = {
             "simulator": [
