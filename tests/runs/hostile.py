@@ -219,6 +219,10 @@ echoing = replace(
     escalate_to_human=True,
     policy=Policy(review_risks=frozenset({Risk.IRREVERSIBLE})),
     review_context=_records,
+    # The support agent's checks are of its own tools, which these are not.
+    verifiers=(),
+    subject=None,
+    policy_facts=None,
 )
 # The same, without a human: an exhausted chain dead-letters the run.
 echoing_bare = replace(echoing, name="echoing_bare", escalate_to_human=False)
