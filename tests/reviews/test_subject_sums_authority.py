@@ -106,7 +106,8 @@ def test_a_run_acts_only_on_its_own_subject_a_reply_to_a_strangers_ticket_never_
         "send_reply reaches records that are not this run's subject's (ticket T-0001)"
     )
     assert Reply.objects.count() == replies
-    assert not ApprovalRequest.objects.filter(run=run).exists()
+    # No request to approve the call; the run, which then did nothing, reaches a person.
+    assert not ApprovalRequest.objects.filter(run=run, kind="action").exists()
     # The model is told why, as the call's result, and nothing of the stranger's ticket.
     tool_message = adversary.requests[1]["messages"][-1]
     assert tool_message["role"] == "tool"
@@ -351,7 +352,7 @@ def test_authority_never_goes_down_a_senior_request_is_not_escalated_to_juniors(
         "of that tier or higher, or decide it here."
     )
     assert _snapshot() == before
-    assert [q.slug for q in selectors.escalation_targets(request=request)] == []
+    assert selectors.escalation_targets(request=request, user=senior) == []
 
 
 def test_authority_never_goes_down_an_edit_the_policy_routes_higher_is_refused_below_it(

@@ -322,11 +322,8 @@ def _step_until_proposed(run: Run, tool: str) -> Action:
             "refund_within_balance: the refund of 500.00 exceeds the refundable amount of "
             "SO-1002, 52.80 EUR",
         ),
-        # Another customer's order: its balance is not theirs to learn.
-        (
-            "someone.else@example.com",
-            "refund_within_balance: the refund of 500.00 exceeds what SO-1002 allows",
-        ),
+        # (Another customer's order never gets this far: the subject check blocks the
+        # lookup before any refund is proposed; see tests/reviews/test_subject_sums_authority.)
     ],
 )
 def test_invariant_6_a_refund_over_the_balance_is_refused_before_the_policy(
@@ -517,10 +514,10 @@ def _listed(client: Client, query: str) -> list[str]:
 
 
 def test_the_runs_list_shows_a_degraded_badge_and_filters_on_it(
-    client: Client, reviewer: Any, two_runs: tuple[Run, Run]
+    client: Client, operator: Any, two_runs: tuple[Run, Run]
 ) -> None:
     plain, degraded = (str(r.id)[:8] for r in two_runs)
-    client.force_login(reviewer)
+    client.force_login(operator)
 
     assert sorted(_listed(client, "")) == sorted([plain, degraded])
     assert _listed(client, "?degraded=yes") == [degraded]
@@ -536,10 +533,10 @@ def test_the_runs_list_shows_a_degraded_badge_and_filters_on_it(
 
 
 def test_the_run_page_names_why_it_is_degraded(
-    client: Client, reviewer: Any, two_runs: tuple[Run, Run]
+    client: Client, operator: Any, two_runs: tuple[Run, Run]
 ) -> None:
     plain, degraded = two_runs
-    client.force_login(reviewer)
+    client.force_login(operator)
 
     page = client.get(f"/runs/{degraded.id}/").content.decode()
     plain_page = client.get(f"/runs/{plain.id}/").content.decode()

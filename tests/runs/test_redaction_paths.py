@@ -27,7 +27,7 @@ from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_row
 from agentdesk.tokens import api_token_create
 from reviews import services as review_services
-from reviews.models import ApprovalRequest, Decision, GoldenCandidate, RequestKind
+from reviews.models import ApprovalRequest, Decision, GoldenCandidate, Queue, RequestKind
 from runs import services as run_services
 from runs.models import Action, DeadLetter, Run, RunState, Step
 from runs.stepping import STEP_REDACTED, args_hash
@@ -103,6 +103,8 @@ def _user(username: str) -> Any:
 
 
 def _submit(agent_name: str) -> Run:
+    # The echoing agents review and escalate in "default"; the runtime never creates it.
+    Queue.objects.get_or_create(slug="default", defaults={"name": "Default"})
     run, _ = run_services.run_submit(agent_name=agent_name, run_input=ticket_input())
     return drive(run)
 
@@ -471,6 +473,7 @@ def test_inv8_workers_calling_an_echoing_endpoint_store_and_log_only_the_placeho
         AGENTDESK_AGENTS=",".join([*TEST_AGENTS, *HOSTILE_AGENTS]),
     )
     workers.start(1)
+    Queue.objects.get_or_create(slug="default", defaults={"name": "Default"})
     run, _ = run_services.run_submit(agent_name="echoing", run_input=ticket_input())
 
     wait_until(
@@ -508,6 +511,8 @@ NAMED = {
     "runs.Run.checkpoint": "runs.services._run_create, runs.stepping.commit",
     "runs.Run.output": "runs.stepping.finish",
     "runs.Run.error": "runs.stepping.run_error_set",
+    # Degradation codes only (runs.models.Degradation), never free text.
+    "runs.Run.degraded": "runs.stepping (Degradation values)",
     **{f"runs.Step.{name}": "runs.stepping.StepRecord.build" for name in STEP_REDACTED},
     "runs.Action.raw_arguments": "runs.model_step._proposed",
     "runs.Action.arguments": "runs.model_step._proposed",
