@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.test import Client
@@ -265,8 +266,9 @@ def test_invariant_9_an_open_socket_is_closed_when_access_is_revoked(
         if grant == "group":
             vera.groups.remove(group)
         else:
+            admin = get_user_model().objects.create_superuser("ada", "ada@example.com", None)
             access.queue_permission_set(
-                actor=people["operator"], queue=queue_a, principal=vera, level="view", granted=False
+                actor=admin, queue=queue_a, principal=vera, level="view", granted=False
             )
 
     async def scenario() -> None:
