@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.forms.models import model_to_dict
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from guardian.admin import (
     AdminGroupObjectPermissionsForm,
     AdminUserObjectPermissionsForm,
@@ -124,6 +124,13 @@ def _audited_fields(obj: Model, fields: tuple[str, ...]) -> dict[str, Any]:
     return {name: values.get(name) for name in fields}
 
 
+def _number_or_404(value: str) -> str:
+    """An id from the address; guardian passes it straight to a query, a 500 if not a number."""
+    if not (value.isascii() and value.isdigit()):
+        raise Http404(f"{value[:40]!r} is not an id")
+    return value
+
+
 @admin.register(Queue)
 class QueueAdmin(ReinforcedGuardedModelAdmin):
     """Queues, with guardian's per-object permission pages ("Object permissions").
@@ -145,6 +152,26 @@ class QueueAdmin(ReinforcedGuardedModelAdmin):
     list_select_related = ("escalate_to",)
     search_fields = ("name", "slug")
     fields = QUEUE_FIELDS
+
+    # guardian's object permission pages take their ids as text from the address
+    # (``<object_pk>``, ``<user_id>``, ``<group_id>``): a 404 for one that is not a number,
+    # as the admin's own change page and every ``<int:...>`` route give.
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> HttpResponse:
+        return super().obj_perms_manage_view(request, _number_or_404(object_pk))
+
+    def obj_perms_manage_user_view(
+        self, request: HttpRequest, object_pk: str, user_id: str
+    ) -> HttpResponse:
+        return super().obj_perms_manage_user_view(
+            request, _number_or_404(object_pk), _number_or_404(user_id)
+        )
+
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: str
+    ) -> HttpResponse:
+        return super().obj_perms_manage_group_view(
+            request, _number_or_404(object_pk), _number_or_404(group_id)
+        )
 
     def get_obj_perms_manage_user_form(self, request: HttpRequest) -> type[forms.Form]:
         return _with_actor(QueueUserPermissionsForm, request)
