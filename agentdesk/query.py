@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, BadRequest
+from django.http import QueryDict
 
 FormT = TypeVar("FormT", bound=forms.Form)
 
@@ -27,3 +28,21 @@ def query_form_or_400(form: FormT) -> FormT:
         for name, messages in form.errors.items()
     ]
     raise BadRequest("This address has a bad parameter. " + "; ".join(problems))
+
+
+def query_number(params: QueryDict, name: str) -> int | None:
+    """An optional whole-number parameter (a page cursor, a version to compare with).
+
+    Absent or empty: None. Anything else that is not a whole number in range is a
+    BadRequest: ``"²".isdigit()`` is true and ``int("²")`` fails, and ``int()`` refuses
+    more than 4300 digits, so a digit check before ``int()`` is not enough.
+    """
+    raw = params.get(name, "")
+    if not raw:
+        return None
+    try:
+        number: int = forms.IntegerField(min_value=0, max_value=2**63 - 1).clean(raw)
+    except forms.ValidationError as exc:
+        problem = " ".join(exc.messages)
+        raise BadRequest(f"This address has a bad parameter. {name}: {problem}") from None
+    return number

@@ -350,3 +350,35 @@ def test_inv10_admin_object_permission_page_with_a_real_id_still_works(
     )
 
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/agents/support/versions/1/?against=%C2%B2", "against: Enter a whole number."),
+        ("/prompts/support/versions/1/?against=%C2%B2", "against: Enter a whole number."),
+        ("/prompts/support/new?from=%C2%B2", "from: Enter a whole number."),
+        ("/audit/?before=" + "9" * 5000, "before: Enter a whole number."),
+        (
+            "/audit/?after=99999999999999999999",
+            "after: Ensure this value is less than or equal to 9223372036854775807.",
+        ),
+    ],
+)
+def test_inv10_a_number_str_isdigit_accepts_but_int_refuses_is_400(
+    client: Client, path: str, message: str
+) -> None:
+    """Found by the property test: ``"²".isdigit()`` is true, ``int("²")`` raises."""
+    from agentdesk import configuration, prompts
+
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", None)
+    configuration.config_active(agent_name="support")
+    prompts.prompt_labels(agent_name="support")
+    client.force_login(admin)
+    before = db_snapshot()
+
+    response = client.get(path)
+
+    assert response.status_code == 400
+    assert f"This address has a bad parameter. {message}" in response.content.decode()
+    assert changed_tables(before, db_snapshot()) == []
