@@ -23,7 +23,7 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -34,10 +34,12 @@ from django.urls.resolvers import RegexPattern, RoutePattern
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentdesk import configuration, prompts
 from agentdesk.registry import agents
 from agentdesk.tokens import api_token_create
 from reviews.models import ApprovalRequest
 from runs.models import DeadLetter
+from tests.processes import ROOT
 from tests.reviews.factories import queue_make, request_make, user_make
 from tests.snapshot import changed_tables, db_snapshot
 
@@ -105,6 +107,9 @@ _deep_json = st.integers(min_value=30, max_value=20_000).map(lambda d: "[" * d +
 # Hostile values come often: each example is a request, and requests are the cost.
 _hostile = st.one_of(
     st.sampled_from(_TRICKY),
+    st.sampled_from(_TRICKY),
+    # Digits int() refuses though str.isdigit() says yes: superscripts, other scripts' forms.
+    st.text(st.characters(categories=("Nd", "No")), min_size=1, max_size=3),
     st.text(_sendable, max_size=12).map(lambda s: s + "\x00"),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     _deep_json,
@@ -121,21 +126,25 @@ def _text(known: list[str]) -> st.SearchStrategy[str]:
     )
 
 
-def _path_value(converter: Any, known: dict[str, list[str]]) -> st.SearchStrategy[str]:
+def _path_value(name: str, converter: Any, known: Known) -> st.SearchStrategy[str]:
+    """Mostly a value that reaches the view (a real id, a registered agent), else anything.
+
+    A path that matches nothing is a 404 before any view runs; the view's own reading of
+    its query, form and body is where the bugs are, so four examples in five get there.
+    """
     kind = type(converter).__name__
+    valid = st.sampled_from(known.by_name.get(name) or known.by_converter[kind])
     if kind == "IntConverter":
-        return st.sampled_from(known["ints"]) | st.integers(0, 2**70).map(str)
-    if kind == "UUIDConverter":
-        return st.sampled_from(known["uuids"]) | st.uuids().map(str)
-    text = st.one_of(
-        st.sampled_from(known["words"]), _hostile, st.text(_sendable, min_size=1, max_size=20)
-    )
-    if kind == "PathConverter":
-        return text.filter(bool)
-    return text.map(lambda s: s.replace("/", "")).filter(bool)
+        other = st.integers(0, 2**70).map(str)
+    elif kind == "UUIDConverter":
+        other = st.uuids().map(str)
+    else:
+        text = _hostile | st.text(_sendable, min_size=1, max_size=20)
+        other = text.map(lambda s: s if kind == "PathConverter" else s.replace("/", ""))
+    return st.integers(0, 4).flatmap(lambda i: valid if i else other.filter(bool))
 
 
-def _piece(pattern: Any, known: dict[str, list[str]]) -> st.SearchStrategy[str]:
+def _piece(pattern: Any, known: Known) -> st.SearchStrategy[str]:
     """One level of the route, filled in: converters drawn, regex routes generated."""
     if isinstance(pattern, RegexPattern):
         return st.from_regex(pattern.regex, fullmatch=True).map(
@@ -147,33 +156,41 @@ def _piece(pattern: Any, known: dict[str, list[str]]) -> st.SearchStrategy[str]:
     position = 0
     for match in _PLACEHOLDER.finditer(route):
         parts.append(st.just(route[position : match.start()]))
-        value = _path_value(pattern.converters[match["name"]], known)
+        value = _path_value(match["name"], pattern.converters[match["name"]], known)
         parts.append(value.map(lambda s: urllib.parse.quote(s, safe="")))
         position = match.end()
     parts.append(st.just(route[position:]))
     return st.tuples(*parts).map("".join)
 
 
-# What views read from request.GET besides their forms' fields (which are drawn too).
-QUERY_NAMES = ["q", "page", "state", "queue", "agent", "tool", "risk", "age", "ticket", "against"]
-QUERY_NAMES += ["from", "before", "after", "o", "p", "e", "_changelist_filters", "next"]
+def _query_names_in_code() -> list[str]:
+    """What views read from request.GET outside their forms: ``GET.get("against")``."""
+    found: set[str] = set()
+    for app in ("agentdesk", "runs", "reviews", "examples"):
+        for source in (ROOT / app).rglob("*.py"):
+            found.update(re.findall(r"GET\.get\(\s*[\"']([^\"']+)", source.read_text()))
+    return sorted(found)
 
 
-def _api_body(known: dict[str, list[str]]) -> st.SearchStrategy[bytes]:
-    text = _text(known["words"])
-    value = _json_values | text | st.dictionaries(st.sampled_from(known["fields"]), text)
+# Those, and the admin's own (search, ordering, page, error, filters kept across pages).
+QUERY_NAMES = [*_query_names_in_code(), "q", "o", "p", "e", "_changelist_filters"]
+
+
+def _api_body(known: Known) -> st.SearchStrategy[bytes]:
+    text = _text(known.words)
+    value = _json_values | text | st.dictionaries(st.sampled_from(known.fields), text)
     shaped = st.fixed_dictionaries(
         {},
         optional={
-            "agent": st.sampled_from(known["agents"]) | _json_values,
+            "agent": st.sampled_from(known.agents) | _json_values,
             "input": st.dictionaries(
                 st.sampled_from(["ticket_id", "customer_email", "subject", "body"]) | st.text(),
                 value,
             )
             | _json_values,
             "decision": st.sampled_from(["approve", "edit", "reject", "escalate"]) | _json_values,
-            "args_hash": st.sampled_from(known["hashes"]) | _json_values,
-            "arguments": st.dictionaries(st.sampled_from(known["args"]), value) | _json_values,
+            "args_hash": st.sampled_from(known.hashes) | _json_values,
+            "arguments": st.dictionaries(st.sampled_from(known.args), value) | _json_values,
             "feedback": value,
             "reason": value,
         },
@@ -190,44 +207,59 @@ def _api_body(known: dict[str, list[str]]) -> st.SearchStrategy[bytes]:
 
 
 @dataclass
+class Known:
+    """Real values of the world, so that drawn requests get past lookups to the code."""
+
+    by_name: dict[str, list[str]]  # path parameter name -> real values
+    by_converter: dict[str, list[str]]
+    agents: list[str]
+    hashes: list[str]
+    args: list[str]  # every tool's argument names
+    words: list[str]
+    fields: list[str] = field(default_factory=list)  # every page's field and query names
+    page_names: dict[str, list[str]] = field(default_factory=dict)  # route -> its names
+
+
+@dataclass
 class World:
     people: dict[str, Any]
     tokens: dict[str, str]
-    known: dict[str, list[str]]
+    known: Known
 
 
-_FIELD_NAMES: list[str] = []
-_NAME = re.compile(r'\sname="([^"]+)"')
+# Names read from the pages once per session: they depend on the code, not on the data.
+_PAGE_NAMES: dict[str, list[str]] = {}
+_NAMES = re.compile(
+    r'<(?:input|select|textarea|button)\b[^>]*\sname="([^"]+)"|[?&;]([A-Za-z_][\w-]*)='
+)
 
 
-def _form_field_names(admin: Any, known: dict[str, list[str]]) -> list[str]:
-    """Every form field name on the product's pages (once per session: names, not data)."""
-    if not _FIELD_NAMES:
+def _read_page_names(admin: Any, known: Known) -> dict[str, list[str]]:
+    """Per route, the names its page uses: form fields, and query keys of its links."""
+    if not _PAGE_NAMES:
         client = Client()
         client.force_login(admin)
-        names: set[str] = set()
         for endpoint in ENDPOINTS:
             if endpoint.is_admin or endpoint.is_api:
                 continue
             path = _PLACEHOLDER.sub(
-                lambda m, e=endpoint: _sample(e, m["name"], known),  # type: ignore[misc]
+                lambda m, e=endpoint: _real_value(e, m["name"], known),  # type: ignore[misc]
                 endpoint.route,
             )
             response = client.get("/" + path)
+            names: set[str] = set()
             if response.status_code == 200 and "html" in response.get("Content-Type", ""):
-                names.update(_NAME.findall(response.content.decode()))
-        _FIELD_NAMES.extend(sorted(names - {"csrfmiddlewaretoken"}))
-    return _FIELD_NAMES
+                for field_name, query_key in _NAMES.findall(response.content.decode()):
+                    names.add(field_name or query_key)
+            _PAGE_NAMES[endpoint.route] = sorted(names - {"csrfmiddlewaretoken"})
+    return _PAGE_NAMES
 
 
-def _sample(endpoint: Endpoint, name: str, known: dict[str, list[str]]) -> str:
-    """A real value for a path parameter, to open the page and read its forms."""
+def _real_value(endpoint: Endpoint, name: str, known: Known) -> str:
     for pattern in endpoint.pieces:
         if isinstance(pattern, RoutePattern) and name in pattern.converters:
             kind = type(pattern.converters[name]).__name__
-            return {"IntConverter": known["ints"][0], "UUIDConverter": known["uuids"][0]}.get(
-                kind, "support"
-            )
+            return (known.by_name.get(name) or known.by_converter[kind])[0]
     raise KeyError(name)
 
 
@@ -238,40 +270,51 @@ def world(db: None) -> World:
     queue = queue_make("refunds", viewers=(viewer,))
     approval: ApprovalRequest = request_make(queue=queue)
     letter = DeadLetter.objects.create(run=approval.run, seq=2, error={"class": "internal_error"})
+    for name in agents():  # version 1 of each configuration and prompt, as first use makes
+        configuration.config_active(agent_name=name)
+        prompts.prompt_labels(agent_name=name)
     schemas = [
         tool.input_schema.model_json_schema() for agent in agents().values() for tool in agent.tools
     ]
     args = sorted({name for schema in schemas for name in schema.get("properties", {})})
-    known: dict[str, list[str]] = {
-        "ints": sorted({str(approval.pk), str(queue.pk), str(letter.pk), str(admin.pk), "1"}),
-        "uuids": [str(approval.run_id), str(uuid.UUID(int=0))],
-        "agents": sorted(agents()),
-        "hashes": [approval.args_hash, ""],
-        "args": args,
-        "words": [
+    group = viewer.groups.first()
+    known = Known(
+        by_name={
+            "request_id": [str(approval.pk)],
+            "queue_id": [str(queue.pk)],
+            "letter_id": [str(letter.pk)],
+            "number": ["1"],
+            "run_id": [str(approval.run_id)],
+            "agent_name": sorted(agents()),
+            "action": ["requeue", "discard"],
+            "object_pk": [str(queue.pk)],
+            "object_id": [str(queue.pk), str(admin.pk)],
+            "user_id": [str(viewer.pk), str(admin.pk)],
+            "group_id": [str(group.pk if group else 1)],
+            "id": [str(admin.pk)],
+        },
+        by_converter={
+            "IntConverter": ["1"],
+            "UUIDConverter": [str(approval.run_id), str(uuid.UUID(int=0))],
+            "StringConverter": ["support"],
+            "PathConverter": ["1"],
+        },
+        agents=sorted(agents()),
+        hashes=[approval.args_hash, ""],
+        args=args,
+        words=[
             *sorted(agents()),
+            *(str(n) for n in (approval.pk, queue.pk, letter.pk, admin.pk, 1, 2)),
             approval.args_hash,
             queue.slug,
-            "requeue",
-            "discard",
-            "approve",
-            "decide",
-            "view",
-            "grant",
-            "revoke",
-            "vera",
-            "group:reviewer",
-            "T-0001",
-            "SO-1002",
-            "29.00",
-            "issue_refund",
-            "irreversible",
-            "code",
-            "production",
-            "staging",
+            *("requeue", "discard", "approve", "decide", "view", "grant", "revoke", "vera"),
+            *("group:reviewer", "T-0001", "SO-1002", "29.00", "issue_refund", "irreversible"),
+            *("code", "production", "staging", "dev"),
         ],
-    }
-    known["fields"] = sorted({*_form_field_names(admin, known), *[f"args-{a}" for a in args]})
+    )
+    known.page_names = _read_page_names(admin, known)
+    names = {name for page in known.page_names.values() for name in page}
+    known.fields = sorted(names | {f"args-{a}" for a in args} | set(QUERY_NAMES))
     tokens = {
         "admin": api_token_create(user=admin, name="p")[1],
         "viewer": api_token_create(user=viewer, name="p")[1],
@@ -280,6 +323,23 @@ def world(db: None) -> World:
 
 
 # --- the property ----------------------------------------------------------------------------
+
+
+def _attack(
+    names: st.SearchStrategy[str], own: list[str], known: Known, *, lists: bool = False
+) -> st.SearchStrategy[dict[str, Any]]:
+    """A query or form: one of the page's own names gets a hostile value, others anything.
+
+    One parameter attacked per example, so that every name of the page is tried with a
+    bad value within a modest number of examples, the others filled so the request gets
+    as far as it can.
+    """
+    value: st.SearchStrategy[Any] = _text(known.words)
+    if lists:
+        value = value | st.lists(_text(known.words), max_size=3)
+    others = st.dictionaries(names, value, max_size=8)
+    focus = st.tuples(st.sampled_from(own), _hostile)
+    return st.tuples(others, focus).map(lambda pair: {**pair[0], pair[1][0]: pair[1][1]})
 
 
 def _request(
@@ -292,20 +352,16 @@ def _request(
     """
     known = world.known
     path = "/" + data.draw(st.tuples(*(_piece(p, known) for p in endpoint.pieces)).map("".join))
-    persona = data.draw(st.sampled_from(["admin", "admin", "admin", "viewer", "anonymous"]))
+    persona = data.draw(st.sampled_from(["admin"] * 4 + ["viewer", "anonymous"]))
     method = data.draw(st.sampled_from(["GET", "POST"]))
-    query = data.draw(
-        st.dictionaries(
-            st.one_of(
-                st.sampled_from(QUERY_NAMES),
-                st.sampled_from(QUERY_NAMES),
-                st.sampled_from(known["fields"]),
-                st.text(_sendable, min_size=1, max_size=8),
-            ),
-            _text(known["words"]),
-            max_size=6,
-        )
+    own = sorted({*known.page_names.get(endpoint.route, []), *QUERY_NAMES})
+    names = st.one_of(
+        st.sampled_from(own),
+        st.sampled_from(own),
+        st.sampled_from(known.fields),
+        st.text(_sendable, min_size=1, max_size=8),
     )
+    query = data.draw(_attack(names, own, known))
     headers = {"HX-Request": "true"} if data.draw(st.booleans()) else {}
     client = Client()
     if endpoint.is_api:
@@ -328,13 +384,7 @@ def _request(
         return target, lambda: client.post(
             target, data=body, content_type="application/json", headers=headers
         )
-    form = data.draw(
-        st.dictionaries(
-            st.sampled_from(known["fields"]) | st.text(_sendable, min_size=1, max_size=8),
-            _text(known["words"]) | st.lists(_text(known["words"]), max_size=3),
-            max_size=12,
-        )
-    )
+    form = data.draw(_attack(names, own, known, lists=True))
     return target, lambda: client.post(target, data=form, headers=headers)
 
 
