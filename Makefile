@@ -25,10 +25,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
+# The demo runs as production does, DEBUG off: the friendly error pages, static files
+# collected and served by WhiteNoise, no query log growing in the worker. Its key is for a
+# demo on this machine's loopback only. It registers a second agent, support-unattended,
+# whose runs are dead-lettered when no model answers (README).
+DEMO_ENV := AGENTDESK_SECRET_KEY=demo-only-not-secret-do-not-deploy \
+	AGENTDESK_AGENTS=examples.support.agent.support_agent,examples.support.agent.support_unattended_agent
+
 demo: $(STAMP)
-	AGENTDESK_DEBUG=true $(BIN)/python manage.py migrate --no-input
-	AGENTDESK_DEBUG=true $(BIN)/python manage.py seed_demo
-	AGENTDESK_DEBUG=true $(BIN)/python manage.py demo
+	$(DEMO_ENV) $(BIN)/python manage.py migrate --no-input
+	$(DEMO_ENV) $(BIN)/python manage.py collectstatic --no-input --verbosity 0
+	$(DEMO_ENV) $(BIN)/python manage.py seed_demo
+	$(DEMO_ENV) $(BIN)/python manage.py demo
 
 services:
 	.ci/services

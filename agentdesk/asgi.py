@@ -20,7 +20,9 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
+from agentdesk.sockets import UnknownPathConsumer  # noqa: E402
 from reviews.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -42,7 +44,10 @@ application = ProtocolTypeRouter(
     {
         "http": django_application,
         "websocket": SiteOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+            AuthMiddlewareStack(
+                # Last: a path no route matches is closed with 4404, not a 500.
+                URLRouter([*websocket_urlpatterns, re_path(r"", UnknownPathConsumer.as_asgi())])
+            ),
             settings.AGENTDESK_WEBSOCKET_ORIGINS,
         ),
     }

@@ -102,3 +102,25 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
         return True
+
+
+class ExpectedDenialFilter(logging.Filter):
+    """One line, no traceback, for a request refused on purpose.
+
+    Django logs a 403 (PermissionDenied) and a 400 (BadRequest) at WARNING with the
+    exception's traceback attached, so every stranger poking at an address wrote twenty
+    lines that looked like a crash. A denial is an answer, not a failure: the line
+    ("Forbidden (Permission denied): /inbox/requests/7/approve") stays, the traceback goes.
+    Anything else, and every 5xx, keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from django.core.exceptions import BadRequest, PermissionDenied
+        from django.http import Http404
+
+        if record.exc_info and isinstance(
+            record.exc_info[1], PermissionDenied | BadRequest | Http404
+        ):
+            record.exc_info = None
+            record.exc_text = None
+        return True

@@ -247,6 +247,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so that its process_exception sees a view's database error first: a 503.
+    "agentdesk.error_pages.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "agentdesk.urls"
@@ -398,6 +400,7 @@ LOGGING = {
         "trace": {"()": "agentdesk.logging.TraceIdFilter"},
         # Every handler gets it: no secret reaches a log line (docs/audit.md).
         "redact": {"()": "agentdesk.logging.RedactingFilter"},
+        "denials": {"()": "agentdesk.logging.ExpectedDenialFilter"},
     },
     "formatters": {
         "plain": {
@@ -414,6 +417,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # A refused request (400, 403, 404) is one line, without the traceback Django adds.
+        "django.request": {"filters": ["denials"]},
         "httpx": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
     },

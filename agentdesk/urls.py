@@ -68,3 +68,6 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
 ]
+
+# 403 and 404 are Django's handlers with templates/403.html and 404.html.
+handler400 = "agentdesk.error_pages.bad_request"

@@ -55,6 +55,7 @@ from agentdesk.models import (
     PromptLabelName,
     PromptVersion,
 )
+from agentdesk.query import query_number
 from agentdesk.registry import UnknownAgent, agent_get, agents
 from agentdesk.selectors import AuditFilters
 from agentdesk.tokens import TokenRefused, api_token_revoke, api_tokens_of
@@ -162,10 +163,6 @@ def _changes(before: Any, after: Any) -> list[tuple[str, str, str]]:
     return [("", _shown(before), _shown(after))]
 
 
-def _cursor(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
-
-
 @login_required
 def audit_list(request: HtmxHttpRequest) -> HttpResponse:
     """Search the audit log; newest first, keyset pages on seq."""
@@ -177,8 +174,8 @@ def audit_list(request: HtmxHttpRequest) -> HttpResponse:
         filters = form.filters() if form.is_bound else AuditFilters()
         page = selectors.audit_page(
             filters=filters,
-            before=_cursor(request.GET.get("before")),
-            after=_cursor(request.GET.get("after")),
+            before=query_number(request.GET, "before"),
+            after=query_number(request.GET, "after"),
             size=AUDIT_PAGE_SIZE,
         )
         query = urlencode(
@@ -317,9 +314,8 @@ def agent_version(request: HtmxHttpRequest, agent_name: str, number: int) -> Htt
     version = _version_or_404(agent, number)
     active = configuration.config_active(agent_name=agent.name)
     against = active
-    raw = request.GET.get("against", "")
-    if raw.isdigit():
-        against = _version_or_404(agent, int(raw))
+    if (other := query_number(request.GET, "against")) is not None:
+        against = _version_or_404(agent, other)
     context = {
         "agent": agent,
         "version": version,
@@ -545,9 +541,8 @@ def prompt_version(request: HtmxHttpRequest, agent_name: str, number: int) -> Ht
     rows = prompts.prompt_label_rows(agent_name=agent.name)
     production = next(r.version for r in rows if r.label == PromptLabelName.PRODUCTION)
     against = production
-    raw = request.GET.get("against", "")
-    if raw.isdigit():
-        against = _prompt_version_or_404(agent, int(raw))
+    if (other := query_number(request.GET, "against")) is not None:
+        against = _prompt_version_or_404(agent, other)
     context = {
         "agent": agent,
         "version": version,
@@ -590,12 +585,11 @@ def prompt_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
                 return redirect("prompts:version", agent_name=agent.name, number=version.number)
         status = 400
     else:
-        raw = request.GET.get("from", "")
         initial = start.template
-        if raw == "code":
+        if request.GET.get("from") == "code":
             initial = prompts.prompt_canonical(template=agent.system_prompt)
-        elif raw.isdigit():
-            start = _prompt_version_or_404(agent, int(raw))
+        elif (number := query_number(request.GET, "from")) is not None:
+            start = _prompt_version_or_404(agent, number)
             initial = start.template
         form = PromptVersionForm(initial={"template": initial})
         status = 200

@@ -23,7 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.forms.models import model_to_dict
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from guardian.admin import (
@@ -174,6 +174,13 @@ def _audited_fields(obj: Model, fields: tuple[str, ...]) -> dict[str, Any]:
     return {name: values.get(name) for name in fields}
 
 
+def _number_or_404(value: str) -> str:
+    """An id from the address; guardian passes it straight to a query, a 500 if not a number."""
+    if not (value.isascii() and value.isdigit()):
+        raise Http404(f"{value[:40]!r} is not an id")
+    return value
+
+
 @admin.register(Queue)
 class QueueAdmin(ReinforcedGuardedModelAdmin):
     """Queues, with guardian's per-object permission pages ("Object permissions").
@@ -197,18 +204,29 @@ class QueueAdmin(ReinforcedGuardedModelAdmin):
     fields = QUEUE_FIELDS
 
     # Who may decide is an admin's right (reviews.access): guardian's own permissions
-    # and manage_queue_access, both.
-    def obj_perms_manage_user_view(self, request: HttpRequest, object_pk: Any, user_id: Any) -> Any:
+    # and manage_queue_access, both. guardian's pages take their ids as text from the
+    # address (``<object_pk>``, ``<user_id>``, ``<group_id>``): a 404 for one that is not
+    # a number, as the admin's own change page and every ``<int:...>`` route give.
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> HttpResponse:
+        return super().obj_perms_manage_view(request, _number_or_404(object_pk))
+
+    def obj_perms_manage_user_view(
+        self, request: HttpRequest, object_pk: str, user_id: str
+    ) -> HttpResponse:
         if not request.user.has_perm(MANAGE_ACCESS):
             return redirect(reverse("admin:index", current_app=self.admin_site.name))
-        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+        return super().obj_perms_manage_user_view(
+            request, _number_or_404(object_pk), _number_or_404(user_id)
+        )
 
     def obj_perms_manage_group_view(
-        self, request: HttpRequest, object_pk: Any, group_id: Any
-    ) -> Any:
+        self, request: HttpRequest, object_pk: str, group_id: str
+    ) -> HttpResponse:
         if not request.user.has_perm(MANAGE_ACCESS):
             return redirect(reverse("admin:index", current_app=self.admin_site.name))
-        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+        return super().obj_perms_manage_group_view(
+            request, _number_or_404(object_pk), _number_or_404(group_id)
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Letting submitters decide loosens separation of duties, and a queue's tier is the

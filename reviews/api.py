@@ -19,10 +19,10 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
+from agentdesk.json_input import json_object_parse
 from reviews import selectors, services
 from reviews.models import ApprovalRequest
 from runs.api import api_error, token_required
-from runs.forms import parse_json_object
 
 LIST_LIMIT = 100
 
@@ -81,7 +81,7 @@ def requests_decide(request: HttpRequest, request_id: int) -> JsonResponse:
     if not selectors.can_decide(user=request.user, request=approval):
         return api_error(403, "this token's user may see this request but not decide it")
     try:
-        body = parse_json_object(request.body)
+        body = json_object_parse(request.body)
     except ValueError as exc:
         return api_error(400, str(exc))
     user = cast(User, request.user)

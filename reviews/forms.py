@@ -17,8 +17,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
 
+from agentdesk.json_input import JSONInputField
 from reviews.models import Queue
-from reviews.selectors import EscalationTarget
+from reviews.selectors import EscalationTarget, InboxFilters
 from reviews.services import FEEDBACK_MAX
 
 ARGS_PREFIX = "args"
@@ -141,7 +142,7 @@ def _schema_field(name: str, spec: dict[str, Any], required: bool) -> forms.Fiel
             **common,
         )
     # Objects, arrays and anything richer: edited as JSON.
-    return forms.JSONField(widget=forms.Textarea(attrs={"rows": 4, "class": "mono"}), **common)
+    return JSONInputField(widget=forms.Textarea(attrs={"rows": 4, "class": "mono"}), **common)
 
 
 class SchemaForm(forms.Form):
@@ -187,6 +188,37 @@ def initial_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> dict
         simple = isinstance(value, str | int | float | bool) or value is None
         initial[name] = value if simple or "enum" in spec else json.dumps(value, indent=2)
     return initial
+
+
+# --- the inbox's filters --------------------------------------------------------------------
+
+# Ten years in minutes: older than any request, small enough for a timedelta.
+AGE_MAX_MINUTES = 10 * 366 * 24 * 60
+
+
+class InboxFilterForm(forms.Form):
+    """The inbox's query string (``?queue=3&tool=issue_refund&age=60``), all optional.
+
+    An agent or tool that matches nothing is a valid filter with no rows; a NUL character,
+    a number out of range or an over-long value is an error (agentdesk.query).
+    """
+
+    queue = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    agent = forms.CharField(required=False, max_length=64)
+    tool = forms.CharField(required=False, max_length=100)
+    risk = forms.CharField(required=False, max_length=16)
+    age = forms.IntegerField(required=False, min_value=1, max_value=AGE_MAX_MINUTES)
+    page = forms.CharField(required=False, max_length=20)  # the paginator reads it
+
+    def filters(self) -> InboxFilters:
+        data = self.cleaned_data
+        return InboxFilters(
+            queue=data["queue"],
+            agent=data["agent"],
+            tool=data["tool"],
+            risk=data["risk"],
+            older_than=data["age"],
+        )
 
 
 # --- queue membership ----------------------------------------------------------------------

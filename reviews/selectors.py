@@ -120,22 +120,6 @@ class InboxFilters:
     risk: str = ""
     older_than: int | None = None  # minutes since the request arrived
 
-    @classmethod
-    def from_query(cls, params: Any) -> InboxFilters:
-        """Filters from a query string; junk values are ignored, not errors."""
-
-        def number(name: str) -> int | None:
-            value = params.get(name, "")
-            return int(value) if value.isdigit() else None
-
-        return cls(
-            queue=number("queue"),
-            agent=params.get("agent", "")[:64],
-            tool=params.get("tool", "")[:100],
-            risk=params.get("risk", "")[:16],
-            older_than=number("age"),
-        )
-
     @property
     def is_empty(self) -> bool:
         return self == InboxFilters()

@@ -35,12 +35,14 @@ from django_htmx.http import trigger_client_event
 from agentdesk.agents import Risk, Tool
 from agentdesk.http import HtmxHttpRequest
 from agentdesk.policy import FLAG_FACTS_UNAVAILABLE, FLAG_FOREIGN
+from agentdesk.query import query_form_or_400
 from agentdesk.registry import UnknownAgent, agent_get, agents
 from reviews import access, selectors, services
 from reviews.forms import (
     BulkApproveForm,
     DecisionForm,
     EscalateForm,
+    InboxFilterForm,
     MemberForm,
     RejectForm,
     SchemaForm,
@@ -250,7 +252,7 @@ def _live_mode() -> str:
 def inbox(request: HtmxHttpRequest) -> HttpResponse:
     """Pending requests of the queues the user sees; with htmx, the list alone."""
     user = request.user
-    filters = selectors.InboxFilters.from_query(request.GET)
+    filters = query_form_or_400(InboxFilterForm(request.GET)).filters()
     queues = selectors.queues_visible(user=user)
     queue_ids = [queue.pk for queue in queues]
     decidable = (

@@ -15,9 +15,9 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from agentdesk.json_input import json_object_parse
 from agentdesk.tokens import api_token_authenticate, api_token_used
 from runs import selectors, services
-from runs.forms import parse_json_object
 from runs.models import Run
 
 
@@ -88,7 +88,7 @@ def runs_create(request: HttpRequest) -> JsonResponse:
             400, f"the body is over the limit of {settings.AGENTDESK_MAX_INPUT_BYTES} bytes"
         )
     try:
-        body = parse_json_object(request.body)
+        body = json_object_parse(request.body)
     except ValueError as exc:
         return api_error(400, str(exc))
     missing = [name for name in ("agent", "input") if name not in body]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -39,12 +38,7 @@ class SupportTicketForm(forms.Form):
         return {"ticket_id": ticket_id, **run_input}
 
 
-def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """Parse a request body that must be a JSON object; ValueError says why not."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError("the body must be a JSON object")
-    return value
+class TicketPickForm(forms.Form):
+    """``?ticket=T-0007`` on the submit page: a demo ticket to prefill the form with."""
+
+    ticket = forms.RegexField(regex=r"^T-[0-9]{4}$", required=False)

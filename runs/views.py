@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods
 
 from agentdesk.http import HtmxHttpRequest
 from agentdesk.prompts import prompt_ref_number
+from agentdesk.query import query_form_or_400
 from examples.support.models import Ticket
 from runs import selectors, services
 from runs.breakers import (
@@ -23,7 +24,7 @@ from runs.breakers import (
     model_breaker_name,
     tool_breaker_name,
 )
-from runs.forms import SupportTicketForm
+from runs.forms import SupportTicketForm, TicketPickForm
 from runs.models import Degradation, RunState
 
 PAGE_SIZE = 50
@@ -101,7 +102,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
 
 def _initial_from_ticket(request: HttpRequest) -> dict[str, str]:
     """Prefill the form from a seeded ticket (``?ticket=T-0007``)."""
-    ticket = Ticket.objects.filter(ticket_id=request.GET.get("ticket", "")).first()
+    picked = query_form_or_400(TicketPickForm(request.GET)).cleaned_data["ticket"]
+    ticket = Ticket.objects.filter(ticket_id=picked).first() if picked else None
     if ticket is None:
         return {"agent": "support"}
     return {

@@ -8,6 +8,7 @@ needs a human's approval is decided by the policy outside the model, never by th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 
 from django.utils import timezone
@@ -221,4 +222,19 @@ support_agent = Agent(
     # A refund within the order's balance; a final answer that reports only what was done,
     # and only after a reply, a hand-off or spam noted (examples/support/verifiers.py).
     verifiers=SUPPORT_VERIFIERS,
+)
+
+# The same agent with no safety net after the models: no rule-based fallback, no person.
+# When every model link has failed, its run is dead-lettered with the last error, for an
+# operator to requeue from its checkpoint (docs/errors.md). `make demo` registers it, so
+# a dead letter can be made on purpose (README, "Watch a run be dead-lettered").
+support_unattended_agent = replace(
+    support_agent,
+    name="support-unattended",
+    description=(
+        f"The {SHOP_NAME} support agent with nobody on call: when no model answers, the run "
+        "is dead-lettered instead of handed to the rule-based fallback or a person."
+    ),
+    rule_fallback=None,
+    escalate_to_human=False,
 )

@@ -47,6 +47,8 @@ CATALOG: dict[str, tuple[str, Decimal]] = {
     "KET-STOVE-15": ("Enamel stovetop kettle 1.5 l", Decimal("45.00")),
     "GRN-BURR-HAND": ("Hand burr grinder", Decimal("59.00")),
     "GRN-BURR-ELEC": ("Electric burr grinder", Decimal("129.00")),
+    # Over EUR 250 on its own: T-0003 refunds it whole, the demo's two-person approval.
+    "GRN-BURR-PRO": ("Electric burr grinder Pro, 64 mm flat burrs", Decimal("279.00")),
     "POT-CAST-800": ("Cast-iron teapot 800 ml", Decimal("52.00")),
     "POT-GLASS-600": ("Glass teapot with infuser 600 ml", Decimal("29.00")),
     "ACC-INFUSER": ("Stainless tea infuser", Decimal("6.50")),
@@ -105,7 +107,7 @@ ORDERS: tuple[OrderSeed, ...] = (
     OrderSeed(
         "SO-1002", "priya.patel@example.com", D, 5, (("POT-GLASS-600", 1), ("TEA-SENCHA-100", 2))
     ),
-    OrderSeed("SO-1003", "oliver.smith@example.com", D, 12, (("GRN-BURR-ELEC", 1),)),
+    OrderSeed("SO-1003", "oliver.smith@example.com", D, 12, (("GRN-BURR-PRO", 1),)),
     OrderSeed(
         "SO-1004", "emma.wilson@example.com", P, 1, (("KET-GOOSE-1L", 1), ("TEA-EARL-100", 1))
     ),

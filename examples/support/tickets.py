@@ -60,7 +60,8 @@ TICKETS: tuple[TicketSeed, ...] = (
         "different sockets. It is the only thing I ordered. I'd like my money back please.",
         "en",
         ("refund", "full-refund", "defective"),
-        "Refund 129.00 (the whole order) on SO-1003; reply.",
+        "Refund 279.00 (the whole order) on SO-1003, over EUR 250: two senior reviewers "
+        "approve; reply.",
     ),
     TicketSeed(
         "T-0004",
