@@ -161,7 +161,7 @@ def _evidence(raw: Any) -> dict[str, Any] | None:
     """What the policy read besides the arguments, shaped for the "what the policy saw" table."""
     if not isinstance(raw, dict):
         return None
-    sums = raw.get("sums") if isinstance(raw.get("sums"), dict) else {}
+    sums: dict[str, Any] = raw["sums"] if isinstance(raw.get("sums"), dict) else {}
     return {
         "subject": raw.get("subject", ""),
         "amount": raw.get("amount", 0),

@@ -162,8 +162,8 @@ def exposure_sums(
     if record and subject:
         scopes["record"] = Q(record=record) & recent
     where = Q()
-    for scope in scopes.values():
-        where |= scope
+    for condition in scopes.values():
+        where |= condition
     rows = Action.objects.filter(where, amount__isnull=False)
     if exclude_action is not None:
         rows = rows.exclude(pk=exclude_action)
