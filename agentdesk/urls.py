@@ -66,6 +66,11 @@ urlpatterns = [
         reviews_api.requests_decide,
         name="api-request-decide",
     ),
+    # Before the admin's own: its "view on site" redirect answers 404 to a malformed id.
+    path(
+        "admin/r/<path:content_type_id>/<path:object_id>/",
+        admin.site.admin_view(views.admin_view_on_site),
+    ),
     path("admin/", admin.site.urls),
 ]
 

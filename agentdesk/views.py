@@ -669,3 +669,20 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Revoked {token.name} ({token.prefix}…): it no longer works.")
     return redirect("tokens:list")
+
+
+def admin_view_on_site(
+    request: HttpRequest, content_type_id: str, object_id: str
+) -> HttpResponseBase:
+    """The admin's "view on site" redirect, with a 404 for an id its model cannot hold.
+
+    Django's own (``contenttypes.views.shortcut``) lets the ValidationError of a malformed
+    UUID (a run's id) escape as a 500.
+    """
+    from django.contrib.contenttypes.views import shortcut
+    from django.core.exceptions import ValidationError
+
+    try:
+        return shortcut(request, content_type_id, object_id)
+    except (ValidationError, ValueError):
+        raise Http404("No object with that id.") from None

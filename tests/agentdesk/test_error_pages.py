@@ -25,7 +25,8 @@ from tests.snapshot import changed_tables, db_snapshot
 
 pytestmark = pytest.mark.django_db
 
-ORIGIN = (b"origin", b"http://localhost:8000")
+# The origin of the default AGENTDESK_BASE_URL, which the socket validator allows.
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
 def _request_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
