@@ -68,16 +68,25 @@ def _shot(page: Page, name: str) -> None:
 
 
 def _open(page: Page, request: ApprovalRequest) -> None:
-    """Move the keyboard selection to the request's row (j/k), which opens its pane."""
+    """Move the keyboard selection to the request's row (j/k), which opens its pane.
+
+    Each key press waits for the selection it made, so a slow pane on a busy machine
+    cannot make the next press overshoot the row.
+    """
     row = page.locator(f'li.row[data-id="{request.pk}"]')
     expect(row).to_be_visible()
-    for _ in range(10):
-        if page.locator(f'#detail[data-id="{request.pk}"]').count():
-            return
-        page.keyboard.press("j")
-        page.wait_for_timeout(300)
-    page.keyboard.press("k")
-    expect(page.locator(f'#detail[data-id="{request.pk}"]')).to_be_visible()
+    ids = page.locator("li.row").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    target = ids.index(str(request.pk))
+    current = page.locator('li.row[aria-current="true"]')
+    for _ in range(2 * len(ids)):
+        at = ids.index(current.get_attribute("data-id") or "") if current.count() else -1
+        if at == target:
+            break
+        page.keyboard.press("j" if at < target else "k")
+        expect(current).to_have_count(1)
+        selected = current.get_attribute("data-id")
+        expect(page.locator(f'#detail[data-id="{selected}"]')).to_be_visible(timeout=10_000)
+    expect(page.locator(f'#detail[data-id="{request.pk}"]')).to_be_visible(timeout=10_000)
 
 
 def test_a_reviewer_approves_edits_and_rejects_from_the_inbox(

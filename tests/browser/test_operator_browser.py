@@ -142,7 +142,9 @@ def test_an_operator_lowers_the_refund_limit_and_an_auditor_finds_it(
     expect(page).to_have_url(f"{base}/agents/support/new")
     rule = page.locator("table.config-rules tbody tr").first
     expect(rule.locator("input[name='rules-0-name']")).to_have_value("refund_over_100")
-    expect(rule.locator("input[name='rules-0-when']")).to_have_value("args.amount > 100")
+    expect(rule.locator("input[name='rules-0-when']")).to_have_value(
+        "amount + sums.record.total > 100.0"
+    )
     rule.locator("input[name='rules-0-name']").fill(NEW_RULE["name"])
     rule.locator("input[name='rules-0-when']").fill(NEW_RULE["when"])
     rule.locator("input[name='rules-0-description']").fill(NEW_RULE["description"])
@@ -172,7 +174,11 @@ def test_an_operator_lowers_the_refund_limit_and_an_auditor_finds_it(
     expect(page.locator("h2", has_text="Active: version 2")).to_be_visible()
     _shot(page, "4-activated")
     v2 = AgentConfigVersion.objects.get(agent_name="support", number=2)
-    assert [rule["name"] for rule in v2.config["rules"]] == ["refund_over_50", "refund_over_250"]
+    assert [rule["name"] for rule in v2.config["rules"]] == [
+        "refund_over_50",
+        "refund_over_250",
+        "customer_over_300",
+    ]
 
     # 3. A new run of the same ticket is routed by version 2: a senior reviewer. The run
     # parked under version 1 keeps its version and its queue.

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from agentdesk.models import AuditEvent
 from examples.support.seed import seed_shop
-from runs import services
+from runs import leases, services
 from runs.leases import LeaseKeeper
 from runs.models import Run, RunState, Step
 from tests.processes import Simulator
@@ -32,10 +32,13 @@ LEASE_S = 1.0
 
 
 @pytest.fixture
-def short_lease(settings: Any) -> None:
+def short_lease(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.AGENTDESK_STEP_LEASE_S = LEASE_S
     settings.AGENTDESK_STEP_HEARTBEAT_S = 0.2
     settings.AGENTDESK_STEP_MAX_S = 600.0
+    # A keeper of this test's own: the process's keeper thread, started by an earlier
+    # test, may be half-way through a wait of the default 5 s, longer than these leases.
+    monkeypatch.setattr(leases, "keeper", LeaseKeeper())
 
 
 def _leased(*, expires_in_s: float = 0.5) -> Run:
