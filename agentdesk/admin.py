@@ -29,9 +29,9 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from agentdesk.audit import audit_record
 from agentdesk.models import ApiToken
 from agentdesk.tokens import TokenRefused, api_token_revoke
+from audit.log import audit_record
 
 USER_FLAGS = ("is_active", "is_staff", "is_superuser")
 

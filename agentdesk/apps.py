@@ -6,6 +6,6 @@ class AgentdeskConfig(AppConfig):
     verbose_name = "AgentDesk"
 
     def ready(self) -> None:
-        from agentdesk.registry import agents
+        from agents.registry import agents
 
         agents()  # fail at start-up on a bad AGENTDESK_AGENTS entry

@@ -5,7 +5,7 @@ the first run on, the database holds it as numbered, immutable ``AgentConfigVers
 rows, one of them active (``AgentConfigActive``). Operators change it without a deploy.
 A version holds:
 
-- the policy (``agentdesk.policy``): scope, per-tool thresholds, review rules and
+- the policy (``policy.engine``): scope, per-tool thresholds, review rules and
   two-person rules, the default and per-tool review queues;
 - ``limits``: the run's step, tool-call, token, cost and time budget, and whether a run
   that reaches one fails or waits for a person;
@@ -45,17 +45,17 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 
-from agentdesk.agents import Agent, Limits, ModelRoute, OnLimit, Risk
-from agentdesk.audit import audit_record
 from agentdesk.models import AgentConfigActive, AgentConfigVersion
-from agentdesk.policy import (
+from agents.definition import Agent, Limits, ModelRoute, OnLimit, Risk
+from agents.registry import agent_get
+from audit.log import audit_record
+from policy.engine import (
     DEFAULT_SUMS_WINDOW_HOURS,
     FOREIGN_BLOCK,
     Policy,
     PolicyInvalid,
     ReviewRule,
 )
-from agentdesk.registry import agent_get
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

@@ -4,7 +4,7 @@ The runtime binds the run's trace id with ``trace_context`` around everything it
 the run; ``RequestIdMiddleware`` binds a request id (``req-`` and 24 hex digits, or the
 caller's ``X-Request-ID``) around each web request. The filter copies it onto each record
 so the formatter can print it, and audit events made without a run record it as their
-trace id (agentdesk.audit), so an auditor can find everything one request changed, and the
+trace id (audit.log), so an auditor can find everything one request changed, and the
 log lines it wrote. A ContextVar, not a thread-local, so it is right under threads and
 asyncio alike.
 """

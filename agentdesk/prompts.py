@@ -36,8 +36,6 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agentdesk.agents import Agent
-from agentdesk.audit import audit_record
 from agentdesk.models import (
     PromptLabel,
     PromptLabelMove,
@@ -45,7 +43,9 @@ from agentdesk.models import (
     PromptLabelName,
     PromptVersion,
 )
-from agentdesk.registry import agent_get
+from agents.definition import Agent
+from agents.registry import agent_get
+from audit.log import audit_record
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

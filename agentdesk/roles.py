@@ -31,7 +31,7 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "runs.view_run",
         "runs.view_all_runs",
         "runs.view_deadletter",
-        "agentdesk.view_auditevent",
+        "audit.view_auditevent",
         "agentdesk.view_agentconfigversion",
         "agentdesk.view_promptversion",
         "reviews.view_queue",

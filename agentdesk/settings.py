@@ -61,14 +61,14 @@ try:
     AGENTDESK_LLM_TIMEOUT_S = env.float("AGENTDESK_LLM_TIMEOUT_S", 30.0, validate=_positive)
     AGENTDESK_MAX_INPUT_BYTES = env.int("AGENTDESK_MAX_INPUT_BYTES", 64 * 1024, validate=_positive)
     # A step's lease on its run, renewed every heartbeat while the step is alive
-    # (runs.leases): a dead worker's step is redone about a lease after it died.
+    # (runs.kernel.leases): a dead worker's step is redone about a lease after it died.
     AGENTDESK_STEP_LEASE_S = env.float("AGENTDESK_STEP_LEASE_S", 20.0, validate=_positive)
     AGENTDESK_STEP_HEARTBEAT_S = env.float("AGENTDESK_STEP_HEARTBEAT_S", 5.0, validate=_positive)
     # The longest a lease is renewed for one step; a step stuck longer is redone elsewhere.
     AGENTDESK_STEP_MAX_S = env.float("AGENTDESK_STEP_MAX_S", 600.0, validate=_positive)
     # A step enqueued this long ago and never claimed is enqueued again (a lost message).
     AGENTDESK_STEP_REDELIVER_S = env.float("AGENTDESK_STEP_REDELIVER_S", 120.0, validate=_positive)
-    # How long a step task goes on with its run's next steps itself (runs.stepping.chaining);
+    # How long a step task goes on with its run's next steps itself (runs.kernel.stepping.chaining);
     # 0 sends every step through the broker.
     AGENTDESK_STEP_CHAIN_S = env.float(
         "AGENTDESK_STEP_CHAIN_S", 30.0, validate=Range(min=0, error="must be 0 or more")
@@ -97,7 +97,7 @@ try:
     AGENTDESK_RETRY_ATTEMPTS = env.int("AGENTDESK_RETRY_ATTEMPTS", 3, validate=_positive)
     AGENTDESK_RETRY_MAX_WAIT_S = env.float("AGENTDESK_RETRY_MAX_WAIT_S", 20.0, validate=_positive)
     AGENTDESK_DB_POOL_MAX = env.int("AGENTDESK_DB_POOL_MAX", 10, validate=_positive)
-    # Circuit breakers (runs.breakers): this many failures of one endpoint or tool within
+    # Circuit breakers (runs.gateway.breakers): this many failures of one endpoint or tool within
     # the window, or this many in a row however slowly they come, open its breaker; after
     # the cooldown one probe call is let through.
     AGENTDESK_BREAKER_FAILURES = env.int("AGENTDESK_BREAKER_FAILURES", 5, validate=_positive)
@@ -220,6 +220,7 @@ INSTALLED_APPS = [
     "guardian",
     "template_partials",
     "agentdesk",
+    "audit",
     "runs",
     "reviews",
     "examples.support",

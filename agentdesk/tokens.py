@@ -17,8 +17,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from agentdesk.audit import audit_record
 from agentdesk.models import ApiToken
+from audit.log import audit_record
 
 TOKEN_PREFIX = "adk_"
 

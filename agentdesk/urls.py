@@ -5,14 +5,6 @@ from agentdesk import views
 from reviews import api as reviews_api
 from runs import api
 
-audit_urls = (
-    [
-        path("", views.audit_list, name="list"),
-        path("export.csv", views.audit_export, name="export"),
-    ],
-    "audit",
-)
-
 agent_urls = (
     [
         path("", views.agent_list, name="list"),
@@ -53,7 +45,7 @@ urlpatterns = [
     path("logout/", views.AuditedLogoutView.as_view(), name="logout"),
     path("runs/", include("runs.urls")),
     path("inbox/", include("reviews.urls")),
-    path("audit/", include(audit_urls)),
+    path("audit/", include("audit.urls")),
     path("agents/", include(agent_urls)),
     path("prompts/", include(prompt_urls)),
     path("tokens/", include(token_urls)),

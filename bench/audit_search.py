@@ -1,6 +1,6 @@
 """Filtered search of the audit log at 1,000,000 events (budget: <= 100 ms p95 server time).
 
-What: the server time of the auditor's search page (agentdesk.views.audit_list) over a
+What: the server time of the auditor's search page (audit.views.audit_list) over a
 chained log of 1,000,000 events, for a mix of filters an auditor uses: none, an actor, an
 object, a verb prefix, a trace id, a time range, combinations, a page deep in the log
 (keyset on seq), and the htmx results fragment.
@@ -10,10 +10,10 @@ How:
 1. A fresh bench database (harness.prepare_database). 1,000,000 events spread over a
    year: 60 actors, 14 verbs over runs, approval requests, queues and dead letters, one
    trace per run (about 8 events each). Every event is chained exactly as audit_record
-   chains it: the hashes are computed in this process with agentdesk.audit.event_hash
+   chains it: the hashes are computed in this process with audit.log.event_hash
    (one canonical form, no second implementation in SQL) and the rows are loaded with
    COPY, the trigger in place (inserts are allowed). Then VACUUM ANALYZE.
-2. An auditor (the role's model permission agentdesk.view_auditevent).
+2. An auditor (the role's model permission audit.view_auditevent).
 3. In this process, through Django's test client (session, authentication, templates),
    ``--requests`` GETs cycling through the filters below, each timed from the client's
    call to the rendered response.
@@ -58,7 +58,7 @@ YEAR_S = 365 * 24 * 3600
 
 def _rows(events: int) -> Any:
     """The seed events in seq order, chained: (row for COPY, its hash)."""
-    from agentdesk.audit import GENESIS_HASH, event_hash
+    from audit.log import GENESIS_HASH, event_hash
 
     rng = random.Random(7)
     prev = GENESIS_HASH
@@ -223,7 +223,7 @@ def main() -> None:
         },
     }
     if args.verify:
-        from agentdesk.audit import audit_chain_verify
+        from audit.log import audit_chain_verify
 
         began = time.perf_counter()
         verdict = audit_chain_verify()

@@ -26,7 +26,7 @@ How:
    percentile of (step time - bare time of the same conversation).
 5. Tool steps make no model call; their median wall time (the demo shop's tool included)
    is reported on its own. A read-only call that a model step makes at once
-   (runs.tool_step.read_calls_inline) is timed as a tool step of its own: the time of
+   (runs.kernel.tool_step.read_calls_inline) is timed as a tool step of its own: the time of
    the call (its breaker check, the tool thread and the tool's own work) is taken out of
    the model step and reported as ``inline_tool_call_median_ms``; what recording it adds
    to the model step's commit stays in the model step's time, so the overhead is, if
@@ -67,7 +67,7 @@ class BareCall:
     def __init__(self, base_url: str) -> None:
         import openai
 
-        from agentdesk.registry import agent_get
+        from agents.registry import agent_get
 
         agent = agent_get("support")
         self.model = agent.model_routes[0].model
@@ -78,10 +78,10 @@ class BareCall:
     def __call__(self, messages: list[dict[str, Any]]) -> float:
         from django.conf import settings
 
-        from runs.gateway import _request_body
+        from runs.gateway.client import _request_body
 
         started = time.perf_counter()
-        # The request exactly as the gateway sends it (runs.gateway.model_complete); the
+        # The request exactly as the gateway sends it (runs.gateway.client.model_complete); the
         # reply decoded from JSON and no more, so reading it is counted as overhead.
         self.client.post(
             "/chat/completions",
@@ -162,7 +162,8 @@ def drive_runs(
 ) -> list[Timed]:
     """Submit runs and execute them here, timing each step of each ``run_step_execute`` call."""
     from examples.support.models import Ticket
-    from runs import services, tool_step
+    from runs import services
+    from runs.kernel import tool_step
     from runs.models import ACTIVE_STATES, Run, Step
 
     clock = StepClock(bare_call)

@@ -2,7 +2,7 @@
 
 What: how long a step whose worker died waits before another worker takes it up again,
 with the production defaults (a 20 s lease renewed every 5 s while the step is alive, the
-stalled-run sweeper every 5 s; runs.leases), and whether anything was done twice.
+stalled-run sweeper every 5 s; runs.kernel.leases), and whether anything was done twice.
 
 How:
 

@@ -24,7 +24,7 @@ from django.contrib.auth.models import AnonymousUser, Group, User
 from django.db import transaction
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
-from agentdesk.audit import audit_record
+from audit.log import audit_record
 from reviews.models import Queue
 
 Level = Literal["view", "decide"]

@@ -32,7 +32,7 @@ from guardian.admin import (
     ReinforcedGuardedModelAdmin,
 )
 
-from agentdesk.audit import audit_record
+from audit.log import audit_record
 from reviews.access import (
     MANAGE_ACCESS,
     grant_refusal,

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 from django.db import models, transaction
 
-from agentdesk.audit import audit_record
 from agentdesk.redaction import redact_value
+from audit.log import audit_record
 from reviews.models import ApprovalRequest, Decision, GoldenCandidate
+from runs.kernel.stepping import STEP_REDACTED
 from runs.models import ACTIVE_STATES, Action, DeadLetter, Run, Step
-from runs.stepping import STEP_REDACTED
 
 log = logging.getLogger(__name__)
 

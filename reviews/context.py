@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from agentdesk.agents import Agent, Tool
+from agents.definition import Agent, Tool
 from runs.models import Action, Run
 
 log = logging.getLogger(__name__)

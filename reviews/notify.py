@@ -43,7 +43,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from guardian.shortcuts import get_users_with_perms
 
-from agentdesk.audit import audit_record
+from audit.log import audit_record
 from reviews import services
 from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
 

@@ -10,7 +10,7 @@ resume, because only the transaction that changes the run's state enqueues it.
 
 The run then executes the call as approved (the request's arguments, which an edit
 replaced and whose hash the approval covered) or, on a rejection, hands the reviewer's
-feedback to the model as the tool's result: see runs.tool_step.
+feedback to the model as the tool's result: see runs.kernel.tool_step.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.agents import Tool
-from agentdesk.audit import audit_record
 from agentdesk.configuration import config_for_run, config_policy_for_run
-from agentdesk.policy import Decision as PolicyDecision
-from agentdesk.policy import Verdict, policy_evaluate
 from agentdesk.redaction import redact_row, redact_text, redact_value
-from agentdesk.registry import UnknownAgent, agent_get
+from agents.definition import Tool
+from agents.registry import UnknownAgent, agent_get
+from audit.log import audit_record
+from policy.engine import Decision as PolicyDecision
+from policy.engine import Verdict, policy_evaluate
 from reviews.broadcast import queue_changed
 from reviews.context import history_summary
 from reviews.models import (
@@ -47,9 +47,9 @@ from reviews.models import (
     RequestKind,
     RequestState,
 )
-from runs.exposure import exposure_facts, exposure_summed, subject_locked
+from runs.kernel.exposure import exposure_facts, exposure_summed, subject_locked
+from runs.kernel.stepping import args_hash, enqueue_next_step, run_audit_state, run_error_set
 from runs.models import Action, Run, RunState
-from runs.stepping import args_hash, enqueue_next_step, run_audit_state, run_error_set
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def _request_open(
     the context quote the run's error, the tool's records and the model's rationale, and
     the request page and the API show them to every reviewer of the queue. Not the
     arguments: the caller hashed them, and they are the action's, redacted when the model
-    proposed them (runs.model_step).
+    proposed them (runs.kernel.model_step).
     """
     minutes = _agent_sla_minutes(run) or queue.sla_minutes
     request = ApprovalRequest(
@@ -334,7 +334,7 @@ def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
     """A run that cannot go on by itself waits on a request in its escalation queue.
 
     The queue is the run's configuration version's (to the run's end). Inside the
-    transaction that parks the run (runs.stepping.park_for_human). Approving resumes the
+    transaction that parks the run (runs.kernel.stepping.park_for_human). Approving resumes the
     run (the fallback chain from its first link, a fresh budget); rejecting ends it as
     failed with the reviewer's note.
     """

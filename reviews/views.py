@@ -32,11 +32,11 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
-from agentdesk.agents import Risk, Tool
 from agentdesk.http import HtmxHttpRequest
-from agentdesk.policy import FLAG_FACTS_UNAVAILABLE, FLAG_FOREIGN
 from agentdesk.query import query_form_or_400
-from agentdesk.registry import UnknownAgent, agent_get, agents
+from agents.definition import Risk, Tool
+from agents.registry import UnknownAgent, agent_get, agents
+from policy.engine import FLAG_FACTS_UNAVAILABLE, FLAG_FOREIGN
 from reviews import access, selectors, services
 from reviews.forms import (
     BulkApproveForm,

@@ -4,7 +4,7 @@ from typing import Any
 
 from django import forms
 
-from agentdesk.registry import agents
+from agents.registry import agents
 from examples.support.services import ticket_file
 
 

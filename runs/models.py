@@ -253,7 +253,7 @@ class Action(models.Model):
     step = models.OneToOneField(
         Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="executed_action"
     )
-    # The call's exposure, as its facts gave it when the policy ruled (runs.exposure): the
+    # The call's exposure, as its facts gave it when the policy ruled (runs.kernel.exposure): the
     # run's subject, the record it acts on ("order:SO-0001") and the money it moves. Only
     # calls that move money carry them; the policy's sums add them up.
     subject = models.CharField(max_length=254, blank=True)
@@ -298,7 +298,7 @@ class CircuitBreaker(models.Model):
     """The shared state of one circuit breaker (a model endpoint or a tool).
 
     In PostgreSQL rather than process memory so that every worker process on every host
-    sees the same breaker; see runs.breakers for the transitions.
+    sees the same breaker; see runs.gateway.breakers for the transitions.
     """
 
     name = models.CharField(max_length=120, unique=True)  # "model:<endpoint>", "tool:<name>"

@@ -1,19 +1,19 @@
 """The runtime: submit a run, execute its steps, recover stalled runs.
 
 A run advances one step at a time; a Celery task takes a step and, while the next one is
-due at once, the steps after it (runs.stepping.chaining):
+due at once, the steps after it (runs.kernel.stepping.chaining):
 
 1. Claim: check that the task's step number is the run's next one and that no live lease
    is held, and take a lease (one compare-and-set UPDATE). A redelivered or duplicated
    task fails this check and does nothing.
 2. Work, outside any transaction: one model call (with the read-only calls of its reply,
-   runs.tool_step.read_calls_inline) or one tool call. Nothing holds a database
+   runs.kernel.tool_step.read_calls_inline) or one tool call. Nothing holds a database
    connection busy while the model thinks.
 3. Commit: record the step(s) and the new checkpoint, advance ``next_seq`` and write the
-   run on condition that the lease is still ours (runs.stepping.commit); enqueue or keep
+   run on condition that the lease is still ours (runs.kernel.stepping.commit); enqueue or keep
    the next step. ``(run, seq)`` is unique, so a step can never be recorded twice.
 
-While a task works, a heartbeat renews its lease (runs.leases), so a slow step keeps it.
+While a task works, a heartbeat renews its lease (runs.kernel.leases), so a slow step keeps it.
 A worker killed between 1 and 3 stops renewing it, and the lease expires within
 ``AGENTDESK_STEP_LEASE_S``; ``runs_recover_stalled`` (on a beat schedule) re-enqueues such
 runs, and the step is redone. Model calls have no side
@@ -38,19 +38,18 @@ from django.db.models import Q
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.agents import Agent, OnLimit
-from agentdesk.audit import audit_record
 from agentdesk.configuration import config_active, config_for_run, config_of_version
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
 from agentdesk.prompts import prompt_production, prompt_render
 from agentdesk.redaction import redact_value
-from agentdesk.registry import UnknownAgent, agent_get
-from runs.leases import lease_kept
-from runs.limits import limit_reached, run_spent
-from runs.model_step import model_step
-from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
-from runs.stepping import (
+from agents.definition import Agent, OnLimit
+from agents.registry import UnknownAgent, agent_get
+from audit.log import audit_record
+from runs.kernel.leases import lease_kept
+from runs.kernel.limits import limit_reached, run_spent
+from runs.kernel.model_step import model_step
+from runs.kernel.stepping import (
     chaining,
     claim,
     commit,
@@ -62,7 +61,8 @@ from runs.stepping import (
     park_for_human,
     run_audit_state,
 )
-from runs.tool_step import tool_step
+from runs.kernel.tool_step import tool_step
+from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +227,13 @@ def run_step_execute(*, run_id: str, seq: int, chain_s: float = 0) -> None:
 
     ``chain_s`` > 0 (the step task passes AGENTDESK_STEP_CHAIN_S): go on with the run's
     following steps here for up to that many seconds, as long as each is due at once
-    (``runs.stepping.chaining``). 0: this one step only.
+    (``runs.kernel.stepping.chaining``). 0: this one step only.
     """
     run = claim(run_id, seq)
     if run is None:
         return
     # The heartbeat renews the lease while this task works, whichever of its chained
-    # steps holds it: only a dead worker's lease expires (runs.leases).
+    # steps holds it: only a dead worker's lease expires (runs.kernel.leases).
     with lease_kept(run), chaining(chain_s):
         while True:
             assert run.lease_token is not None

@@ -18,13 +18,13 @@ from agentdesk.prompts import prompt_ref_number
 from agentdesk.query import query_form_or_400
 from examples.support.models import Ticket
 from runs import selectors, services
-from runs.breakers import (
+from runs.forms import SupportTicketForm, TicketPickForm
+from runs.gateway.breakers import (
     breaker_states,
     breaker_thresholds,
     model_breaker_name,
     tool_breaker_name,
 )
-from runs.forms import SupportTicketForm, TicketPickForm
 from runs.models import Degradation, RunState
 
 PAGE_SIZE = 50

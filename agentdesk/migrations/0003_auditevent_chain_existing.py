@@ -12,7 +12,7 @@ BATCH = 2000
 
 
 def chain(apps: Any, schema_editor: Any) -> None:
-    from agentdesk.audit import GENESIS_HASH, stored_hash
+    from audit.log import GENESIS_HASH, stored_hash
 
     AuditEvent = apps.get_model("agentdesk", "AuditEvent")
     prev_hash, seq, last_id = GENESIS_HASH, 0, 0

@@ -4,9 +4,9 @@
 and for each event (in order) gives it the next ``seq``, the time the application gave it
 (``at``: its host's clock) or the head's when that is later (clocks of hosts differ; time
 must follow ``seq``), the head's hash as ``prev_hash``, and
-``hash = sha256`` of its canonical JSON, which agentdesk.audit prepares in four parts
+``hash = sha256`` of its canonical JSON, which audit.log prepares in four parts
 around the three values only the lock holder knows (created_at, prev_hash, seq), so the
-hash is byte for byte the one ``agentdesk.audit.event_hash`` computes and
+hash is byte for byte the one ``audit.log.event_hash`` computes and
 ``audit_verify`` checks. Why: the lock is held until the caller commits, and with the
 append in one statement the holder makes no round trip to the database and no Python work
 while holding it (docs/audit.md, docs/benchmarks.md).

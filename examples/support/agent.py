@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentdesk.agents import Agent, Limits, ModelRoute, RuleContext, RuleReply, TaskContext
+from agents.definition import Agent, Limits, ModelRoute, RuleContext, RuleReply, TaskContext
 from examples.support.facts import support_policy_facts, support_subject
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
 from examples.support.review import SUPPORT_POLICY, support_review_context

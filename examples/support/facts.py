@@ -2,7 +2,7 @@
 
 The run's subject is the ticket's sender. Every order, ticket and customer record a call
 reaches is looked up here, with its owner, so the runtime can refuse a call on a record of
-someone else whatever the model claims (``agentdesk.policy``). Calls that move money say
+someone else whatever the model claims (``policy.engine``). Calls that move money say
 how much: a refund its amount, a cancellation the balance it refunds; the policy adds them
 up per order and per customer, so splitting a refund never gets under a rule.
 
@@ -18,7 +18,7 @@ from typing import Any
 from django.db.models import DecimalField, Sum, Value
 from django.db.models.functions import Coalesce
 
-from agentdesk.agents import CallFacts, Touch
+from agents.definition import CallFacts, Touch
 from examples.support.models import Customer, Order, Refund, Ticket
 
 ZERO = Decimal("0.00")

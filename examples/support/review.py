@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agentdesk.agents import ToolContext, ToolError
-from agentdesk.policy import Policy, ReviewRule
+from agents.definition import ToolContext, ToolError
 from examples.support.tools import (
     LookupCustomerArgs,
     LookupOrderArgs,
     lookup_customer,
     lookup_order,
 )
+from policy.engine import Policy, ReviewRule
 
 # Money rules read sums, not single calls: ``amount`` is what this call moves (a refund's
 # amount, a cancellation's refunded balance), ``sums.record`` what other calls moved on the

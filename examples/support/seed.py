@@ -23,8 +23,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agentdesk.audit import audit_record
 from agentdesk.roles import DEMO_QUEUES
+from audit.log import audit_record
 from examples.support.models import Cancellation, Customer, Handoff, Order, Refund, Reply, Ticket
 from examples.support.tickets import TICKETS
 from examples.support.tools import format_money, refund_result

@@ -30,7 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentdesk.agents import Idempotency, Risk, Tool, ToolContext, ToolError
+from agents.definition import Idempotency, Risk, Tool, ToolContext, ToolError
 from examples.support.models import Cancellation, Customer, Handoff, Order, Refund, Reply, Ticket
 from examples.support.policy_text import POLICY_SECTIONS, REFUND_WINDOW_DAYS, PolicySection
 

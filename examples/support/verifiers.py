@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from agentdesk.agents import ActionDone, Verifier, VerifierContext, VerifierStage
+from agents.definition import ActionDone, Verifier, VerifierContext, VerifierStage
 from examples.support.models import Order, Refund
 from examples.support.tools import format_money, refundable_amount
 

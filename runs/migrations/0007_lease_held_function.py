@@ -1,7 +1,7 @@
 """PostgreSQL checks a step's lease inside the statement that records it. Nothing on SQLite.
 
 ``runs_lease_held(matched bigint)`` raises SQLSTATE ``AD409`` unless ``matched`` is 1. The
-step commit (runs.stepping) sends its compare-and-set UPDATE of the run, the audit append
+step commit (runs.kernel.stepping) sends its compare-and-set UPDATE of the run, the audit append
 and the COMMIT as one query string (agentdesk.statements.commit_with); it wraps the UPDATE
 so that a lost lease (no row matched) is an error, which aborts the transaction before its
 COMMIT, instead of a row count the worker could only read after the COMMIT was sent.

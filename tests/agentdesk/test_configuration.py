@@ -15,8 +15,9 @@ from django.db import connections
 
 from agentdesk import configuration
 from agentdesk.configuration import ConfigRefused, config_from_policy
-from agentdesk.models import AgentConfigActive, AgentConfigVersion, AuditEvent
-from agentdesk.registry import agent_get
+from agentdesk.models import AgentConfigActive, AgentConfigVersion
+from agents.registry import agent_get
+from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
 from examples.support.seed import seed_shop
 from reviews import services as review_services

@@ -14,8 +14,9 @@ import pytest
 from django.test import Client
 
 from agentdesk import configuration
-from agentdesk.models import AgentConfigActive, AgentConfigVersion, AuditEvent
-from agentdesk.registry import agent_get
+from agentdesk.models import AgentConfigActive, AgentConfigVersion
+from agents.registry import agent_get
+from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
 from reviews.models import Queue
 

@@ -35,8 +35,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentdesk import configuration, prompts
-from agentdesk.registry import agents
 from agentdesk.tokens import api_token_create
+from agents.registry import agents
 from reviews.models import ApprovalRequest
 from runs.models import DeadLetter
 from tests.processes import ROOT

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from agentdesk.agents import Risk
-from agentdesk.policy import (
+from agents.definition import Risk
+from examples.support.agent import support_agent
+from examples.support.review import SUPPORT_POLICY
+from policy.engine import (
     DEFAULT_QUEUE,
     Decision,
     Evidence,
@@ -27,8 +29,6 @@ from agentdesk.policy import (
     empty_sums,
     policy_evaluate,
 )
-from examples.support.agent import support_agent
-from examples.support.review import SUPPORT_POLICY
 
 NO_RISKS: frozenset[Risk] = frozenset()
 

@@ -15,8 +15,9 @@ import pytest
 from django.test import Client
 
 from agentdesk import prompts
-from agentdesk.models import AuditEvent, PromptLabel, PromptLabelMove, PromptVersion
-from agentdesk.registry import agent_get
+from agentdesk.models import PromptLabel, PromptLabelMove, PromptVersion
+from agents.registry import agent_get
+from audit.models import AuditEvent
 from examples.support.agent import SYSTEM_PROMPT
 
 pytestmark = pytest.mark.django_db

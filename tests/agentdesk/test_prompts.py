@@ -14,10 +14,11 @@ from django.core.exceptions import PermissionDenied
 from django.db import connections
 
 from agentdesk import prompts
-from agentdesk.models import AuditEvent, PromptLabel, PromptLabelMove, PromptVersion
+from agentdesk.models import PromptLabel, PromptLabelMove, PromptVersion
 from agentdesk.prompts import GateResult, PromptRefused
-from agentdesk.registry import agent_get
 from agentdesk.roles import ROLE_PERMISSIONS
+from agents.registry import agent_get
+from audit.models import AuditEvent
 from examples.support.agent import SYSTEM_PROMPT, SupportTicketInput, support_prompt_context
 from examples.support.policy_text import SHOP_NAME
 from examples.support.seed import seed_shop

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from agentdesk import redaction
-from agentdesk.audit import audit_record
-from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_text, redact_value
+from audit.log import audit_record
+from audit.models import AuditEvent
 from examples.support.seed import seed_shop
 from runs import services as run_services
 from runs.models import Run, Step
@@ -222,7 +222,7 @@ def test_tool_results_and_model_replies_are_redacted_in_the_checkpoint(
     model_endpoint: Simulator,
 ) -> None:
     """What commit() saves for the next prompt is redacted, whichever step appended it."""
-    from runs.stepping import claim, commit
+    from runs.kernel.stepping import claim, commit
 
     run, _ = run_services.run_submit(agent_name="support", run_input=ticket_input())
     claimed = claim(str(run.id), run.next_seq)

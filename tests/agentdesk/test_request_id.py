@@ -11,8 +11,8 @@ from django.http import HttpResponse
 from django.test import Client, RequestFactory
 
 from agentdesk.logging import RequestIdMiddleware, TraceIdFilter, current_request_id
-from agentdesk.models import AuditEvent
 from agentdesk.tokens import api_token_create
+from audit.models import AuditEvent
 from examples.support.seed import seed_shop
 from runs.models import Run
 from tests.runs.factories import seeded_ticket_input

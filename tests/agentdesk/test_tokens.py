@@ -20,8 +20,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from agentdesk.models import ApiToken, AuditEvent
+from agentdesk.models import ApiToken
 from agentdesk.tokens import TokenRefused, api_token_create, api_token_revoke
+from audit.models import AuditEvent
 from runs.models import Run
 from tests.runs.factories import ticket_input
 

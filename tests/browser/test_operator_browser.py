@@ -22,8 +22,9 @@ from django.contrib.auth import get_user_model
 from guardian.shortcuts import assign_perm
 from playwright.sync_api import Page, expect
 
-from agentdesk.models import AgentConfigVersion, AuditEvent
+from agentdesk.models import AgentConfigVersion
 from agentdesk.roles import roles_sync
+from audit.models import AuditEvent
 from examples.support.seed import seed_shop
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Queue, RequestState

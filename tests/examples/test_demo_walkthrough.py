@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
-from agentdesk import registry
+from agents import registry
 from examples.support.models import Order, Refund
 from reviews.models import ApprovalRequest, RequestState
 from runs import services

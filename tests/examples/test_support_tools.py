@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
-from agentdesk.agents import RESERVED_ARGUMENTS, Idempotency, Risk, ToolContext, ToolError
+from agents.definition import RESERVED_ARGUMENTS, Idempotency, Risk, ToolContext, ToolError
 from examples.support import tools
 from examples.support.agent import SupportTicketInput, render_ticket, support_agent
 from examples.support.models import (

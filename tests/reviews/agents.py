@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from agentdesk import registry
-from agentdesk.policy import ReviewRule
+from agents import registry
 from examples.support.agent import support_agent
 from examples.support.review import SUPPORT_POLICY
+from policy.engine import ReviewRule
 
 ALL_TOOLS = frozenset(tool.name for tool in support_agent.tools)
 

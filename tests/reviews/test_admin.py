@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from guardian.shortcuts import get_group_perms, get_user_perms
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from reviews import services
 from reviews.models import (
     ApprovalRequest,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from agentdesk.models import AuditEvent
 from agentdesk.tokens import api_token_create
+from audit.models import AuditEvent
 from reviews.models import ApprovalRequest, Decision, Queue, RequestState
 from runs.models import Run, RunState
 from tests.reviews.factories import queue_make, request_make, user_make

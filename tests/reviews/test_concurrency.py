@@ -17,8 +17,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from agentdesk import registry
-from agentdesk.models import AuditEvent
+from agents import registry
+from audit.models import AuditEvent
 from examples.support.models import Refund, Reply
 from examples.support.seed import seed_shop
 from reviews import services

@@ -20,8 +20,8 @@ from django.urls import reverse
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, get_user_perms
 
-from agentdesk.models import AuditEvent
 from agentdesk.tokens import api_token_create
+from audit.models import AuditEvent
 from examples.support.seed import seed_shop
 from reviews import access, services
 from reviews.models import (

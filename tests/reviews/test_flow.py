@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from examples.support.models import Refund
 from examples.support.seed import seed_shop
 from reviews import services

@@ -17,7 +17,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from guardian.shortcuts import assign_perm
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from reviews import services
 from reviews.models import ApprovalRequest, Decision, GoldenCandidate, Queue
 from tests.reviews.factories import queue_make, request_make, user_make

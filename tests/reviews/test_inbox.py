@@ -16,7 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from reviews import services
 from reviews.models import (
     ApprovalRequest,

@@ -21,7 +21,7 @@ from freezegun import freeze_time
 from guardian.shortcuts import assign_perm
 
 from agentdesk.celery import app
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from reviews import notify, tasks
 from reviews.models import ApprovalRequest, DecisionKind, Queue, RequestState
 from tests.reviews.test_sla import in_threads, pending_request

@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from reviews.models import ApprovalRequest, Decision, GoldenCandidate, Queue
 from tests.reviews.factories import queue_make, request_make, user_make
 

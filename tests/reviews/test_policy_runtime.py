@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from agentdesk import registry
-from agentdesk.models import AuditEvent
-from agentdesk.policy import policy_evaluate
-from agentdesk.registry import agent_get
+from agents import registry
+from agents.registry import agent_get
+from audit.models import AuditEvent
 from examples.support.models import Cancellation, Customer, Order, Refund
 from examples.support.seed import seed_shop
+from policy.engine import policy_evaluate
 from reviews import services
 from reviews.models import ApprovalRequest, Decision, Queue, RequestState
 from runs import services as run_services
-from runs.exposure import exposure_facts, exposure_summed
+from runs.kernel.exposure import exposure_facts, exposure_summed
 from runs.models import Action, ActionStatus, Run, RunState
 from tests.processes import Simulator
 from tests.reviews.agents import review_agents_settings

@@ -21,7 +21,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from agentdesk import configuration
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from examples.support.models import Refund
 from examples.support.seed import seed_shop
 from reviews import services, tasks

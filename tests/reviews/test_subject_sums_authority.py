@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from examples.support.models import Cancellation, Refund, Reply
 from examples.support.seed import seed_shop
 from reviews import selectors, services

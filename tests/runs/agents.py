@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from agentdesk.agents import (
+from agents.definition import (
     Idempotency,
     Limits,
     OnLimit,

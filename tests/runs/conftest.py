@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agentdesk import registry
+from agents import registry
 
 TEST_AGENTS = [
     "tests.runs.agents.support_agent",

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from agentdesk.agents import Idempotency, Risk, Tool, ToolContext, ToolError
-from agentdesk.policy import Policy
+from agents.definition import Idempotency, Risk, Tool, ToolContext, ToolError
 from examples.support.agent import support_agent
+from policy.engine import Policy
 
 # A configured key in no format the redactor knows by its shape: only its literal value,
 # read from the settings, can find it.

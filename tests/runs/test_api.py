@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from agentdesk.models import AuditEvent
 from agentdesk.tokens import api_token_create
+from audit.models import AuditEvent
 from runs.models import Run
 from tests.runs.factories import ticket_input
 

@@ -22,9 +22,8 @@ from django.test import Client
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
-from agentdesk.models import AuditEvent
-from runs import breakers
-from runs.breakers import (
+from audit.models import AuditEvent
+from runs.gateway.breakers import (
     CircuitOpen,
     breaker_allow,
     breaker_record_failure,
@@ -33,6 +32,7 @@ from runs.breakers import (
     model_breaker_name,
     tool_breaker_name,
 )
+from runs.gateway.client import breakers
 from runs.models import BreakerState, CircuitBreaker
 from tests.processes import ROOT, embedded_env
 
@@ -599,7 +599,7 @@ def _race(count: int, call: Callable[[], Any]) -> list[Any]:
 
 
 def _slowed(monkeypatch: pytest.MonkeyPatch, function: str, pause_s: float) -> None:
-    """Pause inside ``runs.breakers.<function>`` so that threads overlap there.
+    """Pause inside ``runs.gateway.breakers.<function>`` so that threads overlap there.
 
     ``_cooldown`` runs between breaker_allow's read and its compare-and-set; ``_snapshot``
     between breaker_record_failure's lock and its write. Without the pause the first
@@ -672,7 +672,7 @@ def _read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
 
 
 PROCESS_A = """
-from runs.breakers import breaker_record_failure
+from runs.gateway.breakers import breaker_record_failure
 for _ in range(3):
     breaker_record_failure(name="model:shared", error_class="model_server_error")
 """
@@ -682,7 +682,7 @@ for _ in range(3):
 PROCESS_B = """
 import json, time
 from django.utils import timezone
-from runs.breakers import CircuitOpen, breaker_allow, breaker_record_success
+from runs.gateway.breakers import CircuitOpen, breaker_allow, breaker_record_success
 from runs.models import CircuitBreaker
 print("ready", flush=True)
 deadline = time.monotonic() + 30
@@ -744,9 +744,9 @@ def test_workers_in_other_processes_share_the_breaker(
 
 EMBEDDED_CYCLE = """
 from datetime import timedelta
-from agentdesk.models import AuditEvent
-from runs.breakers import CircuitOpen, breaker_allow, breaker_record_failure
-from runs.breakers import breaker_record_success
+from audit.models import AuditEvent
+from runs.gateway.breakers import CircuitOpen, breaker_allow, breaker_record_failure
+from runs.gateway.breakers import breaker_record_success
 from runs.models import CircuitBreaker
 seen = []
 for _ in range(3):

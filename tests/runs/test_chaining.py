@@ -15,7 +15,8 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from examples.support.seed import seed_shop
-from runs import services, stepping
+from runs import services
+from runs.kernel import stepping
 from runs.models import Action, Run, RunState, Step
 from tests.processes import Simulator
 from tests.runs.factories import drive, seeded_ticket_input

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentdesk import registry
+from agents import registry
 from examples.support.models import Refund, Ticket
 from examples.support.seed import seed_shop
 from reviews.models import ApprovalRequest, RequestState

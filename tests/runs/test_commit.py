@@ -3,9 +3,9 @@ and its COMMIT in one round trip.
 
 In a worker the commit is the outermost transaction, so the compare-and-set UPDATE of the
 run, the audit append and the COMMIT go to PostgreSQL as one query string
-(runs.stepping._write_run_and_commit, agentdesk.statements.commit_with). Tests with the ``db``
-fixture run inside a transaction of their own and take the statement-by-statement path;
-these run in real transactions (``transactional_db``), as workers do.
+(runs.kernel.stepping._write_run_and_commit, agentdesk.statements.commit_with). Tests with
+the ``db`` fixture run inside a transaction of their own and take the statement-by-statement
+path; these run in real transactions (``transactional_db``), as workers do.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from agentdesk.audit import ChainIntact, audit_chain_verify
-from agentdesk.models import AuditEvent
 from agentdesk.statements import commit_with
+from audit.log import ChainIntact, audit_chain_verify
+from audit.models import AuditEvent
 from examples.support.seed import seed_shop
-from runs import services, stepping
+from runs import services
+from runs.kernel import stepping
 from runs.models import Action, DeadLetter, Run, RunState, Step
 from tests.processes import Simulator
 from tests.runs.factories import seeded_ticket_input

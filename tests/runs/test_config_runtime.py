@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from agentdesk import configuration
-from agentdesk.agents import TaskContext
 from agentdesk.models import AgentConfigVersion
+from agents.definition import TaskContext
 from examples.support.agent import support_task_kind
 from examples.support.seed import seed_shop
 from reviews.models import ApprovalRequest, Queue

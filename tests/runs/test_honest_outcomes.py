@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from agentdesk.agents import ActionDone, VerifierContext
-from agentdesk.models import AuditEvent
+from agents.definition import ActionDone, VerifierContext
+from audit.models import AuditEvent
 from examples.support.models import Cancellation, Handoff, Order, Refund, Reply
 from examples.support.seed import seed_shop
 from examples.support.verifiers import claims_match_actions, ticket_settled

@@ -1,7 +1,7 @@
 """Read-only calls made within their model step, and commits that lost their lease.
 
 A model step makes the leading calls of its reply that only read at once and records them
-with itself, each as its own tool step (runs.tool_step.read_calls_inline); everything else
+with itself, each as its own tool step (runs.kernel.tool_step.read_calls_inline); everything else
 is left to tool steps. A read that fails there ends as it would in a tool step: refused by
 its open breaker or answered with a ToolError, it is settled and the model is told; crashed,
 it is attempt 1 and its tool step retries it. And a commit checks its lease in its last
@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from examples.support.models import Order
 from examples.support.seed import seed_shop
-from runs import services, stepping
-from runs.breakers import tool_breaker_name
+from runs import services
+from runs.gateway.breakers import tool_breaker_name
+from runs.kernel import stepping
 from runs.models import (
     Action,
     ActionStatus,

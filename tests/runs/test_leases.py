@@ -18,10 +18,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from examples.support.seed import seed_shop
-from runs import leases, services
-from runs.leases import LeaseKeeper
+from runs import services
+from runs.kernel import leases
+from runs.kernel.leases import LeaseKeeper
 from runs.models import Run, RunState, Step
 from tests.processes import Simulator
 from tests.runs.factories import seeded_ticket_input
@@ -112,7 +113,7 @@ def test_a_step_stuck_past_the_longest_step_is_left_to_expire(
     time.sleep(0.1)
     before = _row(run)
 
-    with caplog.at_level(logging.WARNING, logger="runs.leases"):
+    with caplog.at_level(logging.WARNING, logger="runs.kernel.leases"):
         assert keeper.beat() == 0
 
     assert _row(run) == before

@@ -22,15 +22,15 @@ from django.db import models
 from django.test import Client, override_settings
 from guardian.shortcuts import assign_perm
 
-from agentdesk import registry
-from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_row
 from agentdesk.tokens import api_token_create
+from agents import registry
+from audit.models import AuditEvent
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Decision, GoldenCandidate, Queue, RequestKind
 from runs import services as run_services
+from runs.kernel.stepping import STEP_REDACTED, args_hash
 from runs.models import Action, DeadLetter, Run, RunState, Step
-from runs.stepping import STEP_REDACTED, args_hash
 from tests.conftest import wait_until
 from tests.processes import ROOT, WorkerPool
 from tests.reviews.test_concurrency import race
@@ -500,7 +500,7 @@ def test_inv8_workers_calling_an_echoing_endpoint_store_and_log_only_the_placeho
 # Written through agentdesk.redaction.redact_row, which redacts every text and JSON column
 # of the row, one added later included.
 ROW_WRITTEN = {
-    DeadLetter: "runs.stepping.finish",
+    DeadLetter: "runs.kernel.stepping.finish",
     ApprovalRequest: "reviews.services._request_open (arguments: the action's, hashed)",
     Decision: "reviews.services._decision_create",
     GoldenCandidate: "reviews.services._file_candidate",
@@ -508,18 +508,18 @@ ROW_WRITTEN = {
 # Written on the hot path, or under a hash, by writers that name their columns.
 NAMED = {
     "runs.Run.input": "runs.services._run_create",
-    "runs.Run.checkpoint": "runs.services._run_create, runs.stepping.commit",
-    "runs.Run.output": "runs.stepping.finish",
-    "runs.Run.error": "runs.stepping.run_error_set",
+    "runs.Run.checkpoint": "runs.services._run_create, runs.kernel.stepping.commit",
+    "runs.Run.output": "runs.kernel.stepping.finish",
+    "runs.Run.error": "runs.kernel.stepping.run_error_set",
     # Degradation codes only (runs.models.Degradation), never free text.
-    "runs.Run.degraded": "runs.stepping (Degradation values)",
-    **{f"runs.Step.{name}": "runs.stepping.StepRecord.build" for name in STEP_REDACTED},
-    "runs.Action.raw_arguments": "runs.model_step._proposed",
-    "runs.Action.arguments": "runs.model_step._proposed",
-    "runs.Action.rationale": "runs.model_step._proposed",
-    "runs.Action.result": "runs.tool_step.settle_action (the step's, redacted)",
-    "agentdesk.AuditEvent.before": "agentdesk.audit.audit_record",
-    "agentdesk.AuditEvent.after": "agentdesk.audit.audit_record",
+    "runs.Run.degraded": "runs.kernel.stepping (Degradation values)",
+    **{f"runs.Step.{name}": "runs.kernel.stepping.StepRecord.build" for name in STEP_REDACTED},
+    "runs.Action.raw_arguments": "runs.kernel.model_step._proposed",
+    "runs.Action.arguments": "runs.kernel.model_step._proposed",
+    "runs.Action.rationale": "runs.kernel.model_step._proposed",
+    "runs.Action.result": "runs.kernel.tool_step.settle_action (the step's, redacted)",
+    "agentdesk.AuditEvent.before": "audit.log.audit_record",
+    "agentdesk.AuditEvent.after": "audit.log.audit_record",
 }
 # What operators and admins write about configuration, not what a run produced: shown to
 # the people who may change it. A prompt's secret would still be redacted from every

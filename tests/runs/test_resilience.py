@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from examples.support.models import Handoff, Refund
 from examples.support.seed import seed_shop
 from reviews.models import ApprovalRequest, GoldenCandidate
 from reviews.services import approval_approve, approval_reject
 from runs import services
+from runs.gateway.retrying import retry_delay
 from runs.models import Action, ActionStatus, CircuitBreaker, DeadLetter, Run, RunState
-from runs.retrying import retry_delay
 from tests.processes import Simulator
 from tests.runs.factories import drive, seeded_ticket_input
 

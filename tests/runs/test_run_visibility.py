@@ -21,9 +21,9 @@ from django.test import Client
 from django.utils import timezone
 from guardian.shortcuts import remove_perm
 
-from agentdesk.models import AuditEvent
 from agentdesk.roles import ROLE_PERMISSIONS
 from agentdesk.tokens import api_token_create
+from audit.models import AuditEvent
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Queue
 from runs.models import Run, RunState, Step

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from agentdesk.agents import ToolContext
 from agentdesk.logging import TraceIdFilter
-from agentdesk.models import AuditEvent
+from agents.definition import ToolContext
+from audit.models import AuditEvent
 from examples.support.models import Refund
 from examples.support.seed import seed_shop
 from examples.support.tools import ISSUE_REFUND
 from runs import services
+from runs.gateway.pricing import model_call_cost
 from runs.models import Action, ActionStatus, Run, RunState, Step, StepKind
-from runs.pricing import model_call_cost
 from tests.processes import Simulator
 from tests.runs.factories import drive, seeded_ticket_input
 

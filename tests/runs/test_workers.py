@@ -77,7 +77,7 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
 def test_a_killed_workers_step_is_redone_and_a_slow_live_step_keeps_its_lease(
     workers: WorkerPool, model_endpoint: Simulator
 ) -> None:
-    """Invariants 3 and 4 with the lease heartbeat (runs.leases), in real worker processes.
+    """Invariants 3 and 4 with the lease heartbeat (runs.kernel.leases), in real worker processes.
 
     Every model call takes 5 s against a 4 s lease renewed every second: no live step is
     ever taken from its worker. Then the worker is SIGKILLed in the middle of the model

@@ -25,7 +25,11 @@ from django.conf import settings
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.agents import (
+from agentdesk.configuration import config_for_run
+from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.redaction import redact_text, redact_value
+from agentdesk.statements import allot_keys, insert_rows
+from agents.definition import (
     CONFIDENCE_FIELD,
     RATIONALE_FIELD,
     Agent,
@@ -34,23 +38,18 @@ from agentdesk.agents import (
     TaskContext,
     Tool,
 )
-from agentdesk.configuration import config_for_run
-from agentdesk.errors import ErrorClass, error_payload
-from agentdesk.redaction import redact_text, redact_value
-from agentdesk.statements import allot_keys, insert_rows
-from runs.breakers import (
+from runs.gateway.breakers import (
     CircuitOpen,
     breaker_allow,
     breaker_record_failure,
     breaker_record_success,
     model_breaker_name,
 )
-from runs.gateway import ModelCallFailed, ModelReply, ProposedCall, model_complete
-from runs.limits import run_spent
-from runs.models import Action, ActionStatus, Degradation, Run, RunState, Step, StepKind
-from runs.pricing import model_call_cost
-from runs.retrying import retry_delay
-from runs.stepping import (
+from runs.gateway.client import ModelCallFailed, ModelReply, ProposedCall, model_complete
+from runs.gateway.pricing import model_call_cost
+from runs.gateway.retrying import retry_delay
+from runs.kernel.limits import run_spent
+from runs.kernel.stepping import (
     StepRecord,
     action_audit,
     args_hash,
@@ -62,8 +61,13 @@ from runs.stepping import (
     park_for_human,
     release_db_connection,
 )
-from runs.tool_step import InlineCall, account_result, read_calls_inline, settle_action
-from runs.verification import answer_refused_message, answer_verification, verification_failed
+from runs.kernel.tool_step import InlineCall, account_result, read_calls_inline, settle_action
+from runs.kernel.verification import (
+    answer_refused_message,
+    answer_verification,
+    verification_failed,
+)
+from runs.models import Action, ActionStatus, Degradation, Run, RunState, Step, StepKind
 
 log = logging.getLogger("runs.services")
 
@@ -98,7 +102,7 @@ class _Outcome:
 
 RATIONALE_MAX = 2000
 
-# How runs.tool_step stores a call that did not return a result: {"error": {...}} as JSON.
+# How runs.kernel.tool_step stores a call that did not return a result: {"error": {...}} as JSON.
 _TOOL_ERROR_PREFIX = '{"error": '
 
 
@@ -518,7 +522,7 @@ def _proposed(call: ProposedCall) -> tuple[ProposedCall, dict[str, Any] | None, 
     put the very key it was called with into them. Redacted once, here, so that the
     arguments the hash covers, the policy judges, a reviewer approves and the tool runs are
     one and the same. The conversation's copy of the reply is redacted alike by the commit
-    (runs.stepping), with the same result: the tool message's ``tool_call_id`` still matches.
+    (runs.kernel.stepping), with the same result: the tool message's ``tool_call_id`` still matches.
     Redacted before the rationale is cut: a cut through a secret would leave its first half.
     """
     arguments, rationale, confidence = parse_arguments(call.raw_arguments)

@@ -27,13 +27,6 @@ from django.db import DatabaseError, IntegrityError, connection, models, transac
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agentdesk.audit import (
-    audit_append,
-    audit_append_statement,
-    audit_appended,
-    audit_batch,
-    audit_record,
-)
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_row, redact_text, redact_value
 from agentdesk.statements import (
@@ -44,6 +37,13 @@ from agentdesk.statements import (
     select_row,
     update_row_if,
     update_row_if_sql,
+)
+from audit.log import (
+    audit_append,
+    audit_append_statement,
+    audit_appended,
+    audit_batch,
+    audit_record,
 )
 from runs.models import (
     ACTIVE_STATES,
@@ -60,7 +60,7 @@ from runs.models import (
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-    from agentdesk.models import AuditEvent
+    from audit.models import AuditEvent
 
 log = logging.getLogger("runs.services")
 
@@ -369,7 +369,7 @@ def commit(
     a crash), so the step number stays
     where it is and a requeued run takes exactly that step. ``steps``: how many steps
     ``apply`` recorded, from ``seq`` on (a model step with the read-only calls it made at
-    once, runs.tool_step.read_calls_inline).
+    once, runs.kernel.tool_step.read_calls_inline).
     """
     lease = run.lease_token
     try:

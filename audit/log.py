@@ -46,9 +46,9 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from agentdesk.logging import current_request_id
-from agentdesk.models import AuditEvent
 from agentdesk.redaction import redact_value
 from agentdesk.statements import Statement, insert_rows
+from audit.models import AuditEvent
 
 GENESIS_HASH = "0" * 64
 # Any constant will do; it only has to be the same in every process. ("audit" in ASCII.)

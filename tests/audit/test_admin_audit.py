@@ -9,8 +9,8 @@ from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from agentdesk.models import AuditEvent
 from agentdesk.roles import roles_sync
+from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

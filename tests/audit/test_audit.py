@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 
-from agentdesk.audit import (
+from audit.log import (
     GENESIS_HASH,
     _iso,
     audit_batch,
@@ -24,7 +24,7 @@ from agentdesk.audit import (
     event_hash,
     stored_hash,
 )
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 from tests.conftest import AUDIT_TRUNCATE_TRIGGER_OFF
 
 TABLE = AuditEvent._meta.db_table

@@ -1,7 +1,7 @@
 """A run's limits: what it has spent, and the first limit a next step would pass.
 
 Checked before every step (runs.services) and before every read-only tool call a model
-step makes at once (runs.tool_step.read_calls_inline), so that a run stops exactly where
+step makes at once (runs.kernel.tool_step.read_calls_inline), so that a run stops exactly where
 one more step would go over, whichever way its steps are taken.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from agentdesk.agents import Limits
 from agentdesk.errors import ErrorClass, error_payload
+from agents.definition import Limits
 from runs.models import Run
 
 

@@ -1,9 +1,9 @@
 """Running an agent's verifiers: deterministic checks of calls and answers against the data.
 
-A verifier (``agentdesk.agents.Verifier``) is the agent's code; this module gives it what
+A verifier (``agents.definition.Verifier``) is the agent's code; this module gives it what
 the run did and turns its failures into one structured ``verification_failed`` error. What
 happens next is the caller's: a refused call goes back to the model as its tool result
-(runs.tool_step), a refused answer back to the model or to a person (runs.model_step).
+(runs.kernel.tool_step), a refused answer back to the model or to a person (runs.kernel.model_step).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agentdesk.agents import ActionDone, Agent, Verifier, VerifierContext, VerifierStage
 from agentdesk.errors import ErrorClass, error_payload
+from agents.definition import ActionDone, Agent, Verifier, VerifierContext, VerifierStage
+from runs.kernel.stepping import mark_degraded, park_for_human
 from runs.models import Action, Degradation, Run
-from runs.stepping import mark_degraded, park_for_human
 
 # What a refused answer tells the model, before the verifiers' own words. A system message:
 # it comes from the runtime, not from the customer, and the model must not take it for one.

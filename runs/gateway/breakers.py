@@ -47,7 +47,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from agentdesk.audit import audit_record
+from audit.log import audit_record
 from runs.models import BreakerState, CircuitBreaker
 
 WORKER = "worker"  # the actor label of the audit events: workers change breakers on their own

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from agentdesk.models import AuditEvent
+from audit.models import AuditEvent
 
 
 @dataclass(frozen=True)

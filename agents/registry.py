@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from agentdesk.agents import Agent
+from agents.definition import Agent
 
 
 class UnknownAgent(LookupError):

@@ -15,9 +15,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from agentdesk import views
-from agentdesk.audit import audit_record
-from agentdesk.models import AuditEvent
+from audit import views
+from audit.log import audit_record
+from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

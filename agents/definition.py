@@ -6,7 +6,7 @@ declared idempotency behaviour. Both are plain frozen dataclasses so that a defi
 data: the runtime, the policy and the simulator read it, nothing mutates it.
 
 Agents are registered by dotted path in the ``AGENTDESK_AGENTS`` setting; see
-``agentdesk.registry``.
+``agents.registry``.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ CONFIDENCE_FIELD = "confidence"
 RESERVED_ARGUMENTS = frozenset({RATIONALE_FIELD, CONFIDENCE_FIELD})
 
 if TYPE_CHECKING:
-    from agentdesk.policy import Policy
+    from policy.engine import Policy
 
 
 def _default_policy() -> Policy:
-    from agentdesk.policy import Policy  # policy.py imports Risk from here
+    from policy.engine import Policy  # policy.py imports Risk from here
 
     return Policy()
 
@@ -386,10 +386,10 @@ class Agent:
     model_tiers: Mapping[str, tuple[ModelRoute, ...]] = field(default_factory=dict)
     rule_fallback: RuleFallback | None = None
     escalate_to_human: bool = True
-    # Which calls run, wait for a person or are refused (agentdesk.policy). The default
+    # Which calls run, wait for a person or are refused (policy.engine). The default
     # reviews every irreversible call in the "default" queue.
     policy: Policy = field(default_factory=_default_policy)
-    # Whom a run acts for, and the facts of each call (``agentdesk.policy``): a call that
+    # Whom a run acts for, and the facts of each call (``policy.engine``): a call that
     # reaches another subject's records never runs on the model's word, and rules read
     # sums of the money moved on the same record, run and subject. None: no subject, and
     # calls carry no facts (a sum is then over this run only, of nothing).

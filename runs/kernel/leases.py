@@ -1,6 +1,6 @@
 """The heartbeat that keeps a live step's lease, so that only a dead worker's step expires.
 
-A step holds a lease on its run (runs.stepping.claim). Before this module the lease had to
+A step holds a lease on its run (runs.kernel.stepping.claim). Before this module the lease had to
 outlast the slowest step, 120 s, and a worker killed mid-step left its run for those 120 s
 (a median of 123 s to recovery over 31 kills). Now the lease is short
 (``AGENTDESK_STEP_LEASE_S``, 20 s by default) and renewed every

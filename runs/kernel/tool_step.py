@@ -1,6 +1,6 @@
 """A tool step: run one proposed tool call, at most once in effect, and record it.
 
-Arguments are validated before anything runs, then the policy (agentdesk.policy) gives
+Arguments are validated before anything runs, then the policy (policy.engine) gives
 its verdict: execute, block, or review, which opens an approval request and parks the
 run; after a person decided, the step runs the approved arguments or returns the
 reviewer's feedback. A validation failure, an unknown tool, a block, a rejection, an
@@ -29,29 +29,28 @@ from django.utils import timezone
 from limits import storage, strategies
 from pydantic import ValidationError
 
-from agentdesk.agents import Agent, Risk, Tool, ToolContext, ToolError, parse_rate_limit
 from agentdesk.configuration import config_for_run, config_policy_for_run
 from agentdesk.errors import ErrorClass, error_payload
-from agentdesk.policy import Decision as PolicyDecision
-from agentdesk.policy import Evidence, policy_evaluate
-from agentdesk.policy import Verdict as PolicyVerdict
 from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import select_row, update_row_if
+from agents.definition import Agent, Risk, Tool, ToolContext, ToolError, parse_rate_limit
+from policy.engine import Decision as PolicyDecision
+from policy.engine import Evidence, policy_evaluate
+from policy.engine import Verdict as PolicyVerdict
 from reviews.context import review_context_build
 from reviews.models import ApprovalRequest, RequestState
 from reviews.services import approval_is_granted, approval_request_open, request_hash
-from runs.breakers import (
+from runs.gateway.breakers import (
     CircuitOpen,
     breaker_allow,
     breaker_record_failure,
     breaker_record_success,
     tool_breaker_name,
 )
-from runs.exposure import Exposure, exposure_facts, exposure_summed, subject_locked
-from runs.limits import Spent, limit_reached
-from runs.models import Action, ActionStatus, Degradation, Run, Step, StepKind, Verdict
-from runs.retrying import retry_delay
-from runs.stepping import (
+from runs.gateway.retrying import retry_delay
+from runs.kernel.exposure import Exposure, exposure_facts, exposure_summed, subject_locked
+from runs.kernel.limits import Spent, limit_reached
+from runs.kernel.stepping import (
     StepRecord,
     action_audit,
     commit,
@@ -61,7 +60,8 @@ from runs.stepping import (
     park_for_human,
     release_db_connection,
 )
-from runs.verification import call_verification, verification_failed
+from runs.kernel.verification import call_verification, verification_failed
+from runs.models import Action, ActionStatus, Degradation, Run, Step, StepKind, Verdict
 
 log = logging.getLogger("runs.services")
 
@@ -364,7 +364,7 @@ def _judge(
     *,
     run_facts: dict[str, Any] | None,
 ) -> tuple[PolicyDecision, Evidence]:
-    """The policy's verdict on a call, with the evidence it read (runs.exposure).
+    """The policy's verdict on a call, with the evidence it read (runs.kernel.exposure).
 
     A call that moves money is judged under its subject's lock, and its exposure and
     verdict are recorded on its action before the lock is let go, so the next call of the

@@ -35,8 +35,8 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from agentdesk.agents import Agent, CallFacts
-from agentdesk.policy import Evidence, Policy, empty_sums
+from agents.definition import Agent, CallFacts
+from policy.engine import Evidence, Policy, empty_sums
 from runs.models import Action, ActionStatus, Verdict
 
 log = logging.getLogger(__name__)

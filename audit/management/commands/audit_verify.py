@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from agentdesk.audit import ChainBreak, audit_chain_verify
+from audit.log import ChainBreak, audit_chain_verify
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""Agent definitions: what an agent is (tools, input, subject, facts) and their registry."""
