@@ -28,7 +28,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from runs.simulator import replies
+import runs.simulator.replies as replies
 from runs.simulator.conversation import RESERVED, Facts, Outcome, money, read_history
 from runs.simulator.ticket import Intent, Ticket, feedback_amount, parse_ticket, reference_date
 

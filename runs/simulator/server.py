@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from runs.simulator import faults
+import runs.simulator.faults as faults
 from runs.simulator.brain import Decision, decide, tool_schemas, with_false_claim
 from runs.simulator.config import ConfigError, SimulatorConfig
 from runs.simulator.faults import Fault
