@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from agentdesk.audit import audit_record
-from agentdesk.models import ApiToken
+from agentdesk.models import ApiToken, AuditVerb
 
 TOKEN_PREFIX = "adk_"
 
@@ -48,7 +48,7 @@ def api_token_create(
     )
     audit_record(
         actor=user,
-        verb="api_token.created",
+        verb=AuditVerb.API_TOKEN_CREATED,
         object_type="api_token",
         object_id=str(token.pk),
         after={
@@ -86,7 +86,7 @@ def api_token_revoke(*, token_id: int, actor: User | None, owner: User | None) -
         token.save(update_fields=["revoked_at", "revoked_by"])
         audit_record(
             actor=actor,
-            verb="api_token.revoked",
+            verb=AuditVerb.API_TOKEN_REVOKED,
             object_type="api_token",
             object_id=str(token.pk),
             before={"revoked": False},

@@ -50,6 +50,7 @@ from agentdesk.models import (
     AgentConfigVersion,
     ApiToken,
     AuditEvent,
+    AuditVerb,
     PromptLabel,
     PromptLabelMoveKind,
     PromptLabelName,
@@ -70,7 +71,7 @@ class AuditedLoginView(auth_views.LoginView):
             response = super().form_valid(form)
             audit_record(
                 actor=form.get_user(),
-                verb="user.logged_in",
+                verb=AuditVerb.USER_LOGGED_IN,
                 object_type="user",
                 object_id=str(form.get_user().pk),
             )
@@ -85,7 +86,10 @@ class AuditedLogoutView(auth_views.LogoutView):
         with transaction.atomic():
             if user.is_authenticated:
                 audit_record(
-                    actor=user, verb="user.logged_out", object_type="user", object_id=str(user.pk)
+                    actor=user,
+                    verb=AuditVerb.USER_LOGGED_OUT,
+                    object_type="user",
+                    object_id=str(user.pk),
                 )
             return super().post(request, *args, **kwargs)
 

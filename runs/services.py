@@ -43,6 +43,7 @@ from agentdesk.audit import audit_record
 from agentdesk.configuration import config_active, config_for_run, config_of_version
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
+from agentdesk.models import AuditVerb
 from agentdesk.prompts import prompt_production, prompt_render
 from agentdesk.redaction import redact_value
 from agentdesk.registry import UnknownAgent, agent_get
@@ -201,7 +202,7 @@ def _run_create(
     )
     audit_record(
         actor=user,
-        verb="run.submitted",
+        verb=AuditVerb.RUN_SUBMITTED,
         object_type="run",
         object_id=str(run.id),
         after={
@@ -349,7 +350,7 @@ def _resolve(letter: DeadLetter, status: DeadLetterStatus, actor: User | None) -
     letter.save(update_fields=["status", "resolved_at", "resolved_by"])
     audit_record(
         actor=actor,
-        verb=f"dead_letter.{status}",
+        verb=AuditVerb(f"dead_letter.{status}"),
         object_type="dead_letter",
         object_id=str(letter.pk),
         before={"status": DeadLetterStatus.OPEN},
@@ -382,7 +383,7 @@ def dead_letter_requeue(*, letter_id: int, actor: User | None) -> Run:
             before,
             actor=actor,
             actor_label="system",
-            verb="run.requeued",
+            verb=AuditVerb.RUN_REQUEUED,
             next_seq=run.next_seq,
         )
         enqueue_next_step(run)

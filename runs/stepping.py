@@ -35,6 +35,7 @@ from agentdesk.audit import (
     audit_record,
 )
 from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.models import AuditVerb
 from agentdesk.redaction import redact_row, redact_text, redact_value
 from agentdesk.statements import (
     can_commit_with_statements,
@@ -240,7 +241,7 @@ def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
                 run.state = RunState.RUNNING
                 run.started_at = now
                 fields += ["state", "started_at"]
-                run_audit_state(run, RunState.QUEUED, verb="run.started")
+                run_audit_state(run, RunState.QUEUED, verb=AuditVerb.RUN_STARTED)
         # The row is locked: the condition holds. The last statement: it may COMMIT.
         _write_run_and_commit(run, fields, {"id": run.pk}, events)
     return run
@@ -468,7 +469,7 @@ def run_audit_state(
     audit_record(
         actor=actor,
         actor_label="" if actor is not None else actor_label,
-        verb=verb or f"run.{run.state}",
+        verb=verb or AuditVerb(f"run.{run.state}"),
         object_type="run",
         object_id=str(run.id),
         before={"state": before},
@@ -499,7 +500,7 @@ def action_audit(
     audit_record(
         actor=None,
         actor_label=WORKER,
-        verb=f"action.{status}",
+        verb=AuditVerb(f"action.{status}"),
         object_type="action",
         object_id=str(action.pk),
         before={"status": before} if before else None,

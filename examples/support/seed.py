@@ -24,6 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentdesk.audit import audit_record
+from agentdesk.models import AuditVerb
 from agentdesk.roles import DEMO_QUEUES
 from examples.support.models import Cancellation, Customer, Handoff, Order, Refund, Reply, Ticket
 from examples.support.tickets import TICKETS
@@ -391,7 +392,7 @@ def queues_seed() -> None:
             audit_record(
                 actor=None,
                 actor_label="seed",
-                verb="queue.created",
+                verb=AuditVerb.QUEUE_CREATED,
                 object_type="queue",
                 object_id=str(queue.pk),
                 after={"slug": slug, "name": name, "reason": "the demo's queues"},
