@@ -32,6 +32,7 @@ from django.http import HttpRequest
 from agentdesk.models import ApiToken
 from agentdesk.tokens import TokenRefused, api_token_revoke
 from audit.log import audit_record
+from audit.models import AuditVerb
 
 USER_FLAGS = ("is_active", "is_staff", "is_superuser")
 
@@ -106,7 +107,7 @@ class AuditedUserAdmin(_AuditedDeletes, UserAdmin):
             return
         audit_record(
             actor=request.user,
-            verb="user.access_changed" if change else "user.created",
+            verb=AuditVerb.USER_ACCESS_CHANGED if change else AuditVerb.USER_CREATED,
             object_type="user",
             object_id=str(user.pk),
             before=before,
@@ -116,7 +117,7 @@ class AuditedUserAdmin(_AuditedDeletes, UserAdmin):
     def audit_deleted(self, request: HttpRequest, obj: Any) -> None:
         audit_record(
             actor=request.user,
-            verb="user.deleted",
+            verb=AuditVerb.USER_DELETED,
             object_type="user",
             object_id=str(obj.pk),
             before={"username": obj.get_username(), **user_access(obj)},
@@ -148,7 +149,7 @@ class AuditedGroupAdmin(_AuditedDeletes, GroupAdmin):
             return
         audit_record(
             actor=request.user,
-            verb="group.permissions_changed" if change else "group.created",
+            verb=AuditVerb.GROUP_PERMISSIONS_CHANGED if change else AuditVerb.GROUP_CREATED,
             object_type="group",
             object_id=str(group.pk),
             before=before,
@@ -158,7 +159,7 @@ class AuditedGroupAdmin(_AuditedDeletes, GroupAdmin):
     def audit_deleted(self, request: HttpRequest, obj: Any) -> None:
         audit_record(
             actor=request.user,
-            verb="group.deleted",
+            verb=AuditVerb.GROUP_DELETED,
             object_type="group",
             object_id=str(obj.pk),
             before={"name": obj.name, "permissions": _permission_names(obj.permissions.all())},

@@ -219,6 +219,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "guardian",
     "template_partials",
+    "ninja",  # the API docs page's template and its Swagger UI files (no CDN)
     "agentdesk",
     "audit",
     "runs",

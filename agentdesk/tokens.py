@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from agentdesk.models import ApiToken
 from audit.log import audit_record
+from audit.models import AuditVerb
 
 TOKEN_PREFIX = "adk_"
 
@@ -48,7 +49,7 @@ def api_token_create(
     )
     audit_record(
         actor=user,
-        verb="api_token.created",
+        verb=AuditVerb.API_TOKEN_CREATED,
         object_type="api_token",
         object_id=str(token.pk),
         after={
@@ -86,7 +87,7 @@ def api_token_revoke(*, token_id: int, actor: User | None, owner: User | None) -
         token.save(update_fields=["revoked_at", "revoked_by"])
         audit_record(
             actor=actor,
-            verb="api_token.revoked",
+            verb=AuditVerb.API_TOKEN_REVOKED,
             object_type="api_token",
             object_id=str(token.pk),
             before={"revoked": False},

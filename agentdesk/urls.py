@@ -2,8 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from agentdesk import views
+from agentdesk.api import api_make
 from reviews import api as reviews_api
-from runs import api
+from runs import api as runs_api
+
+api = api_make([runs_api.router, reviews_api.router])
 
 agent_urls = (
     [
@@ -49,15 +52,8 @@ urlpatterns = [
     path("agents/", include(agent_urls)),
     path("prompts/", include(prompt_urls)),
     path("tokens/", include(token_urls)),
-    path("api/runs", api.runs_create, name="api-runs-create"),
-    path("api/runs/<uuid:run_id>", api.runs_detail, name="api-runs-detail"),
-    path("api/requests", reviews_api.requests_list, name="api-requests"),
-    path("api/requests/<int:request_id>", reviews_api.requests_detail, name="api-request"),
-    path(
-        "api/requests/<int:request_id>/decision",
-        reviews_api.requests_decide,
-        name="api-request-decide",
-    ),
+    # The JSON API (runs/api.py, reviews/api.py), its schema (api/schema) and docs (api/docs).
+    path("api/", api.urls),
     # Before the admin's own: its "view on site" redirect answers 404 to a malformed id.
     path(
         "admin/r/<path:content_type_id>/<path:object_id>/",

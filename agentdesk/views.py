@@ -50,6 +50,7 @@ from agentdesk.tokens import TokenRefused, api_token_revoke, api_tokens_of
 from agents.definition import Agent
 from agents.registry import UnknownAgent, agent_get, agents
 from audit.log import audit_record
+from audit.models import AuditVerb
 from reviews import selectors as review_selectors
 
 
@@ -61,7 +62,7 @@ class AuditedLoginView(auth_views.LoginView):
             response = super().form_valid(form)
             audit_record(
                 actor=form.get_user(),
-                verb="user.logged_in",
+                verb=AuditVerb.USER_LOGGED_IN,
                 object_type="user",
                 object_id=str(form.get_user().pk),
             )
@@ -76,7 +77,10 @@ class AuditedLogoutView(auth_views.LogoutView):
         with transaction.atomic():
             if user.is_authenticated:
                 audit_record(
-                    actor=user, verb="user.logged_out", object_type="user", object_id=str(user.pk)
+                    actor=user,
+                    verb=AuditVerb.USER_LOGGED_OUT,
+                    object_type="user",
+                    object_id=str(user.pk),
                 )
             return super().post(request, *args, **kwargs)
 

@@ -6,6 +6,82 @@ from django.conf import settings
 from django.db import models
 
 
+class AuditVerb(models.TextChoices):
+    """What an audit event says happened: ``<object>.<what>``, the ``verb`` of AuditEvent.
+
+    Write a member, never a string: this is the one list of what the log can say. Verbs
+    composed from a state (``run.<state>``, ``action.<status>``, ``request.<decision>``,
+    ``dead_letter.<status>``) are converted with ``AuditVerb(f"...")``, and every state
+    they can be composed from has its member (tests/agentdesk/test_audit_verbs.py).
+
+    Not ``choices`` on the column: an app (or AGENTDESK_EXTRA_APPS) adding a verb would
+    need a migration of the audit table, and the stored values are the same either way.
+    """
+
+    # Runs: submitted, claimed by a worker, every change of state, their dead letters.
+    RUN_SUBMITTED = "run.submitted"
+    RUN_STARTED = "run.started"
+    RUN_RESUMED = "run.resumed"
+    RUN_REQUEUED = "run.requeued"
+    RUN_QUEUE_MISSING = "run.queue_missing"
+    RUN_QUEUED = "run.queued"
+    RUN_RUNNING = "run.running"
+    RUN_WAITING_FOR_APPROVAL = "run.waiting_for_approval"
+    RUN_NEEDS_HUMAN = "run.needs_human"
+    RUN_SUCCEEDED = "run.succeeded"
+    RUN_FAILED = "run.failed"
+    RUN_CANCELLED = "run.cancelled"
+    RUN_DEAD_LETTERED = "run.dead_lettered"
+    DEAD_LETTER_REQUEUED = "dead_letter.requeued"
+    DEAD_LETTER_DISCARDED = "dead_letter.discarded"
+    # A proposed tool call and how it ended (``executing`` is not written: the intent
+    # marker is on the action, the outcome's event says the call ran).
+    ACTION_PROPOSED = "action.proposed"
+    ACTION_EXECUTING = "action.executing"
+    ACTION_SUCCEEDED = "action.succeeded"
+    ACTION_FAILED = "action.failed"
+    ACTION_BLOCKED = "action.blocked"
+    ACTION_REJECTED = "action.rejected"
+    BREAKER_OPENED = "breaker.opened"
+    BREAKER_HALF_OPENED = "breaker.half_opened"
+    BREAKER_CLOSED = "breaker.closed"
+    # Approval requests and the decisions on them.
+    REQUEST_OPENED = "request.opened"
+    REQUEST_CLAIMED = "request.claimed"
+    REQUEST_APPROVE = "request.approve"
+    REQUEST_EDIT = "request.edit"
+    REQUEST_REJECT = "request.reject"
+    REQUEST_DECISION_REFUSED = "request.decision_refused"
+    REQUEST_ESCALATED = "request.escalated"
+    REQUEST_EXPIRED = "request.expired"
+    REQUEST_REMINDED = "request.reminded"
+    CANDIDATE_STATUS_CHANGED = "candidate.status_changed"
+    RECORDS_REDACTED = "records.redacted"
+    # Queues and who may see and decide in them.
+    QUEUE_CREATED = "queue.created"
+    QUEUE_CHANGED = "queue.changed"
+    QUEUE_DELETED = "queue.deleted"
+    QUEUE_PERMISSION_GRANTED = "queue.permission_granted"
+    QUEUE_PERMISSION_REVOKED = "queue.permission_revoked"
+    QUEUE_PERMISSION_REFUSED = "queue.permission_refused"
+    # What operators change without a deploy.
+    CONFIG_VERSION_CREATED = "config.version_created"
+    CONFIG_ACTIVATED = "config.activated"
+    PROMPT_VERSION_CREATED = "prompt.version_created"
+    PROMPT_LABEL_MOVED = "prompt.label_moved"
+    # People, groups and tokens.
+    USER_LOGGED_IN = "user.logged_in"
+    USER_LOGGED_OUT = "user.logged_out"
+    USER_CREATED = "user.created"
+    USER_ACCESS_CHANGED = "user.access_changed"
+    USER_DELETED = "user.deleted"
+    GROUP_CREATED = "group.created"
+    GROUP_PERMISSIONS_CHANGED = "group.permissions_changed"
+    GROUP_DELETED = "group.deleted"
+    API_TOKEN_CREATED = "api_token.created"
+    API_TOKEN_REVOKED = "api_token.revoked"
+
+
 class AuditEvent(models.Model):
     """Who did what to which object, when, before and after. Append-only and chained.
 

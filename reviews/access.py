@@ -25,6 +25,7 @@ from django.db import transaction
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
 from audit.log import audit_record
+from audit.models import AuditVerb
 from reviews.models import Queue
 
 Level = Literal["view", "decide"]
@@ -99,7 +100,7 @@ def queue_permission_refused(
     with transaction.atomic():
         audit_record(
             actor=actor,
-            verb="queue.permission_refused",
+            verb=AuditVerb.QUEUE_PERMISSION_REFUSED,
             object_type="queue",
             object_id=str(queue.pk),
             after={"asked_for": asked_for[:150], "permission": permission, "reason": reason},
@@ -149,7 +150,9 @@ def queue_permission_set(
                 remove_perm(f"reviews.{codename}", principal, queue)
             audit_record(
                 actor=actor,
-                verb="queue.permission_granted" if granted else "queue.permission_revoked",
+                verb=AuditVerb.QUEUE_PERMISSION_GRANTED
+                if granted
+                else AuditVerb.QUEUE_PERMISSION_REVOKED,
                 object_type="queue",
                 object_id=str(queue.pk),
                 before={"holds": codename in held},

@@ -33,6 +33,7 @@ from guardian.admin import (
 )
 
 from audit.log import audit_record
+from audit.models import AuditVerb
 from reviews.access import (
     MANAGE_ACCESS,
     grant_refusal,
@@ -252,7 +253,7 @@ class QueueAdmin(ReinforcedGuardedModelAdmin):
             super().save_model(request, obj, form, change)
             audit_record(
                 actor=request.user,
-                verb="queue.changed" if change else "queue.created",
+                verb=AuditVerb.QUEUE_CHANGED if change else AuditVerb.QUEUE_CREATED,
                 object_type="queue",
                 object_id=str(obj.pk),
                 before=before,
@@ -263,7 +264,7 @@ class QueueAdmin(ReinforcedGuardedModelAdmin):
         with transaction.atomic():
             audit_record(
                 actor=request.user,
-                verb="queue.deleted",
+                verb=AuditVerb.QUEUE_DELETED,
                 object_type="queue",
                 object_id=str(obj.pk),
                 before=_audited_fields(obj, QUEUE_FIELDS),
@@ -384,7 +385,7 @@ class GoldenCandidateAdmin(admin.ModelAdmin):
             if before != obj.status:
                 audit_record(
                     actor=request.user,
-                    verb="candidate.status_changed",
+                    verb=AuditVerb.CANDIDATE_STATUS_CHANGED,
                     object_type="golden_candidate",
                     object_id=str(obj.pk),
                     before={"status": before},

@@ -13,18 +13,66 @@ it approves; a request someone else decided first is 409, with who and how.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET, require_POST
+from ninja import Router, Schema
 
+from agentdesk.api import api_error, body_documented, refusals
 from agentdesk.json_input import json_object_parse
 from reviews import selectors, services
-from reviews.models import ApprovalRequest
-from runs.api import api_error, token_required
+from reviews.models import ApprovalRequest, RequestKind, RequestOutcome, RequestState
 
 LIST_LIMIT = 100
+
+router = Router(tags=["requests"])
+
+
+class DecisionIn(Schema):
+    decision: Literal["approve", "edit", "reject"]
+    # approve and edit: the hash of the arguments the reviewer saw (they may have changed).
+    args_hash: str = ""
+    # edit: the arguments to run instead, checked against the tool's input schema.
+    arguments: dict[str, Any] | None = None
+    # reject: returned to the agent as the tool's result.
+    feedback: str = ""
+    reason: str = ""
+
+
+class RequestOut(Schema):
+    id: int
+    kind: RequestKind
+    state: RequestState
+    outcome: RequestOutcome | Literal[""]
+    queue: str
+    run: str
+    agent: str
+    tool: str
+    risk: str
+    arguments: dict[str, Any]
+    args_hash: str
+    rule: str
+    approvals_required: int
+    due_at: str
+
+
+class RequestFullOut(RequestOut):
+    routing_reason: str
+    rationale: str
+    confidence: float | None
+    context: dict[str, Any]
+    feedback: str
+
+
+class RequestListOut(Schema):
+    requests: list[RequestOut]
+
+
+class DecisionOut(Schema):
+    # False: a two-person request that has its first approval and waits for a second.
+    completed: bool
+    request: RequestOut
 
 
 def request_json(request: ApprovalRequest, *, full: bool = False) -> dict[str, Any]:
@@ -55,26 +103,39 @@ def request_json(request: ApprovalRequest, *, full: bool = False) -> dict[str, A
     return body
 
 
-@require_GET
-@token_required
-def requests_list(request: HttpRequest) -> JsonResponse:
+@router.get(
+    "/requests",
+    response={200: RequestListOut, **refusals()},
+    url_name="api-requests",
+    summary="Pending requests the token's user may see, due first",
+)
+def requests_list(request: HttpRequest) -> dict[str, Any]:
     queue_ids = selectors.queue_ids_visible(user=request.user)
     pending = selectors.inbox_requests(queue_ids=queue_ids, filters=selectors.InboxFilters())
-    return JsonResponse({"requests": [request_json(r) for r in pending[:LIST_LIMIT]]})
+    return {"requests": [request_json(r) for r in pending[:LIST_LIMIT]]}
 
 
-@require_GET
-@token_required
-def requests_detail(request: HttpRequest, request_id: int) -> JsonResponse:
+@router.get(
+    "/requests/{int:request_id}",
+    response={200: RequestFullOut, **refusals(404)},
+    url_name="api-request",
+    summary="One request: the call, its arguments and hash, the context",
+)
+def requests_detail(request: HttpRequest, request_id: int) -> dict[str, Any] | JsonResponse:
     approval = selectors.request_get_visible(user=request.user, request_id=request_id)
     if approval is None:
         return api_error(404, "no such request")
-    return JsonResponse(request_json(approval, full=True))
+    return request_json(approval, full=True)
 
 
-@require_POST
-@token_required
-def requests_decide(request: HttpRequest, request_id: int) -> JsonResponse:
+@router.post(
+    "/requests/{int:request_id}/decision",
+    response={200: DecisionOut, **refusals(400, 403, 404, 409)},
+    url_name="api-request-decide",
+    openapi_extra=body_documented(DecisionIn),
+    summary="Approve, edit or reject a request (409 if someone decided it first)",
+)
+def requests_decide(request: HttpRequest, request_id: int) -> dict[str, Any] | JsonResponse:
     approval = selectors.request_get_visible(user=request.user, request_id=request_id)
     if approval is None:
         return api_error(404, "no such request")
@@ -117,4 +178,4 @@ def requests_decide(request: HttpRequest, request_id: int) -> JsonResponse:
         return api_error(403, exc.message)
     except services.DecisionRefused as exc:
         return api_error(400, exc.message, exc.field_errors or None)
-    return JsonResponse({"completed": outcome.completed, "request": request_json(outcome.request)})
+    return {"completed": outcome.completed, "request": request_json(outcome.request)}

@@ -28,6 +28,7 @@ from django.db import models, transaction
 
 from agentdesk.redaction import redact_value
 from audit.log import audit_record
+from audit.models import AuditVerb
 from reviews.models import ApprovalRequest, Decision, GoldenCandidate
 from runs.kernel.stepping import STEP_REDACTED
 from runs.models import ACTIVE_STATES, Action, DeadLetter, Run, Step
@@ -115,7 +116,7 @@ def _redact_model(target: _Target, report: BackfillReport, batch: int) -> None:
                 audit_record(
                     actor=None,
                     actor_label="redact_stored",
-                    verb="records.redacted",
+                    verb=AuditVerb.RECORDS_REDACTED,
                     object_type=str(target.model._meta.model_name),
                     object_id=changed[0] if len(changed) == 1 else "",
                     after={"model": label, "ids": changed},

@@ -81,6 +81,17 @@ class RequestState(models.TextChoices):
     EXPIRED = "expired"
 
 
+class RequestOutcome(models.TextChoices):
+    """How a request ended (``ApprovalRequest.outcome``; blank while it is pending)."""
+
+    APPROVED = "approved"
+    EDITED = "edited", "Approved with edits"
+    REJECTED = "rejected"
+    # Overdue in a queue without an escalation target: its ``expiry_outcome`` decided.
+    EXPIRED_REJECTED = "expired_rejected", "Expired, rejected"
+    EXPIRED_APPROVED = "expired_approved", "Expired, approved"
+
+
 class RequestKind(models.TextChoices):
     # A proposed tool call the policy sent to review: approve, edit, reject, escalate.
     ACTION = "action", "Tool call"
@@ -131,8 +142,7 @@ class ApprovalRequest(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     claimed_until = models.DateTimeField(null=True, blank=True)
-    # "approved", "edited", "rejected", "expired_rejected", "expired_approved".
-    outcome = models.CharField(max_length=20, blank=True)
+    outcome = models.CharField(max_length=20, choices=RequestOutcome.choices, blank=True)
     # The reviewer's feedback on a rejection, returned to the agent as the tool's result.
     feedback = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -44,8 +44,16 @@ from django.utils import timezone
 from guardian.shortcuts import get_users_with_perms
 
 from audit.log import audit_record
+from audit.models import AuditVerb
 from reviews import services
-from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
+from reviews.models import (
+    ApprovalRequest,
+    Decision,
+    DecisionKind,
+    Queue,
+    RequestOutcome,
+    RequestState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +136,7 @@ def approvals_remind_due(*, limit: int = 200) -> list[int]:
             audit_record(
                 actor=None,
                 actor_label="sla",
-                verb="request.reminded",
+                verb=AuditVerb.REQUEST_REMINDED,
                 object_type="approval_request",
                 object_id=str(request_id),
                 after={
@@ -233,7 +241,9 @@ def sla_decisions_announce(*, decision_ids: list[int]) -> int:
                 "request.expired",
                 request,
                 queue=decision.from_queue or request.queue,
-                outcome="approve" if request.outcome == "expired_approved" else "reject",
+                outcome="approve"
+                if request.outcome == RequestOutcome.EXPIRED_APPROVED
+                else "reject",
                 reason=decision.reason,
             )
         webhook_enqueue(payload)

@@ -33,6 +33,7 @@ from agentdesk.redaction import redact_row, redact_text, redact_value
 from agents.definition import Tool
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
+from audit.models import AuditVerb
 from policy.engine import Decision as PolicyDecision
 from policy.engine import Verdict, policy_evaluate
 from reviews.broadcast import queue_changed
@@ -45,6 +46,7 @@ from reviews.models import (
     GoldenCandidate,
     Queue,
     RequestKind,
+    RequestOutcome,
     RequestState,
 )
 from runs.kernel.exposure import exposure_facts, exposure_summed, subject_locked
@@ -117,7 +119,7 @@ def _duty_audited(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 with transaction.atomic():
                     audit_record(
                         actor=kwargs["user"],  # type: ignore[arg-type]
-                        verb="request.decision_refused",
+                        verb=AuditVerb.REQUEST_DECISION_REFUSED,
                         object_type="approval_request",
                         object_id=str(exc.request_id),
                         after={"decision": str(kind), "rule": exc.rule, "reason": exc.message},
@@ -206,7 +208,7 @@ def _queue_reaching_a_person(*, run: Run, candidates: list[tuple[str, str]]) -> 
             audit_record(
                 actor=None,
                 actor_label="worker",
-                verb="run.queue_missing",
+                verb=AuditVerb.RUN_QUEUE_MISSING,
                 object_type="run",
                 object_id=str(run.pk),
                 after={"named": slugs[0], "used": slug, "because": why},
@@ -275,7 +277,7 @@ def _request_open(
     audit_record(
         actor=None,
         actor_label="worker",
-        verb="request.opened",
+        verb=AuditVerb.REQUEST_OPENED,
         object_type="approval_request",
         object_id=str(request.pk),
         after={"queue": queue.slug, "due_at": request.due_at.isoformat(), **audit_after},
@@ -396,7 +398,7 @@ def approval_claim(*, request_id: int, user: User) -> ApprovalRequest:
         if not held:
             audit_record(
                 actor=user,
-                verb="request.claimed",
+                verb=AuditVerb.REQUEST_CLAIMED,
                 object_type="approval_request",
                 object_id=str(request.pk),
                 after={"claimed_until": request.claimed_until.isoformat()},
@@ -464,7 +466,7 @@ def approval_approve(*, request_id: int, user: User, seen_hash: str, reason: str
                 "Review the current arguments and decide again."
             )
         decision = _add_approval(request, user, DecisionKind.APPROVE, None, reason)
-        return _after_approval(request, decision, outcome="approved")
+        return _after_approval(request, decision, outcome=RequestOutcome.APPROVED)
 
 
 @_duty_audited(DecisionKind.EDIT)
@@ -532,7 +534,7 @@ def approval_edit(
             ]
         )
         decision = _add_approval(request, user, DecisionKind.EDIT, edited, reason, before=before)
-        return _after_approval(request, decision, outcome="edited")
+        return _after_approval(request, decision, outcome=RequestOutcome.EDITED)
 
 
 def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]) -> PolicyDecision:
@@ -642,7 +644,7 @@ def _add_approval(
         ) from None
     audit_record(
         actor=user,
-        verb=f"request.{kind}",
+        verb=AuditVerb(f"request.{kind}"),
         object_type="approval_request",
         object_id=str(request.pk),
         before=before,
@@ -699,7 +701,7 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
         request.feedback = feedback[:FEEDBACK_MAX]
         audit_record(
             actor=user,
-            verb="request.reject",
+            verb=AuditVerb.REQUEST_REJECT,
             object_type="approval_request",
             object_id=str(request.pk),
             after={"decision": decision.pk, "feedback": request.feedback},
@@ -707,7 +709,7 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
         )
         if not request.is_run_escalation:
             _file_candidate(request, decision)
-        _complete(request, RequestState.REJECTED, outcome="rejected", actor=user)
+        _complete(request, RequestState.REJECTED, outcome=RequestOutcome.REJECTED, actor=user)
         return Outcome(request, decision, completed=True)
 
 
@@ -752,7 +754,7 @@ def _move(request: ApprovalRequest, to_queue: Queue, *, actor: User | None, reas
     audit_record(
         actor=actor,
         actor_label="" if actor else SLA,
-        verb="request.escalated",
+        verb=AuditVerb.REQUEST_ESCALATED,
         object_type="approval_request",
         object_id=str(request.pk),
         before={"queue": from_queue.slug},
@@ -792,7 +794,7 @@ def _complete(
             waiting_in,
             actor=actor,
             actor_label=SLA,
-            verb="run.resumed",
+            verb=AuditVerb.RUN_RESUMED,
             request=request.pk,
             outcome=outcome,
         )
@@ -910,7 +912,7 @@ def approval_bulk_approve(
             _after_approval(
                 request,
                 _add_approval(request, user, DecisionKind.APPROVE, None, "bulk approval"),
-                outcome="approved",
+                outcome=RequestOutcome.APPROVED,
             )
             for request in requests
         ]
@@ -1000,7 +1002,7 @@ def _expire(request: ApprovalRequest) -> Decision:
     audit_record(
         actor=None,
         actor_label=SLA,
-        verb="request.expired",
+        verb=AuditVerb.REQUEST_EXPIRED,
         object_type="approval_request",
         object_id=str(request.pk),
         after={"outcome": queue.expiry_outcome, "reason": reason},
@@ -1009,7 +1011,7 @@ def _expire(request: ApprovalRequest) -> Decision:
     _complete(
         request,
         RequestState.EXPIRED,
-        outcome="expired_approved" if approve else "expired_rejected",
+        outcome=RequestOutcome.EXPIRED_APPROVED if approve else RequestOutcome.EXPIRED_REJECTED,
         actor=None,
     )
     return decision
@@ -1017,4 +1019,6 @@ def _expire(request: ApprovalRequest) -> Decision:
 
 def approval_is_granted(request: ApprovalRequest) -> bool:
     """Whether the worker may execute the request's arguments."""
-    return request.state == RequestState.APPROVED or request.outcome == "expired_approved"
+    return (
+        request.state == RequestState.APPROVED or request.outcome == RequestOutcome.EXPIRED_APPROVED
+    )

@@ -1,4 +1,4 @@
-"""The HTTP API: JSON in, JSON out, bearer-token authentication.
+"""The HTTP API of runs: JSON in, JSON out, bearer-token authentication (agentdesk.api).
 
 POST /api/runs      submit a run (Idempotency-Key header optional but recommended)
 GET  /api/runs/<id> a run's state and totals
@@ -6,49 +6,45 @@ GET  /api/runs/<id> a run's state and totals
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
+import uuid
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from ninja import Header, Router, Schema, Status
 
+from agentdesk.api import api_error, body_documented, refusals
 from agentdesk.json_input import json_object_parse
-from agentdesk.tokens import api_token_authenticate, api_token_used
 from runs import selectors, services
-from runs.models import Run
+from runs.models import Run, RunState
+
+router = Router(tags=["runs"])
 
 
-def api_error(status: int, message: str, details: Any = None) -> JsonResponse:
-    body: dict[str, Any] = {"error": {"message": message}}
-    if details is not None:
-        body["error"]["details"] = details
-    return JsonResponse(body, status=status)
+class RunIn(Schema):
+    agent: str
+    # Checked against the agent's declared input schema; a mismatch is a 400 listing why.
+    input: dict[str, Any]
 
 
-# A call refused for want of access (no such object to this user, or read only): it does
-# not count as a use of the token, so ``last_used_at`` does not move for a probe.
-_DENIED = (403, 404)
-
-
-def token_required(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        token = api_token_authenticate(request.headers.get("Authorization"))
-        if token is None:
-            # Unknown, revoked and expired keys alike: the caller learns nothing about which.
-            response = api_error(401, "a valid 'Authorization: Bearer <token>' header is required")
-            response["WWW-Authenticate"] = "Bearer"
-            return response
-        request.user = token.user
-        response = view(request, *args, **kwargs)
-        if response.status_code not in _DENIED:
-            api_token_used(token=token)
-        return response
-
-    return csrf_exempt(wrapper)
+class RunOut(Schema):
+    id: str
+    agent: str
+    state: RunState
+    trace_id: str
+    prompt_version: str
+    created_at: str
+    finished_at: str | None
+    steps: int
+    tool_calls: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: str
+    output: str | None
+    error: Any
+    degraded: list[str]
+    # Present, naming the fields set to null, when the reader may not see the outcome.
+    withheld: list[str] | None = None
 
 
 def run_json(run: Run, *, outcome_withheld: bool = False) -> dict[str, Any]:
@@ -78,9 +74,17 @@ def run_json(run: Run, *, outcome_withheld: bool = False) -> dict[str, Any]:
     return body
 
 
-@require_POST
-@token_required
-def runs_create(request: HttpRequest) -> JsonResponse:
+@router.post(
+    "/runs",
+    response={201: RunOut, 200: RunOut, **refusals(400, 403, 409)},
+    url_name="api-runs-create",
+    exclude_unset=True,
+    openapi_extra=body_documented(RunIn),
+    summary="Submit a run (201; 200 for a repeated Idempotency-Key)",
+)
+def runs_create(
+    request: HttpRequest, idempotency_key: str | None = Header(None, alias="Idempotency-Key")
+) -> Status[dict[str, Any]] | JsonResponse:
     if not request.user.has_perm("runs.add_run"):
         return api_error(403, "this token's user may not submit runs")
     if len(request.body) > settings.AGENTDESK_MAX_INPUT_BYTES + 1024:
@@ -104,19 +108,24 @@ def runs_create(request: HttpRequest) -> JsonResponse:
             agent_name=body["agent"],
             run_input=body["input"],
             submitted_by=request.user,
-            idempotency_key=request.headers.get("Idempotency-Key"),
+            idempotency_key=idempotency_key,
         )
     except services.RunInputInvalid as exc:
         return api_error(400, exc.message, exc.details)
     except services.IdempotencyConflict as exc:
         return api_error(409, str(exc))
-    return JsonResponse(run_json(run), status=201 if created else 200)
+    return Status(201 if created else 200, run_json(run))
 
 
-@require_GET
-@token_required
-def runs_detail(request: HttpRequest, run_id: str) -> JsonResponse:
+@router.get(
+    "/runs/{uuid:run_id}",
+    response={200: RunOut, **refusals(404)},
+    url_name="api-runs-detail",
+    exclude_unset=True,
+    summary="A run's state and totals",
+)
+def runs_detail(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any] | JsonResponse:
     view = selectors.run_get_visible(user=request.user, run_id=str(run_id))
     if view is None:
         return api_error(404, "no such run")
-    return JsonResponse(run_json(view.run, outcome_withheld=view.outcome_withheld))
+    return run_json(view.run, outcome_withheld=view.outcome_withheld)

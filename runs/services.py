@@ -46,6 +46,7 @@ from agentdesk.redaction import redact_value
 from agents.definition import Agent, OnLimit
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
+from audit.models import AuditVerb
 from runs.kernel.leases import lease_kept
 from runs.kernel.limits import limit_reached, run_spent
 from runs.kernel.model_step import model_step
@@ -201,7 +202,7 @@ def _run_create(
     )
     audit_record(
         actor=user,
-        verb="run.submitted",
+        verb=AuditVerb.RUN_SUBMITTED,
         object_type="run",
         object_id=str(run.id),
         after={
@@ -349,7 +350,7 @@ def _resolve(letter: DeadLetter, status: DeadLetterStatus, actor: User | None) -
     letter.save(update_fields=["status", "resolved_at", "resolved_by"])
     audit_record(
         actor=actor,
-        verb=f"dead_letter.{status}",
+        verb=AuditVerb(f"dead_letter.{status}"),
         object_type="dead_letter",
         object_id=str(letter.pk),
         before={"status": DeadLetterStatus.OPEN},
@@ -382,7 +383,7 @@ def dead_letter_requeue(*, letter_id: int, actor: User | None) -> Run:
             before,
             actor=actor,
             actor_label="system",
-            verb="run.requeued",
+            verb=AuditVerb.RUN_REQUEUED,
             next_seq=run.next_seq,
         )
         enqueue_next_step(run)

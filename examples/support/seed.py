@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from agentdesk.roles import DEMO_QUEUES
 from audit.log import audit_record
+from audit.models import AuditVerb
 from examples.support.models import Cancellation, Customer, Handoff, Order, Refund, Reply, Ticket
 from examples.support.tickets import TICKETS
 from examples.support.tools import format_money, refund_result
@@ -391,7 +392,7 @@ def queues_seed() -> None:
             audit_record(
                 actor=None,
                 actor_label="seed",
-                verb="queue.created",
+                verb=AuditVerb.QUEUE_CREATED,
                 object_type="queue",
                 object_id=str(queue.pk),
                 after={"slug": slug, "name": name, "reason": "the demo's queues"},

@@ -48,6 +48,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from audit.log import audit_record
+from audit.models import AuditVerb
 from runs.models import BreakerState, CircuitBreaker
 
 WORKER = "worker"  # the actor label of the audit events: workers change breakers on their own
@@ -211,7 +212,7 @@ def breaker_allow(*, name: str) -> bool:
             if won:
                 _audit(
                     name=name,
-                    verb="breaker.half_opened",
+                    verb=AuditVerb.BREAKER_HALF_OPENED,
                     before={"state": BreakerState.OPEN.value, "opened_at": _iso(opened_at)},
                     after={"state": BreakerState.HALF_OPEN.value, "probe_started_at": _iso(now)},
                 )
@@ -291,7 +292,7 @@ def breaker_record_success(*, name: str, was_clean: bool = False) -> None:
                 "updated_at",
             ]
         )
-        _audit(name=name, verb="breaker.closed", before=before, after=_snapshot(breaker))
+        _audit(name=name, verb=AuditVerb.BREAKER_CLOSED, before=before, after=_snapshot(breaker))
 
 
 def breaker_record_failure(*, name: str, error_class: str) -> None:
@@ -338,7 +339,9 @@ def breaker_record_failure(*, name: str, error_class: str) -> None:
             breaker.probe_started_at = None
         breaker.save()
         if opened:
-            _audit(name=name, verb="breaker.opened", before=before, after=_snapshot(breaker))
+            _audit(
+                name=name, verb=AuditVerb.BREAKER_OPENED, before=before, after=_snapshot(breaker)
+            )
 
 
 def _locked(name: str) -> CircuitBreaker:

@@ -45,6 +45,7 @@ from audit.log import (
     audit_batch,
     audit_record,
 )
+from audit.models import AuditVerb
 from runs.models import (
     ACTIVE_STATES,
     Action,
@@ -240,7 +241,7 @@ def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
                 run.state = RunState.RUNNING
                 run.started_at = now
                 fields += ["state", "started_at"]
-                run_audit_state(run, RunState.QUEUED, verb="run.started")
+                run_audit_state(run, RunState.QUEUED, verb=AuditVerb.RUN_STARTED)
         # The row is locked: the condition holds. The last statement: it may COMMIT.
         _write_run_and_commit(run, fields, {"id": run.pk}, events)
     return run
@@ -468,7 +469,7 @@ def run_audit_state(
     audit_record(
         actor=actor,
         actor_label="" if actor is not None else actor_label,
-        verb=verb or f"run.{run.state}",
+        verb=verb or AuditVerb(f"run.{run.state}"),
         object_type="run",
         object_id=str(run.id),
         before={"state": before},
@@ -499,7 +500,7 @@ def action_audit(
     audit_record(
         actor=None,
         actor_label=WORKER,
-        verb=f"action.{status}",
+        verb=AuditVerb(f"action.{status}"),
         object_type="action",
         object_id=str(action.pk),
         before={"status": before} if before else None,
