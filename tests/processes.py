@@ -89,13 +89,12 @@ class Simulator:
     nodelay: bool = False
     process: subprocess.Popen[bytes] | None = None
     base_url: str = ""
-    log_path: Path | None = None
+    log_path: Path | None = field(default=None, init=False)  # its output, removed at stop
 
     def start(self) -> Simulator:
-        if self.log_path is None:
-            handle, name = tempfile.mkstemp(prefix="agentdesk-simulator-", suffix=".log")
-            os.close(handle)
-            self.log_path = Path(name)
+        handle, name = tempfile.mkstemp(prefix="agentdesk-simulator-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(name)
         main = ["-c", _SIMULATOR_NODELAY_MAIN] if self.nodelay else ["-m", "runs.simulator"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
