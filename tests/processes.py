@@ -172,7 +172,14 @@ class WorkerPool:
     def start(
         self, count: int = 1, *, concurrency: int = 2, pool: str = "prefork", beat: bool = False
     ) -> None:
-        """Start ``count`` workers; with ``beat``, the first of them also runs the scheduler."""
+        """Start ``count`` workers; with ``beat``, the first of them also runs the scheduler.
+
+        With INFO logs (the tests'), it returns once each of them says it is ready, so that
+        a run submitted next is not older than the redelivery delay by the time the
+        worker's first sweep looks at it (booting a worker can take that long on a busy
+        machine). With quieter logs (the bench's), nothing says so, and it returns at once.
+        """
+        spawned = []
         for started in range(count):
             index = len(self.processes)
             command = [
@@ -194,6 +201,15 @@ class WorkerPool:
                 command += ["--beat", "--schedule", str(self.log_dir / "beat-schedule")]
             self.commands.append(command)
             self.processes.append(self._spawn(command, f"worker-{index}.log"))
+            spawned.append(index)
+        if self.loglevel in ("DEBUG", "INFO"):
+            for index in spawned:
+                _wait_for_line(
+                    self.processes[index],
+                    self.log_dir / f"worker-{index}.log",
+                    r"(\S+@\S+) ready\.",
+                    120,
+                )
 
     def start_beat(self) -> None:
         """The scheduler in a process of its own, as in production: a killed worker spares it."""
