@@ -109,7 +109,7 @@ def main() -> None:
     harness.prepare_database()
     with harness.simulator(latency_ms=0) as sim:
         harness.django_setup(AGENTDESK_LLM_BASE_URL=sim.base_url)
-        workers = harness.Workers(
+        workers = harness.workers(
             harness.bench_env(
                 AGENTDESK_LLM_BASE_URL=sim.base_url, AGENTDESK_DB_POOL_MAX=str(DB_POOL_MAX)
             )

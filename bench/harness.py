@@ -9,16 +9,15 @@ bench`` sets the test ones):
 - Redis database 13 (``AGENTDESK_BENCH_REDIS_URL``), flushed before and after;
 - a Celery queue named after the benchmark's process id.
 
-Processes (the model simulator, Celery workers) are started in their own process groups
-and stopped, by their ids, when the benchmark ends, whether it succeeds or not.
+Processes (the model simulator, Celery workers) are started by the launchers the tests use
+(tests/processes.py), in their own process groups, and stopped, by their ids, when the
+benchmark ends, whether it succeeds or not.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -26,10 +25,8 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     # The scripts run as ``python bench/<name>.py``: make the project importable.
     sys.path.insert(0, str(ROOT))
+
+# The one copy of the process launchers, shared with the test suite.
+from tests.processes import Simulator, WorkerPool, cpu_list  # noqa: E402
+
 DATABASE_URL = os.environ.get(
     "AGENTDESK_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentdesk_bench"
 )
@@ -128,163 +129,26 @@ def pg_connections() -> int:
     return int(row[0]) if row else 0
 
 
-# The simulator's handler writes a response's headers and body in two send() calls; with
-# Nagle's algorithm on, the body waits for the client's delayed ACK of the headers, about
-# 40 ms on Linux loopback, which would swamp every figure here. Until the server sets
-# TCP_NODELAY itself, the bench starts it with the flag set.
-_SIMULATOR_MAIN = (
-    "import sys; from runs.simulator import server, cli; "
-    "server.SimulatorHandler.disable_nagle_algorithm = True; sys.exit(cli.main())"
-)
-
-
-@dataclass
-class Simulator:
-    """The model simulator in its own process on a free loopback port."""
-
-    latency_ms: int
-    process: subprocess.Popen[str] | None = None
-    base_url: str = ""
-
-    def start(self) -> Simulator:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _SIMULATOR_MAIN,
-                "--port",
-                "0",
-                "--seed",
-                "7",
-                "--latency-ms",
-                str(self.latency_ms),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()  # the simulator prints it, then nothing more
-        match = re.search(r"simulator listening on (http://\S+/v1)", line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        self.base_url = match.group(1)
-        return self
-
-    def stats(self) -> dict[str, Any]:
-        """GET /_sim/stats: requests by outcome, in flight now, peak in flight."""
-        url = self.base_url.removesuffix("/v1") + "/_sim/stats"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            stats: dict[str, Any] = json.loads(response.read())
-        return stats
-
-    def reset(self) -> None:
-        """POST /_sim/reset: forget stats and attempt counters."""
-        url = self.base_url.removesuffix("/v1") + "/_sim/reset"
-        request = urllib.request.Request(url, data=b"{}", method="POST")
-        with urllib.request.urlopen(request, timeout=5):
-            pass
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 @contextmanager
 def simulator(latency_ms: int) -> Iterator[Simulator]:
     """A simulator with a fixed latency and no faults, stopped on the way out."""
-    sim = Simulator(latency_ms).start()
+    sim = Simulator(["--seed", "7", "--latency-ms", str(latency_ms)], nodelay=True).start()
     try:
         yield sim
     finally:
         sim.stop()
 
 
-@dataclass
-class Workers:
-    """Celery worker processes on the bench queue, each in its own process group."""
-
-    env: dict[str, str]
-    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentdesk-bench-")))
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    cpus: set[int] | None = None  # the CPUs the workers may run on (``pinned``); None: any
-
-    def start(self, count: int, *, pool: str, concurrency: int) -> None:
-        for _ in range(count):
-            index = len(self.processes)
-            command = [
-                *(["taskset", "-c", _cpu_list(self.cpus)] if self.cpus else []),
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "agentdesk",
-                "worker",
-                "-Q",
-                QUEUE,
-                "--pool",
-                pool,
-                "--concurrency",
-                str(concurrency),
-                "--hostname",
-                f"bench{index}-{os.getpid()}@%h",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ]
-            with open(self.log_dir / f"worker-{index}.log", "ab") as log:
-                self.processes.append(
-                    subprocess.Popen(
-                        command,
-                        cwd=ROOT,
-                        env=self.env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-
-    def alive(self) -> bool:
-        return all(process.poll() is None for process in self.processes)
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"===== {path.name} =====\n{path.read_text(errors='replace')}"
-            for path in sorted(self.log_dir.glob("*.log"))
-        )
-
-    def stop(self) -> None:
-        """SIGTERM (a warm shutdown), then SIGKILL to the group of any worker still up."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            # The pool children of a prefork worker are in its group; none may outlive it.
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        self.processes.clear()
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.log_dir, ignore_errors=True)
-
-
-def _cpu_list(cpus: set[int]) -> str:
-    return ",".join(str(cpu) for cpu in sorted(cpus))
+def workers(env: dict[str, str], *, cpus: set[int] | None = None) -> WorkerPool:
+    """Celery workers on the bench queue (started with ``.start()``), logging warnings only."""
+    return WorkerPool(
+        env,
+        queue=QUEUE,
+        log_dir=Path(tempfile.mkdtemp(prefix="agentdesk-bench-")),
+        name="bench",
+        loglevel="WARNING",
+        cpus=cpus,
+    )
 
 
 # The machine's shared servers, moved off the workers' CPUs by ``pinned``.
@@ -308,7 +172,7 @@ def pinned(cpus: set[int]) -> Iterator[None]:
     def move(pids: list[int], to: set[int]) -> None:
         for pid in pids:
             subprocess.run(
-                ["taskset", "-a", "-p", "-c", _cpu_list(to), str(pid)],
+                ["taskset", "-a", "-p", "-c", cpu_list(to), str(pid)],
                 check=False,
                 capture_output=True,
             )

@@ -225,7 +225,7 @@ def measure(
 ) -> dict[str, Any]:
     """Start the workers, keep M runs active, sample a window, stop the workers."""
     feeder = Feeder(runs or max(400, round(config.slots * 1.25)))
-    workers = harness.Workers(
+    workers = harness.workers(
         harness.bench_env(
             AGENTDESK_LLM_BASE_URL=sim.base_url,
             AGENTDESK_DB_POOL_MAX=str(config.db_pool_max),

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -156,29 +154,6 @@ def repeats(run_ids: list[str], sim: harness.Simulator) -> dict[str, int]:
     }
 
 
-def start_beat(env: dict[str, str], log_dir: Any) -> subprocess.Popen[bytes]:
-    with open(log_dir / "beat.log", "ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "agentdesk",
-                "beat",
-                "--schedule",
-                str(log_dir / "beat-schedule"),
-                "--loglevel",
-                "WARNING",
-            ],
-            cwd=harness.ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -195,8 +170,8 @@ def main() -> None:
         from django.conf import settings
 
         env = harness.bench_env(AGENTDESK_LLM_BASE_URL=sim.base_url)
-        workers = harness.Workers(env)
-        beat = start_beat(env, workers.log_dir)
+        workers = harness.workers(env)
+        workers.start_beat()
         try:
             workers.start(PROCESSES, pool="threads", concurrency=CONCURRENCY)
             for round_ in range(args.rounds):
@@ -214,17 +189,11 @@ def main() -> None:
                     f"redone after {sorted(round(t, 1) for t in recovered.values())} s"
                 )
                 # The supervisor's part: the dead worker comes back for the next round.
-                workers.processes.pop(0)
-                workers.start(1, pool="threads", concurrency=CONCURRENCY)
+                workers.revive()
                 wait_settled(run_ids, timeout_s=240)
             counts = repeats(all_runs, sim)
         finally:
-            beat.terminate()
-            try:
-                beat.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(beat.pid, signal.SIGKILL)
-            workers.stop()
+            workers.stop()  # the beat process too
             workers.cleanup()
             harness.flush_redis()
     within = sum(t <= BUDGET_S for t in times)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, embedded_env
+from tests.processes import ROOT, embedded_env, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _children(pid: int) -> set[int]:
@@ -45,7 +38,7 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         subprocess.run(
             [*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
         )
-    web, sim = _free_port(), _free_port()
+    web, sim = free_port(), free_port()
     demo = subprocess.Popen(
         [*manage, "demo", "--port", str(web), "--simulator-port", str(sim)],
         cwd=ROOT,
@@ -110,7 +103,7 @@ def test_the_demo_starts_a_worker_again_when_it_dies(tmp_path: Path) -> None:
         subprocess.run(
             [*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
         )
-    web, sim = _free_port(), _free_port()
+    web, sim = free_port(), free_port()
     log_path = tmp_path / "demo.log"
     with log_path.open("wb") as log:
         demo = subprocess.Popen(

@@ -7,8 +7,10 @@ from typing import Any
 
 from django.db.models import Count
 
+from agentdesk.registry import agent_get
 from examples.support.models import Handoff, Refund, Reply
-from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState
+from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState, Step
+from runs.simulator.protocol import canonical_json, estimate_tokens
 from tests.conftest import wait_until
 
 # Where a run rests: ended, or parked for a person (a verifier refused it, a hand-off
@@ -84,3 +86,25 @@ def assert_ended_cleanly(run_ids: list[Any], refunds_before: list[int]) -> list[
     assert list(duplicated) == []
     assert not Action.objects.filter(run__in=run_ids, status=ActionStatus.EXECUTING).exists()
     return runs
+
+
+def simulated_usage(run: Run, step: Step) -> tuple[int, int]:
+    """(tokens in, tokens out) that the simulator reported for a model step's call.
+
+    It counts about four characters a token (runs.simulator.protocol): of the request, the
+    conversation the step sent (stored in wire form in the run's checkpoint, its first
+    ``step.state["messages"]`` messages) with the agent's tools, and of the reply, the
+    assistant message that follows them there, or the final answer.
+    """
+    conversation = run.checkpoint["messages"]
+    sent = step.state["messages"]
+    tools = [tool.openai_schema() for tool in agent_get(run.agent_name).tools]
+    if step.action["type"] == "final_answer":
+        reply = step.outcome["content"]
+    else:
+        message = conversation[sent]
+        reply = (message["content"] or "") + "".join(
+            call["function"]["name"] + call["function"]["arguments"]
+            for call in message["tool_calls"]
+        )
+    return estimate_tokens(canonical_json([conversation[:sent], tools])), estimate_tokens(reply)

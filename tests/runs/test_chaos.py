@@ -1,10 +1,13 @@
-"""Failure as the expected path: mixed model faults, and Redis lost in the middle of runs."""
+"""Failure as the expected path: mixed model faults, and Redis lost in the middle of runs.
+
+The Redis that is lost is a private one (tests.processes.PrivateRedis), never the shared one.
+"""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,9 +17,9 @@ from examples.support.models import Refund, Ticket
 from examples.support.seed import seed_shop
 from reviews.models import ApprovalRequest, RequestState
 from runs import services
-from runs.models import CircuitBreaker, RunState, Step
+from runs.models import TERMINAL_STATES, CircuitBreaker, Run, RunState, Step
 from tests.conftest import wait_until
-from tests.processes import ROOT, Simulator, WorkerPool
+from tests.processes import PrivateRedis, Simulator, WorkerPool
 from tests.runs.checks import RESTING_STATES, assert_ended_cleanly, wait_for_all_to_end
 from tests.runs.factories import seeded_ticket_input
 
@@ -63,7 +66,10 @@ def test_chaos_twenty_percent_mixed_faults_over_200_runs(
     runs = assert_ended_cleanly(run_ids, refunds_before)
     states = Counter(run.state for run in runs)
     # A run that a fault kept from its job (its reply or hand-off could not be filed)
-    # is not a success: it waits for a person, on exactly one request.
+    # is not a success: it waits for a person, on exactly one request. The budget is a
+    # share, not a count: which runs meet which fault is drawn from each conversation's
+    # text, which holds ids and times of this session (refund ids, sent_at), and from the
+    # retries' timing, so how many are dead-lettered differs from one session to the next.
     assert states[RunState.SUCCEEDED] + states[RunState.NEEDS_HUMAN] >= 198, states
     assert set(states) <= {RunState.SUCCEEDED, RunState.DEAD_LETTERED, RunState.NEEDS_HUMAN}
     parked = [run for run in runs if run.state == RunState.NEEDS_HUMAN]
@@ -94,16 +100,45 @@ def test_chaos_twenty_percent_mixed_faults_over_200_runs(
     assert " ERROR " not in logs
 
 
-def _redis(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", "6379", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+@pytest.fixture
+def private_broker(worker_env: dict[str, str]) -> Iterator[PrivateRedis]:
+    """A Redis of this test's own as the broker of its workers and of this process.
+
+    The test stops and restarts it: the machine's shared Redis, which other test sessions
+    and a running demo use, is never touched. Requested before ``workers``, it outlives
+    them (pytest tears fixtures down in reverse), so the workers stop against a live broker.
+    """
+    from agentdesk.celery import app
+
+    server = PrivateRedis().start()
+    worker_env["REDIS_URL"] = server.url()  # the dict the workers fixture starts them with
+    shared = app.conf.broker_url
+    _use_broker(app, server.url())
+    try:
+        yield server
+    finally:
+        _use_broker(app, shared)
+        server.stop()
 
 
-def test_runs_go_on_after_redis_restarts(workers: WorkerPool, model_endpoint: Simulator) -> None:
+def _use_broker(app: Any, url: str) -> None:
+    """Send this process's tasks to ``url`` from now on.
+
+    Celery keeps the connection and producer pools of the broker it first used, in kombu's
+    registry of pools: every pool is closed and forgotten (``kombu.pools.reset``), and the
+    app's references to them dropped, as Celery itself does after a fork.
+    """
+    from kombu import pools
+
+    app.conf.broker_url = url
+    pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def test_runs_go_on_after_redis_restarts(
+    private_broker: PrivateRedis, workers: WorkerPool, model_endpoint: Simulator
+) -> None:
     """Redis holds messages only: restarted empty mid-run, it loses no run and no step."""
     seed_shop()
     refunds_before = list(Refund.objects.values_list("pk", flat=True))
@@ -116,11 +151,14 @@ def test_runs_go_on_after_redis_restarts(workers: WorkerPool, model_endpoint: Si
         what="the runs to be under way",
     )
 
-    _redis("shutdown", "nosave")
-    wait_until(lambda: _redis("ping").returncode != 0, timeout_s=10, what="Redis to stop")
-    steps_while_down = Step.objects.filter(run__in=run_ids).count()
-    time.sleep(3)
-    subprocess.run([str(ROOT / ".ci" / "services")], check=True, timeout=60)
+    private_broker.stop()
+    under_way = list(
+        Run.objects.filter(pk__in=run_ids)
+        .exclude(state__in=TERMINAL_STATES)
+        .values_list("pk", flat=True)
+    )
+    time.sleep(3)  # down long enough for every worker to lose its connection
+    private_broker.start()  # empty, on the same port
 
     # A worker that Celery stopped on the lost connection is started again, as its
     # supervisor would (docs/deployment.md); the runs must go on all the same.
@@ -131,8 +169,10 @@ def test_runs_go_on_after_redis_restarts(workers: WorkerPool, model_endpoint: Si
         meanwhile=workers.revive,
     )
     runs = assert_ended_cleanly(run_ids, refunds_before)
-    assert Step.objects.filter(run__in=run_ids).count() > steps_while_down
-    assert all(run.state == RunState.SUCCEEDED for run in runs), Counter(r.state for r in runs)
+    # How many runs were under way when Redis stopped depends on scheduling; that some
+    # were is the test's premise (each of them then had steps left to take after it).
+    assert under_way, "every run had ended before Redis stopped: nothing was tested"
+    assert [run.state for run in runs] == [RunState.SUCCEEDED] * 20, Counter(r.state for r in runs)
 
 
 def test_a_failing_tool_opens_its_breaker_for_every_worker_and_recovery_closes_it(
@@ -163,9 +203,12 @@ def test_a_failing_tool_opens_its_breaker_for_every_worker_and_recovery_closes_i
                 run__in=outage, kind="tool", action__tool="lookup_order"
             ).values_list("error_class", flat=True)
         )
-        # The breaker opens at the third failure; the other worker may be mid-call then.
-        assert 3 <= tool_errors["tool_crashed"] <= 4, tool_errors
-        assert tool_errors["circuit_open"] >= 1, tool_errors
+        # One lookup a run, and none succeeds: it crashes or the open breaker refuses it
+        # (the run then hands off). The breaker opens at the third failure; the other
+        # worker may be mid-call then, so which of the two it is depends on scheduling.
+        assert set(tool_errors) == {"tool_crashed", "circuit_open"}, tool_errors
+        assert tool_errors.total() == len(outage), tool_errors
+        assert tool_errors["tool_crashed"] in (3, 4), tool_errors
         assert CircuitBreaker.objects.get(name="tool:lookup_order").state == "open"
         logs = [path.read_text() for path in sorted(workers.log_dir.glob("worker-*.log"))]
         assert all("tool lookup_order failed: circuit_open" in log for log in logs), (
@@ -179,8 +222,10 @@ def test_a_failing_tool_opens_its_breaker_for_every_worker_and_recovery_closes_i
         ].pk
         wait_for_all_to_end([after], timeout_s=60, what="a run after the recovery to end")
         assert CircuitBreaker.objects.get(name="tool:lookup_order").state == "closed"
-        assert Step.objects.filter(
-            run=after, kind="tool", action__tool="lookup_order", error_class=""
-        ).exists()
+        assert list(
+            Step.objects.filter(run=after, kind="tool", action__tool="lookup_order").values_list(
+                "error_class", flat=True
+            )
+        ) == [""]
     finally:
         registry.agents.cache_clear()

@@ -139,7 +139,7 @@ def test_a_slow_model_call_keeps_its_lease_and_is_called_once(
     model_endpoint.configure(latency_ms=9000)
     run, _ = services.run_submit(agent_name="support", run_input=seeded_ticket_input("T-0002"))
     started = model_endpoint.configure()  # the knobs; the stats below count requests
-    requests_before = _requests(model_endpoint)
+    requests_before = model_endpoint.requests_taken()
     step = threading.Thread(target=_first_step, args=(run,))
     step.start()
     recovered = []
@@ -157,7 +157,7 @@ def test_a_slow_model_call_keeps_its_lease_and_is_called_once(
         (0, ""),
         (1, ""),
     ]
-    assert _requests(model_endpoint) - requests_before == 1
+    assert model_endpoint.requests_taken() - requests_before == 1
 
 
 def test_without_the_heartbeat_the_same_call_loses_its_lease(
@@ -188,12 +188,3 @@ def _first_step(run: Run) -> None:
         services.run_step_execute(run_id=str(run.pk), seq=0)
     finally:
         connection.close()
-
-
-def _requests(simulator: Simulator) -> int:
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(simulator.base_url.removesuffix("/v1") + "/_sim/stats") as r:
-        stats = json.loads(r.read())
-    return int(stats["requests"]) + int(stats["in_flight"])

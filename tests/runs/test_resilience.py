@@ -6,8 +6,6 @@ is not waited for (``drive`` runs the next step at once), which is what the test
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from datetime import timedelta
 from typing import Any
 
@@ -101,7 +99,7 @@ def test_model_calls_that_all_hang_open_the_breaker_on_timeouts_in_a_row(
     settings.AGENTDESK_BREAKER_WINDOW_S = 0.1
     settings.AGENTDESK_BREAKER_MODEL_CONSECUTIVE = 3
     model_endpoint.configure(hang_rate=1.0, hang_s=1)
-    requests_before = _sim_started(model_endpoint)
+    requests_before = model_endpoint.requests_taken()
 
     run = drive(_run())
 
@@ -122,7 +120,7 @@ def test_model_calls_that_all_hang_open_the_breaker_on_timeouts_in_a_row(
         3,
     )
     assert breaker.last_error_class == "model_timeout"
-    assert _sim_started(model_endpoint) - requests_before == 3  # no call after it opened
+    assert model_endpoint.requests_taken() - requests_before == 3  # no call after it opened
     assert AuditEvent.objects.filter(verb="breaker.opened", object_id="model:default").count() == 1
 
 
@@ -134,7 +132,7 @@ def test_without_the_row_rule_hanging_calls_never_open_the_breaker(
     settings.AGENTDESK_BREAKER_WINDOW_S = 0.1
     settings.AGENTDESK_BREAKER_MODEL_CONSECUTIVE = 100
     model_endpoint.configure(hang_rate=1.0, hang_s=1)
-    requests_before = _sim_started(model_endpoint)
+    requests_before = model_endpoint.requests_taken()
 
     run = drive(_run())
 
@@ -150,20 +148,13 @@ def test_without_the_row_rule_hanging_calls_never_open_the_breaker(
     # the twelve calls waited out its whole timeout, and the breaker never opened.
     timeouts = run.steps.filter(error_class="model_timeout").count()
     assert timeouts == 12
-    assert _sim_started(model_endpoint) - requests_before == 12
+    assert model_endpoint.requests_taken() - requests_before == 12
     breaker = CircuitBreaker.objects.get(name="model:default")
     assert (breaker.state, breaker.failure_count, breaker.consecutive_failures) == (
         "closed",
         1,
         12,
     )
-
-
-def _sim_started(simulator: Simulator) -> int:
-    """Chat requests the simulator has taken, finished or not (a hang ends after hang_s)."""
-    with urllib.request.urlopen(simulator.base_url.removesuffix("/v1") + "/_sim/stats") as r:
-        stats = json.loads(r.read())
-    return int(stats["requests"]) + int(stats["in_flight"])
 
 
 def test_a_recovered_model_is_used_again(shop: None, model_endpoint: Simulator) -> None:

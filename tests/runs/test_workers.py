@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,15 @@ from examples.support.models import Refund, Ticket
 from examples.support.seed import seed_shop
 from runs import services
 from runs.models import Run, RunState, Step
+from runs.pricing import model_call_cost
 from tests.conftest import wait_until
 from tests.processes import ROOT, Simulator, WorkerPool, embedded_env
-from tests.runs.checks import assert_ended_cleanly, terminal_count, wait_for_all_to_end
+from tests.runs.checks import (
+    assert_ended_cleanly,
+    simulated_usage,
+    terminal_count,
+    wait_for_all_to_end,
+)
 from tests.runs.factories import seeded_ticket_input
 
 pytestmark = pytest.mark.slow
@@ -35,8 +40,15 @@ def test_a_run_completes_in_a_worker(workers: WorkerPool) -> None:
     assert run.state == RunState.SUCCEEDED, run.error
     steps = list(run.steps.order_by("seq"))
     assert [s.seq for s in steps] == list(range(run.next_seq))
-    assert all(s.tokens_in >= 1 and s.cost_usd is not None for s in steps if s.kind == "model")
-    assert run.cost_usd == sum(s.cost_usd for s in steps if s.kind == "model")
+    model_steps = [s for s in steps if s.kind == "model"]
+    assert [(s.tokens_in, s.tokens_out) for s in model_steps] == [
+        simulated_usage(run, s) for s in model_steps
+    ]
+    assert [s.cost_usd for s in model_steps] == [
+        model_call_cost(model=s.model, tokens_in=s.tokens_in, tokens_out=s.tokens_out)
+        for s in model_steps
+    ]
+    assert run.cost_usd == sum(s.cost_usd for s in model_steps)
 
 
 def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
@@ -65,6 +77,8 @@ def test_workers_killed_mid_flight_lose_nothing_and_repeat_nothing(
 
     workers.kill_all(signal.SIGKILL)
     unfinished_at_kill = len(run_ids) - terminal_count(run_ids)
+    # A premise, not a figure: how many runs the kill catches mid-way depends on the
+    # scheduling of two workers on a shared machine, so only a floor is asserted.
     assert unfinished_at_kill >= 10, "the kill came too late to prove anything"
 
     workers.start(1, concurrency=2, beat=True)
@@ -90,13 +104,13 @@ def test_a_killed_workers_step_is_redone_and_a_slow_live_step_keeps_its_lease(
     refunds_before = list(Refund.objects.values_list("pk", flat=True))
     model_endpoint.configure(latency_ms=5000)
     workers.env["AGENTDESK_LLM_TIMEOUT_S"] = "10"
-    requests_before = _sim_requests(model_endpoint)
+    requests_before = model_endpoint.requests_taken()
     workers.start(1, concurrency=2, beat=True)
     run, _ = services.run_submit(agent_name="support", run_input=seeded_ticket_input("T-0002"))
 
     def refunded_and_asking_the_model() -> bool:
         leased = Run.objects.filter(pk=run.pk, lease_token__isnull=False).exists()
-        in_flight = _sim_stats(model_endpoint)["in_flight"] == 1
+        in_flight = model_endpoint.stats()["in_flight"] == 1
         return leased and in_flight and Refund.objects.exclude(pk__in=refunds_before).exists()
 
     wait_until(refunded_and_asking_the_model, timeout_s=90, what="the refund, then a model call")
@@ -118,19 +132,7 @@ def test_a_killed_workers_step_is_redone_and_a_slow_live_step_keeps_its_lease(
     # a second one. (The call the kill cut off was never answered: the simulator counts
     # a request when its answer is sent, and that socket was gone.)
     model_steps = Step.objects.filter(run=run, kind="model").count()
-    assert _sim_requests(model_endpoint) - requests_before == model_steps
-
-
-def _sim_stats(simulator: Simulator) -> dict[str, int]:
-    with urllib.request.urlopen(simulator.base_url.removesuffix("/v1") + "/_sim/stats") as r:
-        stats: dict[str, int] = json.loads(r.read())
-    return stats
-
-
-def _sim_requests(simulator: Simulator) -> int:
-    """Chat requests the simulator has taken, finished or not."""
-    stats = _sim_stats(simulator)
-    return stats["requests"] + stats["in_flight"]
+    assert model_endpoint.requests_taken() - requests_before == model_steps
 
 
 def test_the_embedded_mode_boots_and_completes_a_run(tmp_path: Path, simulator: Simulator) -> None:
