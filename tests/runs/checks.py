@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import Count
 
-from agentdesk.registry import agent_get
+from agents.registry import agent_get
 from examples.support.models import Handoff, Refund, Reply
 from runs.models import TERMINAL_STATES, Action, ActionStatus, Run, RunState, Step
 from runs.simulator.protocol import canonical_json, estimate_tokens

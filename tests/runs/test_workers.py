@@ -14,8 +14,8 @@ import pytest
 from examples.support.models import Refund, Ticket
 from examples.support.seed import seed_shop
 from runs import services
+from runs.gateway.pricing import model_call_cost
 from runs.models import Run, RunState, Step
-from runs.pricing import model_call_cost
 from tests.conftest import wait_until
 from tests.processes import ROOT, Simulator, WorkerPool, embedded_env
 from tests.runs.checks import (
