@@ -40,7 +40,7 @@ import celpy
 from celpy import celtypes
 from django.core.serializers.json import DjangoJSONEncoder
 
-from agentdesk.agents import Risk
+from agentdesk.risk import Risk
 
 DEFAULT_QUEUE = "default"
 FOREIGN_BLOCK = "block"
