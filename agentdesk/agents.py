@@ -35,6 +35,7 @@ RATIONALE_FIELD = "rationale"
 CONFIDENCE_FIELD = "confidence"
 RESERVED_ARGUMENTS = frozenset({RATIONALE_FIELD, CONFIDENCE_FIELD})
 
+
 def parse_rate_limit(text: str) -> RateLimitItem:
     """A rate limit such as "30/minute"; ValueError if it does not parse."""
     return parse(text)

@@ -8,9 +8,12 @@ transaction, and a decision that completes a request moves the run from
 waiting_for_approval back to running and enqueues its next step on commit: exactly one
 resume, because only the transaction that changes the run's state enqueues it.
 
-The run then executes the call as approved (the request's arguments, which an edit
-replaced and whose hash the approval covered) or, on a rejection, hands the reviewer's
-feedback to the model as the tool's result: see runs.tool_step.
+A decision that resolves a call writes its outcome onto the call's action in the same
+transaction (the approved arguments, which an edit replaced, and their hash; or the
+feedback; and who): the run then executes the call as approved or, on a rejection, hands
+the feedback to the model as the tool's result, reading only the action (runs.tool_step).
+The runtime opens requests through ``request_open``, which this app registers with
+runs.approvals; the run's changes of state are runs.transitions'.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from agentdesk.policy import Verdict, policy_evaluate
 from agentdesk.redaction import redact_row, redact_text, redact_value
 from agentdesk.registry import UnknownAgent, agent_get
 from reviews.broadcast import queue_changed
-from reviews.context import history_summary
 from reviews.models import (
     ApprovalRequest,
     Decision,
@@ -47,9 +49,12 @@ from reviews.models import (
     RequestKind,
     RequestState,
 )
+from runs.approvals import CallReview, StuckRun, action_decision_record
 from runs.exposure import exposure_facts, exposure_summed, subject_locked
-from runs.models import Action, Run, RunState
-from runs.stepping import args_hash, enqueue_next_step, run_audit_state, run_error_set
+from runs.models import Action, ReviewOutcome, Run, RunState
+from runs.review_context import history_summary
+from runs.stepping import args_hash
+from runs.transitions import finish, run_resume
 
 log = logging.getLogger(__name__)
 
@@ -285,19 +290,16 @@ def _request_open(
     return request
 
 
-def approval_request_open(
-    *,
-    run: Run,
-    action: Action,
-    tool: Tool,
-    arguments: dict[str, Any],
-    verdict: PolicyDecision,
-    context: dict[str, Any],
-) -> ApprovalRequest:
-    """Open the request for one call and park the run. Inside the step's transaction."""
-    digest = request_hash(tool.name, arguments)
+def approval_request_open(review: CallReview) -> ApprovalRequest:
+    """Open the request for one call. Inside the step's transaction, which parks the run.
+
+    Registered as the runtime's opener (``request_open``, reviews.apps): the runtime hands
+    over the call as ``runs.approvals.CallReview`` and records the run's wait itself.
+    """
+    run, action, tool, verdict = review.run, review.action, review.tool, review.verdict
+    digest = request_hash(tool.name, review.arguments)
     queue = queue_for_call(run=run, slug=verdict.queue)
-    request = _request_open(
+    return _request_open(
         run=run,
         queue=queue,
         audit_after={
@@ -311,7 +313,7 @@ def approval_request_open(
         action=action,
         tool=tool.name,
         risk=str(tool.risk),
-        arguments=arguments,
+        arguments=review.arguments,
         args_hash=digest,
         rule=verdict.rule,
         routing_reason=verdict.reason,
@@ -322,19 +324,15 @@ def approval_request_open(
         flags=list(verdict.flags),
         rationale=action.rationale,
         confidence=action.confidence,
-        context=context,
+        context=review.context,
     )
-    before = run.state
-    run.state = RunState.WAITING_FOR_APPROVAL
-    run_audit_state(run, before, request=request.pk)
-    return request
 
 
 def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
     """A run that cannot go on by itself waits on a request in its escalation queue.
 
     The queue is the run's configuration version's (to the run's end). Inside the
-    transaction that parks the run (runs.stepping.park_for_human). Approving resumes the
+    transaction that parks the run (runs.transitions.park_for_human). Approving resumes the
     run (the fallback chain from its first link, a fresh budget); rejecting ends it as
     failed with the reviewer's note.
     """
@@ -359,6 +357,14 @@ def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
         policy_version=policy_version,
         context={"input": run.input, "history": history_summary(run), "error": error},
     )
+
+
+def request_open(ask: CallReview | StuckRun) -> int:
+    """The runtime's opener (runs.approvals.register_opener): a call's request, or a stuck
+    run's; the request's id."""
+    if isinstance(ask, CallReview):
+        return approval_request_open(ask).pk
+    return run_escalation_open(run=ask.run, error=ask.error).pk
 
 
 # --- claiming ------------------------------------------------------------------------------
@@ -766,12 +772,26 @@ def _move(request: ApprovalRequest, to_queue: Queue, *, actor: User | None, reas
 def _complete(
     request: ApprovalRequest, state: RequestState, *, outcome: str, actor: User | None
 ) -> None:
-    """Close the request and move its run from waiting to running, once."""
+    """Close the request, write its outcome onto the call's action, and resume the run, once.
+
+    The action carries what the resumed step needs (runs.approvals.action_decision_record):
+    the runtime reads its own record, never this request.
+    """
     request.state = state
     request.outcome = outcome
     request.decided_at = timezone.now()
     request.claimed_until = None
     request.save(update_fields=["state", "outcome", "feedback", "decided_at", "claimed_until"])
+    if request.action_id is not None:
+        action_decision_record(
+            action_id=request.action_id,
+            outcome=ReviewOutcome(outcome),
+            decided_by=actor,
+            decided_at=request.decided_at,
+            arguments=request.arguments,
+            args_hash=request.args_hash,
+            feedback=request.feedback,
+        )
     run = Run.objects.select_for_update().get(pk=request.run_id)
     waiting_in = (
         RunState.NEEDS_HUMAN if request.is_run_escalation else RunState.WAITING_FOR_APPROVAL
@@ -782,54 +802,33 @@ def _complete(
     elif request.is_run_escalation and state != RequestState.APPROVED:
         _run_end_by_person(run, request, actor)
     else:
-        if request.is_run_escalation:
-            _run_restart_by_person(run)
-        run.state = RunState.RUNNING
-        enqueue_next_step(run)
-        run.save()
-        run_audit_state(
+        run_resume(
             run,
-            waiting_in,
             actor=actor,
             actor_label=SLA,
-            verb="run.resumed",
+            restart=request.is_run_escalation,
             request=request.pk,
             outcome=outcome,
         )
+        run.save()
     queue_changed(queue_id=request.queue_id, request_id=request.pk, event="decided")
 
 
-def _run_restart_by_person(run: Run) -> None:
-    """A person resumes a stuck run: the fallback chain from its primary, a fresh budget.
-
-    The budget's baseline moves to now, so a run stopped by a limit gets the agent's
-    limits once more from here, not a loop back into the same limit.
-    """
-    checkpoint = run.checkpoint
-    checkpoint["link"] = 0
-    checkpoint["attempt"] = 0
-    checkpoint.pop("last_error", None)
-    checkpoint["budget_base"] = {
-        "steps": run.next_seq,
-        "tool_calls": run.tool_calls,
-        "tokens": run.tokens_in + run.tokens_out,
-        "cost_usd": str(run.cost_usd),
-        "at": timezone.now().isoformat(),
-    }
-    run.error = None
-
-
 def _run_end_by_person(run: Run, request: ApprovalRequest, actor: User | None) -> None:
-    before = run.state
     cause = run.error or {"class": "internal_error", "message": "the run needed a person"}
     who = actor.get_username() if actor else "the SLA clock"
-    run.state = RunState.FAILED
-    run.finished_at = timezone.now()
-    run_error_set(
-        run, {**cause, "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000]}
+    finish(
+        run,
+        RunState.FAILED,
+        error={
+            **cause,
+            "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000],
+        },
+        actor=actor,
+        actor_label=SLA,
+        request=request.pk,
     )
     run.save()
-    run_audit_state(run, before, actor=actor, actor_label=SLA, request=request.pk, error=run.error)
 
 
 def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:

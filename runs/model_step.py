@@ -56,13 +56,11 @@ from runs.stepping import (
     args_hash,
     commit,
     conversation_state,
-    dead_letter,
-    finish,
     mark_degraded,
-    park_for_human,
     release_db_connection,
 )
 from runs.tool_step import InlineCall, account_result, read_calls_inline, settle_action
+from runs.transitions import dead_letter, finish, park_for_human
 from runs.verification import answer_refused_message, answer_verification, verification_failed
 
 log = logging.getLogger("runs.services")

@@ -49,20 +49,10 @@ from agentdesk.registry import UnknownAgent, agent_get
 from runs.leases import lease_kept
 from runs.limits import limit_reached, run_spent
 from runs.model_step import model_step
-from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
-from runs.stepping import (
-    chaining,
-    claim,
-    commit,
-    dead_letter,
-    dead_letter_after_crash,
-    enqueue_next_step,
-    fail,
-    kept_next_step,
-    park_for_human,
-    run_audit_state,
-)
+from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run
+from runs.stepping import chaining, claim, commit, dead_letter_after_crash, kept_next_step
 from runs.tool_step import tool_step
+from runs.transitions import dead_letter, enqueue_next_step, fail, park_for_human, run_requeue
 
 log = logging.getLogger(__name__)
 
@@ -368,24 +358,7 @@ def dead_letter_requeue(*, letter_id: int, actor: User | None) -> Run:
         letter = _open_letter(letter_id)
         run = Run.objects.select_for_update().get(pk=letter.run_id)
         _resolve(letter, DeadLetterStatus.REQUEUED, actor)
-        before = run.state
-        run.state = RunState.RUNNING
-        run.error = None
-        run.finished_at = None
-        run.started_at = timezone.now()
-        run.step_attempts = 0
-        run.lease_token = None
-        run.lease_expires_at = None
-        run.checkpoint.update(attempt=0, link=0, malformed_streak=0)
-        run_audit_state(
-            run,
-            before,
-            actor=actor,
-            actor_label="system",
-            verb="run.requeued",
-            next_seq=run.next_seq,
-        )
-        enqueue_next_step(run)
+        run_requeue(run, actor=actor)
         run.save()
     return run
 

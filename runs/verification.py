@@ -14,7 +14,8 @@ from typing import Any
 from agentdesk.agents import ActionDone, Agent, Verifier, VerifierContext, VerifierStage
 from agentdesk.errors import ErrorClass, error_payload
 from runs.models import Action, Degradation, Run
-from runs.stepping import mark_degraded, park_for_human
+from runs.stepping import mark_degraded
+from runs.transitions import park_for_human
 
 # What a refused answer tells the model, before the verifiers' own words. A system message:
 # it comes from the runtime, not from the customer, and the model must not take it for one.

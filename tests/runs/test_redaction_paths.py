@@ -500,7 +500,7 @@ def test_inv8_workers_calling_an_echoing_endpoint_store_and_log_only_the_placeho
 # Written through agentdesk.redaction.redact_row, which redacts every text and JSON column
 # of the row, one added later included.
 ROW_WRITTEN = {
-    DeadLetter: "runs.stepping.finish",
+    DeadLetter: "runs.transitions.finish",
     ApprovalRequest: "reviews.services._request_open (arguments: the action's, hashed)",
     Decision: "reviews.services._decision_create",
     GoldenCandidate: "reviews.services._file_candidate",
@@ -509,8 +509,8 @@ ROW_WRITTEN = {
 NAMED = {
     "runs.Run.input": "runs.services._run_create",
     "runs.Run.checkpoint": "runs.services._run_create, runs.stepping.commit",
-    "runs.Run.output": "runs.stepping.finish",
-    "runs.Run.error": "runs.stepping.run_error_set",
+    "runs.Run.output": "runs.transitions.finish",
+    "runs.Run.error": "runs.transitions.run_error_set",
     # Degradation codes only (runs.models.Degradation), never free text.
     "runs.Run.degraded": "runs.stepping (Degradation values)",
     **{f"runs.Step.{name}": "runs.stepping.StepRecord.build" for name in STEP_REDACTED},
@@ -518,6 +518,10 @@ NAMED = {
     "runs.Action.arguments": "runs.model_step._proposed",
     "runs.Action.rationale": "runs.model_step._proposed",
     "runs.Action.result": "runs.tool_step.settle_action (the step's, redacted)",
+    # Copied from the decided request: its arguments (the action's, or a reviewer's edit,
+    # redacted before they were hashed) and its feedback, redacted when it was typed.
+    "runs.Action.approved_arguments": "runs.approvals.action_decision_record (hashed)",
+    "runs.Action.review_feedback": "runs.approvals.action_decision_record",
     "agentdesk.AuditEvent.before": "agentdesk.audit.audit_record",
     "agentdesk.AuditEvent.after": "agentdesk.audit.audit_record",
 }
