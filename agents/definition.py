@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from string import Template
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from limits import RateLimitItem, parse
 from pydantic import BaseModel
+
+from agents.risk import Risk
+from policy.engine import Policy
 
 # Every tool's JSON schema, as the model sees it, carries these two extra properties: the
 # model states why it makes the call and how sure it is. The runtime strips them before the
@@ -32,27 +35,10 @@ RATIONALE_FIELD = "rationale"
 CONFIDENCE_FIELD = "confidence"
 RESERVED_ARGUMENTS = frozenset({RATIONALE_FIELD, CONFIDENCE_FIELD})
 
-if TYPE_CHECKING:
-    from policy.engine import Policy
-
-
-def _default_policy() -> Policy:
-    from policy.engine import Policy  # policy.py imports Risk from here
-
-    return Policy()
-
 
 def parse_rate_limit(text: str) -> RateLimitItem:
     """A rate limit such as "30/minute"; ValueError if it does not parse."""
     return parse(text)
-
-
-class Risk(StrEnum):
-    """How much harm a wrong call can do; the policy routes on it."""
-
-    READ = "read"
-    WRITE = "write"
-    IRREVERSIBLE = "irreversible"
 
 
 class Idempotency(StrEnum):
@@ -388,7 +374,7 @@ class Agent:
     escalate_to_human: bool = True
     # Which calls run, wait for a person or are refused (policy.engine). The default
     # reviews every irreversible call in the "default" queue.
-    policy: Policy = field(default_factory=_default_policy)
+    policy: Policy = field(default_factory=Policy)
     # Whom a run acts for, and the facts of each call (``policy.engine``): a call that
     # reaches another subject's records never runs on the model's word, and rules read
     # sums of the money moved on the same record, run and subject. None: no subject, and

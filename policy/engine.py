@@ -40,7 +40,7 @@ import celpy
 from celpy import celtypes
 from django.core.serializers.json import DjangoJSONEncoder
 
-from agents.definition import Risk
+from agents.risk import Risk
 
 DEFAULT_QUEUE = "default"
 FOREIGN_BLOCK = "block"

@@ -10,5 +10,10 @@ class ReviewsConfig(AppConfig):
         # asks through this lookup, since agentdesk may not import reviews.
         from agentdesk.configuration import queue_lookup_register
         from reviews.selectors import queue_slugs_existing
+        from reviews.services import request_open
+        from runs.kernel.approvals import register_opener
 
         queue_lookup_register(queue_slugs_existing)
+        # The runtime opens approval requests through its seam (runs.kernel.approvals); this app
+        # is the one that opens them. Without it installed, a review fails loudly.
+        register_opener(request_open)

@@ -13,9 +13,9 @@ Three things happen here, each safe on several beat hosts at once:
    escalation or expiry it made (``request.escalated``, ``request.expired``): the service
    returns exactly the decisions this sweep committed, so each is announced once even when
    two beat hosts tick together.
-3. ``webhook_post`` sends one event, signed with HMAC-SHA256 over the exact body bytes.
-   It runs in its own Celery task (reviews.tasks.review_webhook_send), which retries with
-   backoff, so a receiver that is down never holds up a sweep.
+3. Each event goes to the webhook in its own Celery task (reviews.webhook: signed with
+   HMAC-SHA256 over the exact body bytes, retried with backoff), so a receiver that is
+   down never holds up a sweep.
 
 Secrets never reach a log line: not the webhook secret, and not the webhook URL either
 (chat tools put their tokens in it).
@@ -23,13 +23,8 @@ Secrets never reach a log line: not the webhook secret, and not the webhook URL 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import datetime, timedelta
 from functools import partial
@@ -44,22 +39,13 @@ from django.utils import timezone
 from guardian.shortcuts import get_users_with_perms
 
 from audit.log import audit_record
-from audit.models import AuditVerb
 from reviews import services
-from reviews.models import (
-    ApprovalRequest,
-    Decision,
-    DecisionKind,
-    Queue,
-    RequestOutcome,
-    RequestState,
-)
+from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
+from reviews.webhook import webhook_enqueue
 
 log = logging.getLogger(__name__)
 
 SUMMARY_MAX = 160
-SIGNATURE_HEADER = "X-AgentDesk-Signature"
-TIMESTAMP_HEADER = "X-AgentDesk-Timestamp"
 
 
 # --- who and what ----------------------------------------------------------------------------
@@ -136,7 +122,7 @@ def approvals_remind_due(*, limit: int = 200) -> list[int]:
             audit_record(
                 actor=None,
                 actor_label="sla",
-                verb=AuditVerb.REQUEST_REMINDED,
+                verb="request.reminded",
                 object_type="approval_request",
                 object_id=str(request_id),
                 after={
@@ -241,9 +227,7 @@ def sla_decisions_announce(*, decision_ids: list[int]) -> int:
                 "request.expired",
                 request,
                 queue=decision.from_queue or request.queue,
-                outcome="approve"
-                if request.outcome == RequestOutcome.EXPIRED_APPROVED
-                else "reject",
+                outcome="approve" if request.outcome == "expired_approved" else "reject",
                 reason=decision.reason,
             )
         webhook_enqueue(payload)
@@ -251,15 +235,7 @@ def sla_decisions_announce(*, decision_ids: list[int]) -> int:
     return count
 
 
-# --- the webhook ---------------------------------------------------------------------------
-
-
-class WebhookFailed(Exception):
-    """The receiver did not take the event, and may later: a network error, a 5xx, 408, 429."""
-
-
-class WebhookRefused(Exception):
-    """The receiver refused the event (another 4xx, or a redirect); retrying will not help."""
+# --- the webhook's events (reviews.webhook sends them) -----------------------------------
 
 
 def event_payload(
@@ -278,68 +254,3 @@ def event_payload(
         "url": request_url(request.pk),
         **extra,
     }
-
-
-def webhook_enqueue(payload: dict[str, Any]) -> None:
-    """Hand one event to its task. Called after the commit that made the event true."""
-    from reviews.tasks import review_webhook_send
-
-    review_webhook_send.delay(payload)
-
-
-def webhook_body(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-
-
-def webhook_signature(body: bytes, secret: str) -> str:
-    """``sha256=<hex>``: HMAC-SHA256 of the exact body bytes, keyed with the shared secret."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect would turn the POST into a GET, or send the body elsewhere: refuse it."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
-def webhook_post(payload: dict[str, Any]) -> int | None:
-    """POST one signed event to AGENTDESK_REVIEW_WEBHOOK_URL; the HTTP status it got.
-
-    The body carries the send time as ``timestamp`` (also in the X-AgentDesk-Timestamp
-    header), so the signature covers it and a receiver can refuse replays. Returns None
-    when no webhook is configured (any more).
-    """
-    url = settings.AGENTDESK_REVIEW_WEBHOOK_URL
-    if not url:
-        return None
-    timestamp = int(time.time())
-    body = webhook_body({**payload, "timestamp": timestamp})
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "AgentDesk-Webhook/1",
-            SIGNATURE_HEADER: webhook_signature(body, settings.AGENTDESK_REVIEW_WEBHOOK_SECRET),
-            TIMESTAMP_HEADER: str(timestamp),
-        },
-    )
-    try:
-        with _opener.open(request, timeout=settings.AGENTDESK_REVIEW_WEBHOOK_TIMEOUT_S) as response:
-            status = int(response.status)
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-        exc.close()
-    except (urllib.error.URLError, OSError) as exc:
-        # The exception's text can name the host; the class is enough to act on.
-        raise WebhookFailed(f"{payload['event']}: {type(exc).__name__}") from None
-    if 200 <= status < 300:
-        return status
-    if status >= 500 or status in (408, 429):
-        raise WebhookFailed(f"{payload['event']}: HTTP {status}")
-    raise WebhookRefused(f"{payload['event']}: HTTP {status}")

@@ -8,9 +8,12 @@ transaction, and a decision that completes a request moves the run from
 waiting_for_approval back to running and enqueues its next step on commit: exactly one
 resume, because only the transaction that changes the run's state enqueues it.
 
-The run then executes the call as approved (the request's arguments, which an edit
-replaced and whose hash the approval covered) or, on a rejection, hands the reviewer's
-feedback to the model as the tool's result: see runs.kernel.tool_step.
+A decision that resolves a call writes its outcome onto the call's action in the same
+transaction (the approved arguments, which an edit replaced, and their hash; or the
+feedback; and who): the run then executes the call as approved or, on a rejection, hands
+the feedback to the model as the tool's result, reading only the action (runs.kernel.tool_step).
+The runtime opens requests through ``request_open``, which this app registers with
+runs.kernel.approvals; the run's changes of state are runs.kernel.transitions'.
 """
 
 from __future__ import annotations
@@ -33,11 +36,9 @@ from agentdesk.redaction import redact_row, redact_text, redact_value
 from agents.definition import Tool
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
-from audit.models import AuditVerb
 from policy.engine import Decision as PolicyDecision
 from policy.engine import Verdict, policy_evaluate
 from reviews.broadcast import queue_changed
-from reviews.context import history_summary
 from reviews.models import (
     ApprovalRequest,
     Decision,
@@ -46,12 +47,14 @@ from reviews.models import (
     GoldenCandidate,
     Queue,
     RequestKind,
-    RequestOutcome,
     RequestState,
 )
+from runs.kernel.approvals import CallReview, StuckRun, action_decision_record
 from runs.kernel.exposure import exposure_facts, exposure_summed, subject_locked
-from runs.kernel.stepping import args_hash, enqueue_next_step, run_audit_state, run_error_set
-from runs.models import Action, Run, RunState
+from runs.kernel.review_context import history_summary
+from runs.kernel.stepping import args_hash
+from runs.kernel.transitions import finish, run_resume
+from runs.models import Action, ReviewOutcome, Run, RunState
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ def _duty_audited(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 with transaction.atomic():
                     audit_record(
                         actor=kwargs["user"],  # type: ignore[arg-type]
-                        verb=AuditVerb.REQUEST_DECISION_REFUSED,
+                        verb="request.decision_refused",
                         object_type="approval_request",
                         object_id=str(exc.request_id),
                         after={"decision": str(kind), "rule": exc.rule, "reason": exc.message},
@@ -208,7 +211,7 @@ def _queue_reaching_a_person(*, run: Run, candidates: list[tuple[str, str]]) -> 
             audit_record(
                 actor=None,
                 actor_label="worker",
-                verb=AuditVerb.RUN_QUEUE_MISSING,
+                verb="run.queue_missing",
                 object_type="run",
                 object_id=str(run.pk),
                 after={"named": slugs[0], "used": slug, "because": why},
@@ -277,7 +280,7 @@ def _request_open(
     audit_record(
         actor=None,
         actor_label="worker",
-        verb=AuditVerb.REQUEST_OPENED,
+        verb="request.opened",
         object_type="approval_request",
         object_id=str(request.pk),
         after={"queue": queue.slug, "due_at": request.due_at.isoformat(), **audit_after},
@@ -287,19 +290,16 @@ def _request_open(
     return request
 
 
-def approval_request_open(
-    *,
-    run: Run,
-    action: Action,
-    tool: Tool,
-    arguments: dict[str, Any],
-    verdict: PolicyDecision,
-    context: dict[str, Any],
-) -> ApprovalRequest:
-    """Open the request for one call and park the run. Inside the step's transaction."""
-    digest = request_hash(tool.name, arguments)
+def approval_request_open(review: CallReview) -> ApprovalRequest:
+    """Open the request for one call. Inside the step's transaction, which parks the run.
+
+    Registered as the runtime's opener (``request_open``, reviews.apps): the runtime hands
+    over the call as ``runs.kernel.approvals.CallReview`` and records the run's wait itself.
+    """
+    run, action, tool, verdict = review.run, review.action, review.tool, review.verdict
+    digest = request_hash(tool.name, review.arguments)
     queue = queue_for_call(run=run, slug=verdict.queue)
-    request = _request_open(
+    return _request_open(
         run=run,
         queue=queue,
         audit_after={
@@ -313,7 +313,7 @@ def approval_request_open(
         action=action,
         tool=tool.name,
         risk=str(tool.risk),
-        arguments=arguments,
+        arguments=review.arguments,
         args_hash=digest,
         rule=verdict.rule,
         routing_reason=verdict.reason,
@@ -324,19 +324,15 @@ def approval_request_open(
         flags=list(verdict.flags),
         rationale=action.rationale,
         confidence=action.confidence,
-        context=context,
+        context=review.context,
     )
-    before = run.state
-    run.state = RunState.WAITING_FOR_APPROVAL
-    run_audit_state(run, before, request=request.pk)
-    return request
 
 
 def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
     """A run that cannot go on by itself waits on a request in its escalation queue.
 
     The queue is the run's configuration version's (to the run's end). Inside the
-    transaction that parks the run (runs.kernel.stepping.park_for_human). Approving resumes the
+    transaction that parks the run (runs.kernel.transitions.park_for_human). Approving resumes the
     run (the fallback chain from its first link, a fresh budget); rejecting ends it as
     failed with the reviewer's note.
     """
@@ -361,6 +357,14 @@ def run_escalation_open(*, run: Run, error: dict[str, Any]) -> ApprovalRequest:
         policy_version=policy_version,
         context={"input": run.input, "history": history_summary(run), "error": error},
     )
+
+
+def request_open(ask: CallReview | StuckRun) -> int:
+    """The runtime's opener (runs.kernel.approvals.register_opener): a call's request, or a stuck
+    run's; the request's id."""
+    if isinstance(ask, CallReview):
+        return approval_request_open(ask).pk
+    return run_escalation_open(run=ask.run, error=ask.error).pk
 
 
 # --- claiming ------------------------------------------------------------------------------
@@ -398,7 +402,7 @@ def approval_claim(*, request_id: int, user: User) -> ApprovalRequest:
         if not held:
             audit_record(
                 actor=user,
-                verb=AuditVerb.REQUEST_CLAIMED,
+                verb="request.claimed",
                 object_type="approval_request",
                 object_id=str(request.pk),
                 after={"claimed_until": request.claimed_until.isoformat()},
@@ -466,7 +470,7 @@ def approval_approve(*, request_id: int, user: User, seen_hash: str, reason: str
                 "Review the current arguments and decide again."
             )
         decision = _add_approval(request, user, DecisionKind.APPROVE, None, reason)
-        return _after_approval(request, decision, outcome=RequestOutcome.APPROVED)
+        return _after_approval(request, decision, outcome="approved")
 
 
 @_duty_audited(DecisionKind.EDIT)
@@ -534,7 +538,7 @@ def approval_edit(
             ]
         )
         decision = _add_approval(request, user, DecisionKind.EDIT, edited, reason, before=before)
-        return _after_approval(request, decision, outcome=RequestOutcome.EDITED)
+        return _after_approval(request, decision, outcome="edited")
 
 
 def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]) -> PolicyDecision:
@@ -644,7 +648,7 @@ def _add_approval(
         ) from None
     audit_record(
         actor=user,
-        verb=AuditVerb(f"request.{kind}"),
+        verb=f"request.{kind}",
         object_type="approval_request",
         object_id=str(request.pk),
         before=before,
@@ -701,7 +705,7 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
         request.feedback = feedback[:FEEDBACK_MAX]
         audit_record(
             actor=user,
-            verb=AuditVerb.REQUEST_REJECT,
+            verb="request.reject",
             object_type="approval_request",
             object_id=str(request.pk),
             after={"decision": decision.pk, "feedback": request.feedback},
@@ -709,7 +713,7 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
         )
         if not request.is_run_escalation:
             _file_candidate(request, decision)
-        _complete(request, RequestState.REJECTED, outcome=RequestOutcome.REJECTED, actor=user)
+        _complete(request, RequestState.REJECTED, outcome="rejected", actor=user)
         return Outcome(request, decision, completed=True)
 
 
@@ -754,7 +758,7 @@ def _move(request: ApprovalRequest, to_queue: Queue, *, actor: User | None, reas
     audit_record(
         actor=actor,
         actor_label="" if actor else SLA,
-        verb=AuditVerb.REQUEST_ESCALATED,
+        verb="request.escalated",
         object_type="approval_request",
         object_id=str(request.pk),
         before={"queue": from_queue.slug},
@@ -768,12 +772,26 @@ def _move(request: ApprovalRequest, to_queue: Queue, *, actor: User | None, reas
 def _complete(
     request: ApprovalRequest, state: RequestState, *, outcome: str, actor: User | None
 ) -> None:
-    """Close the request and move its run from waiting to running, once."""
+    """Close the request, write its outcome onto the call's action, and resume the run, once.
+
+    The action carries what the resumed step needs (runs.kernel.approvals.action_decision_record):
+    the runtime reads its own record, never this request.
+    """
     request.state = state
     request.outcome = outcome
     request.decided_at = timezone.now()
     request.claimed_until = None
     request.save(update_fields=["state", "outcome", "feedback", "decided_at", "claimed_until"])
+    if request.action_id is not None:
+        action_decision_record(
+            action_id=request.action_id,
+            outcome=ReviewOutcome(outcome),
+            decided_by=actor,
+            decided_at=request.decided_at,
+            arguments=request.arguments,
+            args_hash=request.args_hash,
+            feedback=request.feedback,
+        )
     run = Run.objects.select_for_update().get(pk=request.run_id)
     waiting_in = (
         RunState.NEEDS_HUMAN if request.is_run_escalation else RunState.WAITING_FOR_APPROVAL
@@ -784,54 +802,33 @@ def _complete(
     elif request.is_run_escalation and state != RequestState.APPROVED:
         _run_end_by_person(run, request, actor)
     else:
-        if request.is_run_escalation:
-            _run_restart_by_person(run)
-        run.state = RunState.RUNNING
-        enqueue_next_step(run)
-        run.save()
-        run_audit_state(
+        run_resume(
             run,
-            waiting_in,
             actor=actor,
             actor_label=SLA,
-            verb=AuditVerb.RUN_RESUMED,
+            restart=request.is_run_escalation,
             request=request.pk,
             outcome=outcome,
         )
+        run.save()
     queue_changed(queue_id=request.queue_id, request_id=request.pk, event="decided")
 
 
-def _run_restart_by_person(run: Run) -> None:
-    """A person resumes a stuck run: the fallback chain from its primary, a fresh budget.
-
-    The budget's baseline moves to now, so a run stopped by a limit gets the agent's
-    limits once more from here, not a loop back into the same limit.
-    """
-    checkpoint = run.checkpoint
-    checkpoint["link"] = 0
-    checkpoint["attempt"] = 0
-    checkpoint.pop("last_error", None)
-    checkpoint["budget_base"] = {
-        "steps": run.next_seq,
-        "tool_calls": run.tool_calls,
-        "tokens": run.tokens_in + run.tokens_out,
-        "cost_usd": str(run.cost_usd),
-        "at": timezone.now().isoformat(),
-    }
-    run.error = None
-
-
 def _run_end_by_person(run: Run, request: ApprovalRequest, actor: User | None) -> None:
-    before = run.state
     cause = run.error or {"class": "internal_error", "message": "the run needed a person"}
     who = actor.get_username() if actor else "the SLA clock"
-    run.state = RunState.FAILED
-    run.finished_at = timezone.now()
-    run_error_set(
-        run, {**cause, "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000]}
+    finish(
+        run,
+        RunState.FAILED,
+        error={
+            **cause,
+            "message": f"{cause['message']} — ended by {who}: {request.feedback}"[:1000],
+        },
+        actor=actor,
+        actor_label=SLA,
+        request=request.pk,
     )
     run.save()
-    run_audit_state(run, before, actor=actor, actor_label=SLA, request=request.pk, error=run.error)
 
 
 def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
@@ -912,7 +909,7 @@ def approval_bulk_approve(
             _after_approval(
                 request,
                 _add_approval(request, user, DecisionKind.APPROVE, None, "bulk approval"),
-                outcome=RequestOutcome.APPROVED,
+                outcome="approved",
             )
             for request in requests
         ]
@@ -1002,7 +999,7 @@ def _expire(request: ApprovalRequest) -> Decision:
     audit_record(
         actor=None,
         actor_label=SLA,
-        verb=AuditVerb.REQUEST_EXPIRED,
+        verb="request.expired",
         object_type="approval_request",
         object_id=str(request.pk),
         after={"outcome": queue.expiry_outcome, "reason": reason},
@@ -1011,7 +1008,7 @@ def _expire(request: ApprovalRequest) -> Decision:
     _complete(
         request,
         RequestState.EXPIRED,
-        outcome=RequestOutcome.EXPIRED_APPROVED if approve else RequestOutcome.EXPIRED_REJECTED,
+        outcome="expired_approved" if approve else "expired_rejected",
         actor=None,
     )
     return decision
@@ -1019,6 +1016,4 @@ def _expire(request: ApprovalRequest) -> Decision:
 
 def approval_is_granted(request: ApprovalRequest) -> bool:
     """Whether the worker may execute the request's arguments."""
-    return (
-        request.state == RequestState.APPROVED or request.outcome == RequestOutcome.EXPIRED_APPROVED
-    )
+    return request.state == RequestState.APPROVED or request.outcome == "expired_approved"

@@ -220,8 +220,30 @@ class ActionStatus(models.TextChoices):
     REJECTED = "rejected"
 
 
+class ReviewOutcome(models.TextChoices):
+    """How the people (or the SLA clock) resolved a call the policy sent to review."""
+
+    APPROVED = "approved"
+    EDITED = "edited"  # approved with the arguments a reviewer edited
+    REJECTED = "rejected"
+    EXPIRED_APPROVED = "expired_approved"  # nobody decided in time; the queue approves
+    EXPIRED_REJECTED = "expired_rejected"  # nobody decided in time; the queue rejects
+
+
+# The outcomes under which the call runs, with the arguments they approved.
+GRANTED_OUTCOMES = frozenset(
+    {ReviewOutcome.APPROVED, ReviewOutcome.EDITED, ReviewOutcome.EXPIRED_APPROVED}
+)
+
+
 class Action(models.Model):
-    """A tool call the model proposed, with its arguments, their hash and its key."""
+    """A tool call the model proposed, with its arguments, their hash and its key.
+
+    A call the policy sent to review also carries how it was resolved (``review_*``,
+    ``approved_*``, ``decided_*``), written by the decision that resolved it, in the
+    decision's transaction (runs.kernel.approvals.action_decision_record): the resumed step reads
+    the action, never the approvals side's records.
+    """
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="actions")
     # The model step that proposed it and its index among that step's calls.
@@ -259,6 +281,23 @@ class Action(models.Model):
     subject = models.CharField(max_length=254, blank=True)
     record = models.CharField(max_length=120, blank=True)
     amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    # How a review resolved the call; empty while it is not reviewed or not decided yet.
+    review_outcome = models.CharField(max_length=20, choices=ReviewOutcome.choices, blank=True)
+    # What an approval covers: the arguments exactly as approved (a reviewer's edit
+    # included) and their hash; the step runs these and checks the hash first.
+    approved_arguments = models.JSONField(null=True, blank=True)
+    approved_args_hash = models.CharField(max_length=64, blank=True)
+    # A rejection's words for the model, returned as the call's result.
+    review_feedback = models.TextField(blank=True)
+    # Who resolved it (NULL: the SLA clock) and when.
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     executed_at = models.DateTimeField(null=True, blank=True)
 
@@ -267,6 +306,12 @@ class Action(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["run", "proposed_seq", "index"], name="action_unique_position"
+            ),
+            # An approval names what it approved; a rejection says why.
+            models.CheckConstraint(
+                condition=~Q(review_outcome__in=sorted(GRANTED_OUTCOMES))
+                | (Q(approved_arguments__isnull=False) & ~Q(approved_args_hash="")),
+                name="action_granted_names_its_arguments",
             ),
         ]
         indexes = [

@@ -46,24 +46,19 @@ from agentdesk.redaction import redact_value
 from agents.definition import Agent, OnLimit
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
-from audit.models import AuditVerb
 from runs.kernel.leases import lease_kept
 from runs.kernel.limits import limit_reached, run_spent
 from runs.kernel.model_step import model_step
-from runs.kernel.stepping import (
-    chaining,
-    claim,
-    commit,
+from runs.kernel.stepping import chaining, claim, commit, dead_letter_after_crash, kept_next_step
+from runs.kernel.tool_step import tool_step
+from runs.kernel.transitions import (
     dead_letter,
-    dead_letter_after_crash,
     enqueue_next_step,
     fail,
-    kept_next_step,
     park_for_human,
-    run_audit_state,
+    run_requeue,
 )
-from runs.kernel.tool_step import tool_step
-from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunState
+from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +197,7 @@ def _run_create(
     )
     audit_record(
         actor=user,
-        verb=AuditVerb.RUN_SUBMITTED,
+        verb="run.submitted",
         object_type="run",
         object_id=str(run.id),
         after={
@@ -350,7 +345,7 @@ def _resolve(letter: DeadLetter, status: DeadLetterStatus, actor: User | None) -
     letter.save(update_fields=["status", "resolved_at", "resolved_by"])
     audit_record(
         actor=actor,
-        verb=AuditVerb(f"dead_letter.{status}"),
+        verb=f"dead_letter.{status}",
         object_type="dead_letter",
         object_id=str(letter.pk),
         before={"status": DeadLetterStatus.OPEN},
@@ -369,24 +364,7 @@ def dead_letter_requeue(*, letter_id: int, actor: User | None) -> Run:
         letter = _open_letter(letter_id)
         run = Run.objects.select_for_update().get(pk=letter.run_id)
         _resolve(letter, DeadLetterStatus.REQUEUED, actor)
-        before = run.state
-        run.state = RunState.RUNNING
-        run.error = None
-        run.finished_at = None
-        run.started_at = timezone.now()
-        run.step_attempts = 0
-        run.lease_token = None
-        run.lease_expires_at = None
-        run.checkpoint.update(attempt=0, link=0, malformed_streak=0)
-        run_audit_state(
-            run,
-            before,
-            actor=actor,
-            actor_label="system",
-            verb=AuditVerb.RUN_REQUEUED,
-            next_seq=run.next_seq,
-        )
-        enqueue_next_step(run)
+        run_requeue(run, actor=actor)
         run.save()
     return run
 

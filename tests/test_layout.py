@@ -6,8 +6,10 @@ circle hidden in a function is still a circle. Rules:
 
 - no two modules import each other, directly or around a circle;
 - the runtime (runs/, but for its pages: views, api, selectors, forms, urls, admin) never
-  imports the reviews app or an eval app: it opens a request through runs.approvals, and
+  imports the reviews app or an eval app: it opens a request through runs.kernel.approvals, and
   reads a decision from the action it decided;
+- the domains below the reviewers (agents/, policy/, audit/, releases/, and agentdesk/
+  but for the shell that wires the apps together) never import the reviews app either;
 - nothing outside examples/ imports the example: an agent is named in settings.
 """
 
@@ -24,6 +26,9 @@ NOT_PROJECT = {"tests", "bench", "docs", "templates", "static", "node_modules"}
 SKIP_PARTS = {"migrations", "__pycache__"}
 RUNTIME_PAGES = {"views", "api", "selectors", "forms", "urls", "admin"}
 HUMAN_SIDE = {"reviews", "evals"}
+BELOW_REVIEWS = {"agents", "policy", "audit", "releases", "agentdesk"}
+# The project shell wires the apps together (urls, asgi, the pages' roles and admin).
+SHELL = {"agentdesk.urls", "agentdesk.asgi", "agentdesk.views", "agentdesk.roles"}
 
 
 def _packages() -> list[Path]:
@@ -127,6 +132,19 @@ def test_the_runtime_never_imports_the_reviewers_side(graph: dict[str, set[str]]
         f"{module} -> {target}"
         for module, targets in graph.items()
         if module.split(".")[0] == "runs" and module.split(".")[-1] not in RUNTIME_PAGES
+        for target in targets
+        if target.split(".")[0] in HUMAN_SIDE
+    ]
+    assert edges == []
+
+
+def test_the_domains_below_the_reviewers_never_import_them(graph: dict[str, set[str]]) -> None:
+    edges = [
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module.split(".")[0] in BELOW_REVIEWS
+        and module not in SHELL
+        and not module.startswith("agentdesk.management")
         for target in targets
         if target.split(".")[0] in HUMAN_SIDE
     ]

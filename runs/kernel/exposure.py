@@ -37,15 +37,16 @@ from django.utils import timezone
 
 from agents.definition import Agent, CallFacts
 from policy.engine import Evidence, Policy, empty_sums
-from runs.models import Action, ActionStatus, Verdict
+from runs.models import GRANTED_OUTCOMES, Action, ActionStatus, Verdict
 
 log = logging.getLogger(__name__)
 
 # A call that failed this way may have had its effect before it failed.
 MAYBE_HAPPENED = ("tool_timeout", "tool_crashed")
-# The request of an approved call, not run yet (the ORM path, as a string: the runtime
-# does not import the reviews app).
-_APPROVED = Q(approval__state="approved") | Q(approval__outcome="expired_approved")
+# A call sent to review and approved (the outcome its decision wrote onto it), not run yet;
+# one still waiting for its decision has no outcome.
+_APPROVED = Q(review_outcome__in=sorted(GRANTED_OUTCOMES))
+_UNDECIDED = Q(review_outcome="")
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,7 @@ def exposure_sums(
     )
     proposed = Q(status=ActionStatus.PROPOSED)
     approved = proposed & Q(verdict=Verdict.REVIEW) & _APPROVED
-    pending = proposed & (
-        Q(verdict=Verdict.EXECUTE)
-        | (Q(verdict=Verdict.REVIEW) & (Q(approval__isnull=True) | Q(approval__state="pending")))
-    )
+    pending = proposed & (Q(verdict=Verdict.EXECUTE) | (Q(verdict=Verdict.REVIEW) & _UNDECIDED))
     standings = {"executed": executed, "approved": approved, "pending": pending}
     scopes = {"run": Q(run_id=run_id)}
     recent = Q(created_at__gte=since)

@@ -55,13 +55,11 @@ from runs.kernel.stepping import (
     args_hash,
     commit,
     conversation_state,
-    dead_letter,
-    finish,
     mark_degraded,
-    park_for_human,
     release_db_connection,
 )
 from runs.kernel.tool_step import InlineCall, account_result, read_calls_inline, settle_action
+from runs.kernel.transitions import dead_letter, finish, park_for_human
 from runs.kernel.verification import (
     answer_refused_message,
     answer_verification,

@@ -3,7 +3,8 @@
 Every step goes through the same three moves (see runs.services for the whole story):
 ``claim`` takes a lease in a short transaction, the caller works outside any
 transaction, and ``commit`` records the step under the lease and enqueues the next one.
-A step that should run later (a backoff, a rate limit) is ``defer``red instead.
+A step that should run later (a backoff, a rate limit) is ``defer``red instead. How the
+run's state changes on the way (start, finish, fail, park) is runs.kernel.transitions'.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agentdesk.errors import ErrorClass, error_payload
-from agentdesk.redaction import redact_row, redact_text, redact_value
+from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import (
     can_commit_with_statements,
     commit_with,
@@ -45,11 +46,10 @@ from audit.log import (
     audit_batch,
     audit_record,
 )
-from audit.models import AuditVerb
+from runs.kernel.transitions import WORKER, dead_letter, enqueue_next_step, run_start
 from runs.models import (
     ACTIVE_STATES,
     Action,
-    DeadLetter,
     Degradation,
     Run,
     RunState,
@@ -59,31 +59,9 @@ from runs.models import (
 )
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import User
-
     from audit.models import AuditEvent
 
 log = logging.getLogger("runs.services")
-
-WORKER = "worker"  # the actor label of changes the runtime makes on its own
-
-
-def enqueue_next_step(run: Run, *, countdown_s: float = 0) -> None:
-    """Put the run's next step on the broker once the current transaction commits.
-
-    ``robust``: a broker that is down must not undo a committed step; the stalled-run
-    sweeper enqueues it again later. ``enqueued_at`` is when the step is due, so the
-    sweeper does not mistake a backoff for a lost message. The caller saves the run.
-    """
-    run_id, seq = str(run.id), run.next_seq
-    run.enqueued_at = timezone.now() + timedelta(seconds=countdown_s)
-
-    def send() -> None:
-        from runs.tasks import run_step
-
-        run_step.apply_async((run_id, seq), countdown=countdown_s)
-
-    transaction.on_commit(send, robust=True)
 
 
 @dataclass
@@ -238,10 +216,7 @@ def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
         fields = ["lease_token", "lease_expires_at", "step_attempts", "updated_at"]
         with audit_batch(append=False) as events:
             if run.state == RunState.QUEUED:
-                run.state = RunState.RUNNING
-                run.started_at = now
-                fields += ["state", "started_at"]
-                run_audit_state(run, RunState.QUEUED, verb=AuditVerb.RUN_STARTED)
+                fields += run_start(run, now=now)
         # The row is locked: the condition holds. The last statement: it may COMMIT.
         _write_run_and_commit(run, fields, {"id": run.pk}, events)
     return run
@@ -451,33 +426,6 @@ def defer(run: Run, seq: int, *, countdown_s: float, reason: str) -> bool:
     return True
 
 
-def run_audit_state(
-    run: Run,
-    before: str,
-    *,
-    actor: User | None = None,
-    actor_label: str = WORKER,
-    verb: str = "",
-    **after: Any,
-) -> None:
-    """The audit event of a run's change of state, inside the transaction that makes it.
-
-    Every writer of a run's state goes through here (the runtime, reviewers' decisions, the
-    SLA clock, operators requeueing a dead letter), so a run's transitions read alike in
-    the log. ``actor_label`` names a change without a person (``worker``, ``sla``).
-    """
-    audit_record(
-        actor=actor,
-        actor_label="" if actor is not None else actor_label,
-        verb=verb or AuditVerb(f"run.{run.state}"),
-        object_type="run",
-        object_id=str(run.id),
-        before={"state": before},
-        after={"state": run.state, **after},
-        trace_id=run.trace_id,
-    )
-
-
 def action_audit(
     action: Action,
     *,
@@ -500,48 +448,13 @@ def action_audit(
     audit_record(
         actor=None,
         actor_label=WORKER,
-        verb=AuditVerb(f"action.{status}"),
+        verb=f"action.{status}",
         object_type="action",
         object_id=str(action.pk),
         before={"status": before} if before else None,
         after={"status": status, "tool": action.tool, **after},
         trace_id=trace_id,
     )
-
-
-def finish(
-    run: Run, state: RunState, *, output: str = "", error: dict[str, Any] | None = None
-) -> None:
-    """End the run (inside ``apply``): succeeded, failed or dead-lettered."""
-    before = run.state
-    run.state = state
-    run.output = redact_text(output)  # the model's final answer: a hostile endpoint's words
-    error = run_error_set(run, error)
-    run.finished_at = timezone.now()
-    run_audit_state(run, before, error=error)
-    if state == RunState.DEAD_LETTERED:
-        redact_row(DeadLetter(run=run, seq=run.next_seq, error=error or {})).save(force_insert=True)
-    log.info("run %s %s%s", run.id, state, f": {error['class']}" if error else "")
-
-
-def run_error_set(run: Run, error: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Set ``Run.error``, redacted; returns it, for the records that copy it.
-
-    Every writer of a run's error goes through here (the runtime ending or parking a run, a
-    person ending a stuck one): its words may be an endpoint's, a tool's or a reviewer's.
-    The errors error_payload built are redacted already; this costs a few dictionary
-    lookups for them (clean texts are remembered) and catches one built by hand.
-    """
-    run.error = redact_value(error) if error is not None else None
-    return run.error
-
-
-def fail(run: Run, error: dict[str, Any]) -> None:
-    finish(run, RunState.FAILED, error=error)
-
-
-def dead_letter(run: Run, error: dict[str, Any]) -> None:
-    finish(run, RunState.DEAD_LETTERED, error=error)
 
 
 def mark_degraded(run: Run, *reasons: Degradation) -> None:
@@ -554,23 +467,6 @@ def mark_degraded(run: Run, *reasons: Degradation) -> None:
         if reason not in degraded:
             degraded.append(str(reason))
     run.degraded = degraded
-
-
-def park_for_human(run: Run, error: dict[str, Any]) -> None:
-    """Stop the run until a person acts (inside ``apply``); not an end state.
-
-    The person is asked through a request in the agent's escalation queue
-    (reviews.services.run_escalation_open): resume the run, or end it.
-    """
-    from reviews.services import run_escalation_open  # reviews builds on this module
-
-    before = run.state
-    run.state = RunState.NEEDS_HUMAN
-    stored = run_error_set(run, error)
-    assert stored is not None
-    run_audit_state(run, before, error=stored)
-    run_escalation_open(run=run, error=stored)
-    log.info("run %s needs a human: %s", run.id, error["class"])
 
 
 def dead_letter_after_crash(run: Run, seq: int, exc: BaseException) -> None:

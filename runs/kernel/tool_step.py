@@ -1,12 +1,14 @@
 """A tool step: run one proposed tool call, at most once in effect, and record it.
 
 Arguments are validated before anything runs, then the policy (policy.engine) gives
-its verdict: execute, block, or review, which opens an approval request and parks the
-run; after a person decided, the step runs the approved arguments or returns the
-reviewer's feedback. A validation failure, an unknown tool, a block, a rejection, an
-open breaker or the tool's own ToolError go back to the model as a structured tool
-result. A transient failure (timeout, crash) is retried with backoff under the same
-idempotency key, so a tool that did its work before failing returns its stored result.
+its verdict: execute, block, or review, which opens an approval request (through
+runs.kernel.approvals: the runtime never imports the approvals side) and parks the run; after a
+person decided, the step reads the outcome the decision wrote onto the action and runs the
+approved arguments, or returns the reviewer's feedback. A validation failure, an unknown
+tool, a block, a rejection, an open breaker or the tool's own ToolError go back to the
+model as a structured tool result. A transient failure (timeout, crash) is retried with
+backoff under the same idempotency key, so a tool that did its work before failing returns
+its stored result.
 """
 
 from __future__ import annotations
@@ -37,9 +39,6 @@ from agents.definition import Agent, Risk, Tool, ToolContext, ToolError, parse_r
 from policy.engine import Decision as PolicyDecision
 from policy.engine import Evidence, policy_evaluate
 from policy.engine import Verdict as PolicyVerdict
-from reviews.context import review_context_build
-from reviews.models import ApprovalRequest, RequestState
-from reviews.services import approval_is_granted, approval_request_open, request_hash
 from runs.gateway.breakers import (
     CircuitOpen,
     breaker_allow,
@@ -48,20 +47,33 @@ from runs.gateway.breakers import (
     tool_breaker_name,
 )
 from runs.gateway.retrying import retry_delay
+from runs.kernel.approvals import CallReview, open_request
 from runs.kernel.exposure import Exposure, exposure_facts, exposure_summed, subject_locked
 from runs.kernel.limits import Spent, limit_reached
+from runs.kernel.review_context import review_context_build
 from runs.kernel.stepping import (
     StepRecord,
     action_audit,
+    args_hash,
     commit,
     conversation_state,
     defer,
     mark_degraded,
-    park_for_human,
     release_db_connection,
 )
+from runs.kernel.transitions import park_for_approval, park_for_human
 from runs.kernel.verification import call_verification, verification_failed
-from runs.models import Action, ActionStatus, Degradation, Run, Step, StepKind, Verdict
+from runs.models import (
+    GRANTED_OUTCOMES,
+    Action,
+    ActionStatus,
+    Degradation,
+    ReviewOutcome,
+    Run,
+    Step,
+    StepKind,
+    Verdict,
+)
 
 log = logging.getLogger("runs.services")
 
@@ -327,11 +339,10 @@ def _gate(
                 errors=json.loads(exc.json(include_url=False, include_context=False)),
             )
         )
-    # Only a call the policy sent to review has a request (a person's decision) to read.
-    if action.verdict == PolicyVerdict.REVIEW:
-        request = ApprovalRequest.objects.filter(action=action).first()
-        if request is not None:
-            return _reviewed(tool, request)
+    # Only a call the policy sent to review has a decision to read; its decision wrote the
+    # outcome onto the action (runs.kernel.approvals.action_decision_record).
+    if action.verdict == PolicyVerdict.REVIEW and action.review_outcome:
+        return _reviewed(tool, action)
     # The agent's verifiers, before the policy: a call they refuse never reaches it (nor a
     # reviewer's queue), and goes back to the model with their reasons. Only a call not
     # yet started: one marked executing may have had its effect (a crash, a timeout), so
@@ -406,22 +417,20 @@ def _judge(
     return verdict, exposure.evidence
 
 
-def _reviewed(tool: Tool, request: ApprovalRequest) -> _Gate:
+def _reviewed(tool: Tool, action: Action) -> _Gate:
     """After a person decided: the approved arguments, exactly as approved, or the feedback."""
-    if approval_is_granted(request):
+    if action.review_outcome in GRANTED_OUTCOMES:
         # The hash check is the last line of defence: run only what the approval covered.
-        if request_hash(tool.name, request.arguments) != request.args_hash:
-            raise RuntimeError(f"request {request.pk}: the arguments do not match their hash")
-        return _Gate(validated=tool.input_schema.model_validate(request.arguments))
-    if request.state == RequestState.PENDING:
-        raise RuntimeError(f"request {request.pk} is still pending; the run should be parked")
-    if request.outcome == "expired_rejected":
-        message = request.feedback  # no person acted: say so, not "a reviewer rejected"
+        approved = action.approved_arguments
+        if approved is None or args_hash(tool.name, approved, "") != action.approved_args_hash:
+            raise RuntimeError(f"action {action.pk}: the arguments do not match their hash")
+        return _Gate(validated=tool.input_schema.model_validate(approved))
+    feedback = action.review_feedback
+    if action.review_outcome == ReviewOutcome.EXPIRED_REJECTED:
+        message = feedback  # no person acted: say so, not "a reviewer rejected"
     else:
-        message = f"A reviewer rejected this call. Their feedback: {request.feedback}"
-    return _Gate(
-        error=error_payload(ErrorClass.REVIEW_REJECTED, message, feedback=request.feedback)
-    )
+        message = f"A reviewer rejected this call. Their feedback: {feedback}"
+    return _Gate(error=error_payload(ErrorClass.REVIEW_REJECTED, message, feedback=feedback))
 
 
 def _park_for_review(
@@ -443,14 +452,18 @@ def _park_for_review(
     def apply(locked: Run) -> None:
         record.create(locked, seq)
         _record_verdict(action, review)
-        approval_request_open(
-            run=locked,
-            action=action,
-            tool=tool,
-            arguments=arguments,
-            verdict=review,
-            context=context,
+        request = open_request(
+            CallReview(
+                run=locked,
+                action=action,
+                agent=agent,
+                tool=tool,
+                arguments=arguments,
+                verdict=review,
+                context=context,
+            )
         )
+        park_for_approval(locked, request=request)
         locked.checkpoint["attempt"] = 0
 
     commit(run, seq, apply)

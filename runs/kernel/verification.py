@@ -13,7 +13,8 @@ from typing import Any
 
 from agentdesk.errors import ErrorClass, error_payload
 from agents.definition import ActionDone, Agent, Verifier, VerifierContext, VerifierStage
-from runs.kernel.stepping import mark_degraded, park_for_human
+from runs.kernel.stepping import mark_degraded
+from runs.kernel.transitions import park_for_human
 from runs.models import Action, Degradation, Run
 
 # What a refused answer tells the model, before the verifiers' own words. A system message:

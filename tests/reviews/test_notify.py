@@ -22,7 +22,7 @@ from guardian.shortcuts import assign_perm
 
 from agentdesk.celery import app
 from audit.models import AuditEvent
-from reviews import notify, tasks
+from reviews import notify, tasks, webhook
 from reviews.models import ApprovalRequest, DecisionKind, Queue, RequestState
 from tests.reviews.test_sla import in_threads, pending_request
 
@@ -346,8 +346,8 @@ def test_an_unreachable_webhook_is_a_retryable_failure_without_the_url(settings:
     settings.AGENTDESK_REVIEW_WEBHOOK_URL = "http://127.0.0.1:9/secret-token"  # discard port
     settings.AGENTDESK_REVIEW_WEBHOOK_SECRET = SECRET
 
-    with pytest.raises(notify.WebhookFailed) as failed:
-        notify.webhook_post({"event": "request.due_soon", "request_id": 1})
+    with pytest.raises(webhook.WebhookFailed) as failed:
+        webhook.webhook_post({"event": "request.due_soon", "request_id": 1})
 
     assert str(failed.value) == "request.due_soon: URLError"
 

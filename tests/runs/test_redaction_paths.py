@@ -500,7 +500,7 @@ def test_inv8_workers_calling_an_echoing_endpoint_store_and_log_only_the_placeho
 # Written through agentdesk.redaction.redact_row, which redacts every text and JSON column
 # of the row, one added later included.
 ROW_WRITTEN = {
-    DeadLetter: "runs.kernel.stepping.finish",
+    DeadLetter: "runs.kernel.transitions.finish",
     ApprovalRequest: "reviews.services._request_open (arguments: the action's, hashed)",
     Decision: "reviews.services._decision_create",
     GoldenCandidate: "reviews.services._file_candidate",
@@ -509,8 +509,8 @@ ROW_WRITTEN = {
 NAMED = {
     "runs.Run.input": "runs.services._run_create",
     "runs.Run.checkpoint": "runs.services._run_create, runs.kernel.stepping.commit",
-    "runs.Run.output": "runs.kernel.stepping.finish",
-    "runs.Run.error": "runs.kernel.stepping.run_error_set",
+    "runs.Run.output": "runs.kernel.transitions.finish",
+    "runs.Run.error": "runs.kernel.transitions.run_error_set",
     # Degradation codes only (runs.models.Degradation), never free text.
     "runs.Run.degraded": "runs.kernel.stepping (Degradation values)",
     **{f"runs.Step.{name}": "runs.kernel.stepping.StepRecord.build" for name in STEP_REDACTED},
@@ -518,8 +518,12 @@ NAMED = {
     "runs.Action.arguments": "runs.kernel.model_step._proposed",
     "runs.Action.rationale": "runs.kernel.model_step._proposed",
     "runs.Action.result": "runs.kernel.tool_step.settle_action (the step's, redacted)",
-    "agentdesk.AuditEvent.before": "audit.log.audit_record",
-    "agentdesk.AuditEvent.after": "audit.log.audit_record",
+    # Copied from the decided request: its arguments (the action's, or a reviewer's edit,
+    # redacted before they were hashed) and its feedback, redacted when it was typed.
+    "runs.Action.approved_arguments": "runs.kernel.approvals.action_decision_record (hashed)",
+    "runs.Action.review_feedback": "runs.kernel.approvals.action_decision_record",
+    "audit.AuditEvent.before": "audit.log.audit_record",
+    "audit.AuditEvent.after": "audit.log.audit_record",
 }
 # What operators and admins write about configuration, not what a run produced: shown to
 # the people who may change it. A prompt's secret would still be redacted from every

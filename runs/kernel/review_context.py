@@ -1,7 +1,10 @@
 """What a reviewer sees besides the call: the run's input, what the agent did, the records.
 
-Built by the worker when a call is routed to review and stored on the request, so the
-inbox reads one row and shows the world as the agent saw it when it asked.
+Built by the worker when a call is routed to review, outside the step's transaction (an
+agent's records hook may be slow, or fail), and handed to the approvals side with the call
+(runs.kernel.approvals.CallReview), which stores it on the request: the inbox reads one row and
+shows the world as the agent saw it when it asked. It reads only the runtime's own
+records (the run, its actions) and the agent's hook, so it lives on the runtime's side.
 """
 
 from __future__ import annotations
