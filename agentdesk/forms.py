@@ -9,7 +9,8 @@ from django import forms
 from django.conf import settings
 
 from agentdesk.agents import OnLimit, Risk
-from agentdesk.configuration import SLA_MINUTES_MAX, routes_text
+from agentdesk.config_documents import SLA_MINUTES_MAX
+from agentdesk.configuration import routes_text
 from agentdesk.policy import (
     DEFAULT_SUMS_WINDOW_HOURS,
     FOREIGN_BLOCK,
