@@ -37,25 +37,24 @@ import difflib
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.core.validators import validate_slug
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 
+from agentdesk.config_documents import (
+    CONFIG_FIELDS,
+    ConfigRefused,
+    RunConfig,
+    policy_document,
+    run_config_checked,
+    run_config_stored,
+)
 from agentdesk.models import AgentConfigActive, AgentConfigVersion
-from agents.definition import Agent, Limits, ModelRoute, OnLimit, Risk
+from agents.definition import Agent
 from agents.registry import agent_get
 from audit.log import audit_record
-from policy.engine import (
-    DEFAULT_SUMS_WINDOW_HOURS,
-    FOREIGN_BLOCK,
-    Policy,
-    PolicyInvalid,
-    ReviewRule,
-)
+from policy.engine import Policy, PolicyInvalid
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -63,35 +62,6 @@ if TYPE_CHECKING:
     from runs.models import Run
 
 AUDIT_OBJECT = "agent_config"
-POLICY_FIELDS = (
-    "scope",
-    "review_risks",
-    "thresholds",
-    "rules",
-    "queue",
-    "tool_queues",
-    "on_foreign_subject",
-    "sums_window_hours",
-)
-RUNTIME_FIELDS = ("limits", "model_tiers", "escalation_queue", "sla_minutes")
-CONFIG_FIELDS = (*POLICY_FIELDS, *RUNTIME_FIELDS)
-RULE_FIELDS = ("name", "when", "tools", "queue", "approvals", "description")
-LIMIT_FIELDS = (
-    "max_steps",
-    "max_tool_calls",
-    "max_tokens",
-    "max_cost_usd",
-    "deadline_s",
-    "on_exceeded",
-)
-ROUTE_FIELDS = ("model", "endpoint")
-LIMIT_MAX = 1_000_000_000  # past this a "limit" is none, and a deadline overflows a date
-MODEL_NAME_MAX = 100
-SLA_MINUTES_MAX = 525_600  # a year
-
-
-class ConfigRefused(ValueError):
-    """A configuration change that cannot be made; the message says why, for a person."""
 
 
 class ActiveChanged(ConfigRefused):
@@ -126,258 +96,30 @@ def config_from_policy(*, policy: Policy) -> dict[str, Any]:
     }
 
 
-def _slug(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise PolicyInvalid(f"{what} must be a queue slug, not {value!r}")
-    try:
-        validate_slug(value)
-    except ValidationError:
-        raise PolicyInvalid(
-            f"{what} {value!r} is not a slug (letters, digits, hyphens, underscores)"
-        ) from None
-    return value
-
-
-def _names(value: Any, what: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PolicyInvalid(f"{what} must be a list of tool names")
-    return tuple(value)
-
-
-def _rule(raw: Any, index: int) -> ReviewRule:
-    if not isinstance(raw, Mapping):
-        raise PolicyInvalid(f"rule {index + 1} must be an object")
-    unknown = sorted(set(raw) - set(RULE_FIELDS))
-    if unknown:
-        raise PolicyInvalid(f"rule {index + 1} has unknown fields {unknown}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise PolicyInvalid(f"rule {index + 1} needs a name")
-    when = raw.get("when")
-    if not isinstance(when, str):
-        raise PolicyInvalid(f"rule {name!r} needs a CEL expression")
-    approvals = raw.get("approvals", 1)
-    if isinstance(approvals, bool) or not isinstance(approvals, int):
-        raise PolicyInvalid(f"rule {name!r}: approvals must be a whole number")
-    queue = raw.get("queue")
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise PolicyInvalid(f"rule {name!r}: the description must be text")
-    return ReviewRule(
-        name=name.strip(),
-        when=when,
-        tools=_names(raw.get("tools", []), f"rule {name!r}: tools"),
-        queue=_slug(queue, f"rule {name!r}: the queue") if queue else None,
-        approvals=approvals,
-        description=description,
-    )
-
-
 def _policy_from_config(config: Any) -> Policy:
-    """Build a Policy from stored JSON; PolicyInvalid (with a readable message) on junk."""
-    if not isinstance(config, Mapping):
-        raise PolicyInvalid("a configuration must be an object")
-    unknown = sorted(set(config) - set(CONFIG_FIELDS))
-    if unknown:
-        raise PolicyInvalid(f"unknown configuration fields {unknown}")
-    scope = config.get("scope")
-    risks = config.get("review_risks", [Risk.IRREVERSIBLE])
-    known_risks = sorted(risk.value for risk in Risk)
-    if not isinstance(risks, list) or not all(r in known_risks for r in risks):
-        raise PolicyInvalid(f"review_risks must be a list of {known_risks}")
-    thresholds = config.get("thresholds", {})
-    if not isinstance(thresholds, Mapping):
-        raise PolicyInvalid("thresholds must map tool names to numbers")
-    for tool, threshold in thresholds.items():
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-            raise PolicyInvalid(f"the threshold of {tool!r} must be a number between 0 and 1")
-    rules = config.get("rules", [])
-    if not isinstance(rules, list):
-        raise PolicyInvalid("rules must be a list")
-    tool_queues = config.get("tool_queues", {})
-    if not isinstance(tool_queues, Mapping):
-        raise PolicyInvalid("tool_queues must map tool names to queue slugs")
-    return Policy(  # __post_init__: thresholds in range, unique names, rules parse
-        scope=frozenset(_names(scope, "scope")) if scope is not None else None,
-        review_risks=frozenset(Risk(r) for r in risks),
-        thresholds={str(tool): float(t) for tool, t in thresholds.items()},
-        rules=tuple(_rule(raw, i) for i, raw in enumerate(rules)),
-        queue=_slug(config.get("queue"), "the default queue"),
-        tool_queues={
-            str(tool): _slug(slug, f"the queue of {tool!r}") for tool, slug in tool_queues.items()
-        },
-        # A version stored before these existed reads as the defaults (__post_init__ checks).
-        on_foreign_subject=config.get("on_foreign_subject", FOREIGN_BLOCK),
-        sums_window_hours=config.get("sums_window_hours", DEFAULT_SUMS_WINDOW_HOURS),
-    )
+    """Build a Policy from stored JSON; PolicyInvalid (every error, readable) on junk."""
+    return policy_document(config).policy()
 
 
 # --- JSON <-> limits, model tiers, escalation ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a version decides about a run: ``config_for_run`` gives a run its own."""
-
-    policy: Policy
-    limits: Limits
-    # Per task kind: the primary model, then its fallbacks in order.
-    tiers: Mapping[str, tuple[ModelRoute, ...]]
-    escalation_queue: str
-    sla_minutes: int | None  # None: the queue's own SLA
-
-    def tier(self, kind: str) -> tuple[ModelRoute, ...]:
-        return self.tiers[kind]
-
-
-def _whole(value: Any, what: str, *, low: int, high: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise PolicyInvalid(f"{what} must be {hint}, not {value!r}")
-    return value
-
-
-def _limits(raw: Any, default: Limits, *, strict: bool) -> Limits:
-    """Limits from JSON; a field left out keeps the agent's code value.
-
-    ``strict`` (a new version): every limit above 0. A stored version is read as it was
-    stored: version 1 holds the code's limits unchecked (a deadline of 0 s is allowed there
-    and ends a run at its first step).
-    """
-    low = 1 if strict else 0
-    if not isinstance(raw, Mapping):
-        raise PolicyInvalid("limits must be an object")
-    unknown = sorted(set(raw) - set(LIMIT_FIELDS))
-    if unknown:
-        raise PolicyInvalid(f"limits has unknown fields {unknown}")
-    whole = {
-        name: _whole(
-            raw.get(name, getattr(default, name)),
-            f"limits.{name}",
-            low=low,
-            high=LIMIT_MAX,
-            hint=f"a whole number greater than 0 (at most {LIMIT_MAX})",
-        )
-        for name in ("max_steps", "max_tool_calls", "max_tokens", "deadline_s")
-    }
-    cost_raw = raw.get("max_cost_usd", str(default.max_cost_usd))
-    try:
-        cost = Decimal(cost_raw) if isinstance(cost_raw, str) and len(cost_raw) <= 20 else None
-    except InvalidOperation:
-        cost = None
-    if (
-        cost is None
-        or not cost.is_finite()
-        or cost > LIMIT_MAX
-        or (cost <= 0 if strict else cost < 0)
-    ):
-        raise PolicyInvalid(
-            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
-            f'such as "0.25", not {cost_raw!r}'
-        )
-    on_exceeded = raw.get("on_exceeded", str(default.on_exceeded))
-    choices = sorted(o.value for o in OnLimit)
-    if on_exceeded not in choices:
-        raise PolicyInvalid(f"limits.on_exceeded must be one of {choices}, not {on_exceeded!r}")
-    return Limits(**whole, max_cost_usd=cost, on_exceeded=OnLimit(on_exceeded))
-
-
-def _route(raw: Any, where: str, *, strict: bool) -> ModelRoute:
-    if not isinstance(raw, Mapping):
-        raise PolicyInvalid(f"{where} must be an object with a model and an endpoint")
-    unknown = sorted(set(raw) - set(ROUTE_FIELDS))
-    if unknown:
-        raise PolicyInvalid(f"{where} has unknown fields {unknown}")
-    model = raw.get("model")
-    if (
-        not isinstance(model, str)
-        or not 1 <= len(model) <= MODEL_NAME_MAX
-        or any(c.isspace() or c == "," or not c.isprintable() for c in model)
-    ):
-        raise PolicyInvalid(
-            f"{where}: the model must be a name of 1 to {MODEL_NAME_MAX} characters without "
-            f"spaces or commas, not {model!r}"
-        )
-    endpoint = raw.get("endpoint", "default")
-    # Aliases only: the URL and key behind one are the environment's and are never shown.
-    configured = sorted(settings.AGENTDESK_LLM_ENDPOINTS)
-    if not isinstance(endpoint, str) or (strict and endpoint not in configured):
-        raise PolicyInvalid(
-            f"{where}: the endpoint {endpoint!r} is not configured; the configured endpoint "
-            f"aliases are {configured}"
-        )
-    return ModelRoute(model, endpoint)
-
-
-def _tiers(raw: Any, agent: Agent, *, strict: bool) -> dict[str, tuple[ModelRoute, ...]]:
-    """Model tiers from JSON.
-
-    ``strict`` (a new version): exactly the agent's task kinds, at configured endpoints.
-    Otherwise (a stored version, read by a run) a kind the code has since added takes the
-    code's tier and one it dropped is ignored, and an alias since removed from the
-    environment is skipped by the fallback chain at run time: a deploy never makes a
-    stored version unreadable.
-    """
-    if not isinstance(raw, Mapping):
-        raise PolicyInvalid("model_tiers must map each task kind to a list of models")
-    if strict:
-        unknown = sorted(set(raw) - set(agent.task_kinds))
-        if unknown:
-            raise PolicyInvalid(
-                f"model_tiers names task kinds the agent does not have: {unknown}; "
-                f"its task kinds are {list(agent.task_kinds)}"
-            )
-        missing = [kind for kind in agent.task_kinds if kind not in raw]
-        if missing:
-            raise PolicyInvalid(f"model_tiers has no models for the task kinds {missing}")
-    tiers = dict(agent.declared_tiers)
-    for kind, routes in raw.items():
-        if not isinstance(routes, list):
-            raise PolicyInvalid(f"model_tiers.{kind} must be a list of models")
-        if not routes:
-            raise PolicyInvalid(f"model_tiers.{kind} is empty: a task kind needs a model")
-        parsed = tuple(
-            _route(route, f"model_tiers.{kind}[{i + 1}]", strict=strict)
-            for i, route in enumerate(routes)
-        )
-        for i, route in enumerate(parsed):
-            if route in parsed[:i]:
-                raise PolicyInvalid(f"model_tiers.{kind} lists {route} twice")
-        tiers[str(kind)] = parsed
-    return tiers
+#
+# The document's shape and its checks are pydantic models (agentdesk.config_documents);
+# RunConfig, what a version decides about a run, lives there too.
 
 
 def _run_config(
     config: Any, agent: Agent, *, strict: bool, policy: Policy | None = None
 ) -> RunConfig:
-    """A version's JSON as a RunConfig; PolicyInvalid with a readable message on junk.
+    """A version's JSON as a RunConfig.
 
-    A section left out (a version stored before it existed) is the agent's code's:
-    its limits and tiers, no SLA of its own, escalation to the version's review queue.
+    ``strict`` (a new version): ConfigRefused carrying every error at once, the queues
+    that do not exist included. Otherwise (a stored version) PolicyInvalid on junk. A
+    section left out (a version stored before it existed) is the agent's code's: its
+    limits and tiers, no SLA of its own, escalation to the version's review queue.
     """
-    if policy is None:
-        policy = _policy_from_config(config)
-    limits = config.get("limits")
-    tiers = config.get("model_tiers")
-    escalation = config.get("escalation_queue")
-    sla = config.get("sla_minutes")
-    return RunConfig(
-        policy=policy,
-        limits=_limits(limits, agent.limits, strict=strict) if limits is not None else agent.limits,
-        tiers=_tiers(tiers, agent, strict=strict) if tiers is not None else agent.declared_tiers,
-        escalation_queue=_slug(escalation, "the escalation queue")
-        if escalation is not None
-        else policy.queue,
-        sla_minutes=None
-        if sla is None
-        else _whole(
-            sla,
-            "sla_minutes",
-            low=1,
-            high=SLA_MINUTES_MAX,
-            hint=f"a whole number of minutes from 1 to {SLA_MINUTES_MAX}, or null for the "
-            "queue's own SLA",
-        ),
-    )
+    if strict:
+        return run_config_checked(config, agent, queues_existing=_queues_existing)
+    return run_config_stored(config, agent, policy=policy)
 
 
 def _code_run_config(agent: Agent) -> RunConfig:
@@ -504,15 +246,20 @@ def queues_named(*, run_config: RunConfig) -> list[tuple[str, str]]:
     return named
 
 
-def queues_missing(*, run_config: RunConfig) -> list[tuple[str, str]]:
-    """The (field, slug) pairs whose queue does not exist."""
+def _queues_existing(slugs: Collection[str]) -> Collection[str]:
+    """Which of ``slugs`` are queues, through the registered lookup (one query)."""
     if not _queue_lookup:
         raise ImproperlyConfigured(
             "no queue lookup is registered: the app that owns queues (reviews) must be "
             "installed, and call configuration.queue_lookup_register in its ready()"
         )
+    return _queue_lookup[0](slugs)
+
+
+def queues_missing(*, run_config: RunConfig) -> list[tuple[str, str]]:
+    """The (field, slug) pairs whose queue does not exist."""
     named = queues_named(run_config=run_config)
-    existing = set(_queue_lookup[0]({slug for _, slug in named}))
+    existing = set(_queues_existing({slug for _, slug in named}))
     return [(field, slug) for field, slug in named if slug not in existing]
 
 

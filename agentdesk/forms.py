@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.conf import settings
 
-from agentdesk.configuration import SLA_MINUTES_MAX, routes_text
+from agentdesk.config_documents import SLA_MINUTES_MAX, ConfigRefused
+from agentdesk.configuration import routes_text
 from agents.definition import OnLimit, Risk
 from policy.engine import (
     DEFAULT_SUMS_WINDOW_HOURS,
@@ -182,31 +184,118 @@ class ConfigForm(forms.Form):
         return initial
 
     def config(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
-        """The configuration JSON; call after is_valid()."""
+        """The configuration JSON; call after is_valid().
+
+        On an invalid form, of the valid fields only: a field with an error of its own is
+        left out, so the service's check of the rest (rules, endpoints, queues) can be
+        shown in the same round.
+        """
         data = self.cleaned_data
-        scope = [tool for tool in self.tools if tool in data["scope"]]
-        limits = {name: data[name] for name in self.LIMIT_FIELDS}
-        limits["max_cost_usd"] = str(limits["max_cost_usd"])
-        return {
-            "scope": None if len(scope) == len(self.tools) else scope,
-            "review_risks": sorted(data["review_risks"]),
-            "thresholds": {
-                tool: data[f"threshold__{tool}"]
-                for tool in self.tools
-                if data.get(f"threshold__{tool}") is not None
-            },
-            "rules": rules,
-            "queue": data["queue"],
-            "tool_queues": {
-                tool: data[f"queue__{tool}"] for tool in self.tools if data.get(f"queue__{tool}")
-            },
-            "on_foreign_subject": data["on_foreign_subject"],
-            "sums_window_hours": data["sums_window_hours"],
-            "limits": limits,
-            "model_tiers": {kind: data[f"tier__{kind}"] for kind in self.kinds},
-            "escalation_queue": data["escalation_queue"],
-            "sla_minutes": data["sla_minutes"],
+        config: dict[str, Any] = {"rules": rules}
+        if "scope" in data:
+            scope = [tool for tool in self.tools if tool in data["scope"]]
+            config["scope"] = None if len(scope) == len(self.tools) else scope
+        if "review_risks" in data:
+            config["review_risks"] = sorted(data["review_risks"])
+        config["thresholds"] = {
+            tool: data[f"threshold__{tool}"]
+            for tool in self.tools
+            if data.get(f"threshold__{tool}") is not None
         }
+        config["tool_queues"] = {
+            tool: data[f"queue__{tool}"] for tool in self.tools if data.get(f"queue__{tool}")
+        }
+        for name in SCALAR_FIELDS:
+            if name in data:
+                config[name] = data[name]
+        limits = {name: data[name] for name in self.LIMIT_FIELDS if name in data}
+        if "max_cost_usd" in limits:
+            limits["max_cost_usd"] = str(limits["max_cost_usd"])
+        config["limits"] = limits
+        config["model_tiers"] = {
+            kind: data[f"tier__{kind}"] for kind in self.kinds if f"tier__{kind}" in data
+        }
+        return config
+
+    # --- the service's refusal, shown at its fields -------------------------------------------
+
+    def _field_of(self, location: str, rule_forms: list[RuleForm]) -> tuple[forms.Form, str | None]:
+        """The form and field a document location is edited in (None: the form as a whole)."""
+        rule = _RULE_LOCATION.match(location)
+        if rule:
+            index, field = int(rule["index"]) - 1, rule["field"]
+            if 0 <= index < len(rule_forms):
+                form = rule_forms[index]
+                return form, field if field in form.fields else None
+            return self, None
+        head, _, rest = location.partition(".")
+        key = re.split(r"[.\[]", rest, maxsplit=1)[0]
+        name = {
+            "thresholds": f"threshold__{key}",
+            "tool_queues": f"queue__{key}",
+            "model_tiers": f"tier__{key}",
+            "limits": key,
+        }.get(head, head if not rest else "")
+        return self, name if name in self.fields else None
+
+    def show_refusal(self, refused: ConfigRefused, rule_forms: list[RuleForm]) -> None:
+        """Put each of the service's errors next to the field it is about.
+
+        A field that already has an error of its own was left out of what the service
+        checked (``config``), so what the service says about it is skipped.
+        """
+        flagged = {(id(form), name) for form in [self, *rule_forms] for name in form.errors if name}
+        for error in refused.errors:
+            form, field = self._field_of(error.location, rule_forms)
+            if field is None or (id(form), field) not in flagged:
+                form.add_error(field, str(error))
+
+    def error_summary(
+        self, formset: forms.BaseFormSet, rule_forms: list[RuleForm]
+    ) -> list[tuple[str, str]]:
+        """Every error on the page, each as (the id of its field or "", text naming it)."""
+
+        def named(location: str, error: str) -> str:
+            # The service's errors name their field already (model_tiers.decision[1]...).
+            if error.startswith(location) and error[len(location) : len(location) + 1] in ":.[":
+                return error
+            return f"{location}: {error}"
+
+        items = [("", str(error)) for error in self.non_field_errors()]
+        for field in self:
+            location = _location_of(field.name)
+            items += [(field.id_for_label or "", named(location, str(e))) for e in field.errors]
+        items += [("", named("rules", str(error))) for error in formset.non_form_errors()]
+        for number, form in enumerate(rule_forms, start=1):
+            where = f"rules[{number}]"
+            items += [("", named(where, str(e))) for e in form.non_field_errors()]
+            for field in form:
+                items += [
+                    (field.id_for_label or "", named(f"{where}.{field.name}", str(e)))
+                    for e in field.errors
+                ]
+        return items
+
+
+# The form's fields that are the document's own top-level fields, as they are.
+SCALAR_FIELDS = (
+    "queue",
+    "on_foreign_subject",
+    "sums_window_hours",
+    "escalation_queue",
+    "sla_minutes",
+)
+_RULE_LOCATION = re.compile(r"rules\[(?P<index>\d+)\](?:\.(?P<field>\w+))?")
+
+
+def _location_of(name: str) -> str:
+    """The document location a ConfigForm field edits: threshold__x is thresholds.x."""
+    prefix, _, key = name.partition("__")
+    if key:
+        return {"threshold": "thresholds", "queue": "tool_queues", "tier": "model_tiers"}[
+            prefix
+        ] + f".{key}"
+    return f"limits.{name}" if name in ConfigForm.LIMIT_FIELDS else name
 
 
 class RuleForm(forms.Form):
@@ -232,27 +321,32 @@ class RuleForm(forms.Form):
         tools_field.choices = [(tool, tool) for tool in tools]
 
     def rule(self) -> dict[str, Any]:
+        """The rule's JSON; of its valid fields only when the form is invalid."""
         data = self.cleaned_data
-        return {
-            "name": data["name"],
-            "when": data["when"],
-            "tools": list(data["tools"]),
-            "queue": data["queue"] or None,
-            "approvals": data["approvals"],
-            "description": data["description"],
-        }
+        rule: dict[str, Any] = {key: data[key] for key in ("name", "when") if key in data}
+        if "tools" in data:
+            rule["tools"] = list(data["tools"])
+        if "queue" in data:
+            rule["queue"] = data["queue"] or None
+        rule |= {key: data[key] for key in ("approvals", "description") if key in data}
+        return rule
 
 
 RuleFormSet = forms.formset_factory(RuleForm, extra=1, can_delete=True)
 
 
-def rules_from(formset: Any) -> list[dict[str, Any]]:
-    """The rules of a valid formset, in order, without deleted and untouched blank rows."""
+def rule_forms_kept(formset: Any) -> list[RuleForm]:
+    """The formset's rules, in order, without deleted and untouched blank rows."""
     return [
-        form.rule()
+        form
         for form in formset.forms
         if form.has_changed() and not (formset.can_delete and formset._should_delete_form(form))
     ]
+
+
+def rules_from(formset: Any) -> list[dict[str, Any]]:
+    """The rules of a formset (``rules[n]`` is the n-th of ``rule_forms_kept``)."""
+    return [form.rule() for form in rule_forms_kept(formset)]
 
 
 # --- prompt versions, for operators ------------------------------------------------------------

@@ -34,6 +34,7 @@ from agentdesk.forms import (
     PromptLabelMoveForm,
     PromptVersionForm,
     RuleFormSet,
+    rule_forms_kept,
     rules_from,
 )
 from agentdesk.http import HtmxHttpRequest
@@ -240,26 +241,36 @@ def agent_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
     active = configuration.config_active(agent_name=agent.name)
     tools = [tool.name for tool in agent.tools]
     kinds = list(agent.task_kinds)
+    summary: list[tuple[str, str]] = []
     if request.method == "POST":
         form = ConfigForm(request.POST, tools=tools, kinds=kinds)
         rules = RuleFormSet(request.POST, prefix="rules", form_kwargs={"tools": tools})
-        if form.is_valid() and rules.is_valid():
-            try:
+        valid = form.is_valid() & rules.is_valid()  # both: every field's error at once
+        kept = rule_forms_kept(rules)
+        config = form.config(rules_from(rules))
+        try:
+            if valid:
                 version = configuration.config_version_create(
                     agent_name=agent.name,
-                    config=form.config(rules_from(rules)),
+                    config=config,
                     note=form.cleaned_data["note"],
                     user=cast(User, request.user),
                 )
-            except configuration.ConfigRefused as exc:
-                form.add_error(None, str(exc))
             else:
+                # Saves nothing; checks the valid fields, so that the rules' CEL, the
+                # endpoints and the queues are reported in this round, beside the form's.
+                configuration.config_validate(agent_name=agent.name, config=config)
+        except configuration.ConfigRefused as exc:
+            form.show_refusal(exc, kept)
+        else:
+            if valid:
                 messages.success(
                     request,
                     f"Saved version {version.number}. It is not active yet: check the "
                     "diff below, then activate it.",
                 )
                 return redirect("agents:version", agent_name=agent.name, number=version.number)
+        summary = form.error_summary(rules, kept)
         status = 400
     else:
         # From what the active version means for runs: one stored before limits and
@@ -277,7 +288,7 @@ def agent_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
     return render(
         request,
         "agents/new.html",
-        {"agent": agent, "active": active, "form": form, "rules": rules},
+        {"agent": agent, "active": active, "form": form, "rules": rules, "summary": summary},
         status=status,
     )
 

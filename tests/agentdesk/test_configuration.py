@@ -14,6 +14,7 @@ import pytest
 from django.db import connections
 
 from agentdesk import configuration
+from agentdesk.config_documents import ConfigError
 from agentdesk.configuration import ConfigRefused, config_from_policy
 from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agents.registry import agent_get
@@ -212,75 +213,130 @@ def test_a_version_identical_to_the_active_one_is_refused(operator: Any) -> None
 
 
 BAD_RULE = {"name": "r", "when": "true", "tools": [], "queue": None, "approvals": 1}
+SLUG = "must be a queue slug (letters, digits, hyphens, underscores), not"
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"rules": [{**BAD_RULE, "when": "args.amount >"}]}, "does not parse"),
-        ({"rules": [{**BAD_RULE, "when": "  "}]}, "a rule needs an expression"),
-        ({"rules": [{**BAD_RULE, "approvals": 0}]}, "approvals must be at least 1"),
-        ({"rules": [{**BAD_RULE, "approvals": "2"}]}, "approvals must be a whole number"),
-        ({"rules": [BAD_RULE, BAD_RULE]}, "rule names must be unique"),
-        ({"rules": [{**BAD_RULE, "tools": ["teleport"]}]}, "does not have: ['teleport']"),
-        ({"rules": [{**BAD_RULE, "queue": "Senior refunds!"}]}, "is not a slug"),
-        ({"thresholds": {"teleport": 0.5}}, "does not have: ['teleport']"),
-        ({"thresholds": {"issue_refund": 1.5}}, "must be between 0 and 1"),
-        ({"thresholds": {"issue_refund": -0.1}}, "must be between 0 and 1"),
-        ({"thresholds": {"issue_refund": "high"}}, "must be a number between 0 and 1"),
-        ({"scope": ["lookup_order", "teleport"]}, "does not have: ['teleport']"),
-        ({"queue": "support queue"}, "the default queue 'support queue' is not a slug"),
-        ({"tool_queues": {"issue_refund": "refunds/senior"}}, "is not a slug"),
-        ({"review_risks": ["catastrophic"]}, "review_risks must be a list of"),
-        ({"on_foreign_subject": "allow"}, "on_foreign_subject must be one of"),
-        ({"sums_window_hours": 0}, "sums_window_hours must be a whole number"),
-        ({"sums_window_hours": "24"}, "sums_window_hours must be a whole number"),
+        (
+            {"rules": [{**BAD_RULE, "when": "args.amount >"}]},
+            "rules[1].when: the rule 'args.amount >' does not parse",
+        ),
+        ({"rules": [{**BAD_RULE, "when": "  "}]}, "rules[1].when: a rule needs an expression"),
+        (
+            {"rules": [{**BAD_RULE, "when": "amount > 100 && ammount < 5"}]},
+            "rules[1].when: unknown variable 'ammount' (did you mean 'amount'?); a rule reads "
+            "args, input, tool, risk, confidence, run, subject, amount, facts, sums",
+        ),
+        (
+            {"rules": [{**BAD_RULE, "approvals": 0}]},
+            "rules[1].approvals: must be a whole number of at least 1, not 0",
+        ),
+        (
+            {"rules": [{**BAD_RULE, "approvals": "2"}]},
+            "rules[1].approvals: must be a whole number of at least 1, not '2'",
+        ),
+        (
+            {"rules": [BAD_RULE, BAD_RULE]},
+            "rules[2].name: rule names must be unique: rules[1] is also named 'r'",
+        ),
+        (
+            {"rules": [{**BAD_RULE, "tools": ["teleport"]}]},
+            "rules[1].tools: names tools the agent does not have: ['teleport']",
+        ),
+        (
+            {"rules": [{**BAD_RULE, "queue": "Senior refunds!"}]},
+            f"rules[1].queue: {SLUG} 'Senior refunds!'",
+        ),
+        ({"thresholds": {"teleport": 0.5}}, "thresholds: names tools the agent does not have"),
+        (
+            {"thresholds": {"issue_refund": 1.5}},
+            "thresholds.issue_refund: must be a number between 0 and 1, not 1.5",
+        ),
+        (
+            {"thresholds": {"issue_refund": -0.1}},
+            "thresholds.issue_refund: must be a number between 0 and 1, not -0.1",
+        ),
+        (
+            {"thresholds": {"issue_refund": "high"}},
+            "thresholds.issue_refund: must be a number between 0 and 1, not 'high'",
+        ),
+        (
+            {"scope": ["lookup_order", "teleport"]},
+            "scope: names tools the agent does not have: ['teleport']",
+        ),
+        ({"queue": "support queue"}, f"queue: {SLUG} 'support queue'"),
+        (
+            {"tool_queues": {"issue_refund": "refunds/senior"}},
+            f"tool_queues.issue_refund: {SLUG} 'refunds/senior'",
+        ),
+        (
+            {"review_risks": ["catastrophic"]},
+            "review_risks: must be a list of ['irreversible', 'read', 'write'], not "
+            "['catastrophic']",
+        ),
+        (
+            {"on_foreign_subject": "allow"},
+            "on_foreign_subject: must be one of ['block', 'review'], not 'allow'",
+        ),
+        (
+            {"sums_window_hours": 0},
+            "sums_window_hours: must be a whole number of hours from 1 to 43920, not 0",
+        ),
+        (
+            {"sums_window_hours": "24"},
+            "sums_window_hours: must be a whole number of hours from 1 to 43920, not '24'",
+        ),
     ],
 )
 def test_an_invalid_configuration_is_refused_and_nothing_is_saved(
     operator: Any, changes: dict[str, Any], message: str
 ) -> None:
+    """Each refusal names its field as the JSON spells it (lists counted from 1)."""
     configuration.config_active(agent_name=AGENT)
     before = _state()
 
-    with pytest.raises(ConfigRefused, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigRefused) as refused:
         configuration.config_version_create(
             agent_name=AGENT, config=_config(**changes), note="bad", user=operator
         )
 
+    [error] = refused.value.errors  # one thing wrong, one error
+    assert str(error).startswith(message)
+    assert str(refused.value) == str(error)
     assert _state() == before
 
 
 UNKNOWN_QUEUE = (
-    "This configuration names queues that do not exist: {listed}. Name an existing queue, "
-    "or have an admin create it first (Queues, or the admin): a request sent to a queue "
-    "nobody reviews would wait unseen."
+    "the queue {slug!r} does not exist; name an existing queue, or have an admin create it "
+    "first (Queues, or the admin): a request sent to a queue nobody reviews would wait unseen"
 )
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("changes", "listed"),
+    ("changes", "missing"),
     [
-        ({"queue": "no-such-queue"}, "queue names 'no-such-queue'"),
+        ({"queue": "no-such-queue"}, [("queue", "no-such-queue")]),
         (
             {"tool_queues": {"issue_refund": "refunds-seniro", "cancel_order": "refunds"}},
-            "tool_queues.issue_refund names 'refunds-seniro'",
+            [("tool_queues.issue_refund", "refunds-seniro")],
         ),
         (
             {"rules": [{**BAD_RULE, "name": "big", "queue": "refunds-seniro"}]},
-            "rules.big.queue names 'refunds-seniro'",
+            [("rules[1].queue", "refunds-seniro")],
         ),
-        ({"escalation_queue": "no-such-queue"}, "escalation_queue names 'no-such-queue'"),
+        ({"escalation_queue": "no-such-queue"}, [("escalation_queue", "no-such-queue")]),
         (
             {"queue": "no-such-queue", "escalation_queue": "refunds-seniro"},
-            "queue names 'no-such-queue'; escalation_queue names 'refunds-seniro'",
+            [("queue", "no-such-queue"), ("escalation_queue", "refunds-seniro")],
         ),
     ],
 )
 def test_a_configuration_naming_a_queue_that_does_not_exist_is_refused_with_nothing_saved(
-    operator: Any, changes: dict[str, Any], listed: str
+    operator: Any, changes: dict[str, Any], missing: list[tuple[str, str]]
 ) -> None:
     """Invariant 10: a request sent to a queue nobody reviews would wait unseen until its
     SLA decided it; the version naming one is refused, field and slug named."""
@@ -292,7 +348,9 @@ def test_a_configuration_naming_a_queue_that_does_not_exist_is_refused_with_noth
             agent_name=AGENT, config=_config(**changes), note="typo", user=operator
         )
 
-    assert str(refused.value) == UNKNOWN_QUEUE.format(listed=listed)
+    assert refused.value.errors == tuple(
+        ConfigError(where, UNKNOWN_QUEUE.format(slug=slug)) for where, slug in missing
+    )
     assert _state() == before
     assert Queue.objects.filter(slug__in=["no-such-queue", "refunds-seniro"]).count() == 0
 
@@ -440,35 +498,35 @@ ONE = [_route("gpt-4o")]
     [
         (
             {"model_tiers": {**CODE_RUNTIME["model_tiers"], "decision": [_route("gpt-4o", "lab")]}},
-            "model_tiers.decision[1]: the endpoint 'lab' is not configured; the configured "
-            "endpoint aliases are ['backup', 'default']",
+            "model_tiers.decision[1].endpoint: the endpoint 'lab' is not configured; the "
+            "configured endpoint aliases are ['backup', 'default']",
         ),
         (
             {"model_tiers": {**CODE_RUNTIME["model_tiers"], "decision": []}},
-            "model_tiers.decision is empty: a task kind needs a model",
+            "model_tiers.decision: has no models: a task kind needs at least one",
         ),
         (
             {"model_tiers": {"routing": ONE, "decision": ONE}},
-            "model_tiers has no models for the task kinds ['drafting']",
+            "model_tiers.drafting: has no models: a task kind needs at least one",
         ),
         (
             {"model_tiers": {**CODE_RUNTIME["model_tiers"], "poetry": ONE}},
-            "model_tiers names task kinds the agent does not have: ['poetry']; its task kinds "
-            "are ['routing', 'decision', 'drafting']",
+            "model_tiers.poetry: the agent has no task kind 'poetry'; its task kinds are "
+            "['routing', 'decision', 'drafting']",
         ),
         (
             {"model_tiers": {**CODE_RUNTIME["model_tiers"], "routing": [_route("")]}},
-            "model_tiers.routing[1]: the model must be a name of 1 to 100 characters without "
+            "model_tiers.routing[1].model: must be a name of 1 to 100 characters without "
             "spaces or commas, not ''",
         ),
         (
             {"model_tiers": {**CODE_RUNTIME["model_tiers"], "routing": [*ONE, _route("a b")]}},
-            "model_tiers.routing[2]: the model must be a name of 1 to 100 characters without "
+            "model_tiers.routing[2].model: must be a name of 1 to 100 characters without "
             "spaces or commas, not 'a b'",
         ),
         (
             {"model_tiers": {**CODE_RUNTIME["model_tiers"], "routing": [*ONE, *ONE]}},
-            "model_tiers.routing lists gpt-4o@default twice",
+            "model_tiers.routing: lists gpt-4o@default twice",
         ),
         (
             {
@@ -477,57 +535,72 @@ ONE = [_route("gpt-4o")]
                     "routing": [{**ONE[0], "api_key": "sk-x"}],
                 }
             },
-            "model_tiers.routing[1] has unknown fields ['api_key']",
+            "model_tiers.routing[1].api_key: is not a field here; the fields are model, endpoint",
         ),
-        ({"model_tiers": ["gpt-4o"]}, "model_tiers must map each task kind to a list of models"),
+        (
+            {"model_tiers": ["gpt-4o"]},
+            "model_tiers: must be an object of each task kind and a list of models, not ['gpt-4o']",
+        ),
         (
             {"limits": {"max_steps": 0}},
-            "limits.max_steps must be a whole number greater than 0 (at most 1000000000), not 0",
+            "limits.max_steps: must be a whole number greater than 0 (at most 1000000000), not 0",
         ),
         (
             {"limits": {"deadline_s": -5}},
-            "limits.deadline_s must be a whole number greater than 0 (at most 1000000000), not -5",
+            "limits.deadline_s: must be a whole number greater than 0 (at most 1000000000), not -5",
         ),
         (
             {"limits": {"max_tokens": "500"}},
-            "limits.max_tokens must be a whole number greater than 0 (at most 1000000000), "
+            "limits.max_tokens: must be a whole number greater than 0 (at most 1000000000), "
             "not '500'",
         ),
         (
             {"limits": {"max_cost_usd": "ten"}},
-            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
+            "limits.max_cost_usd: must be an amount in USD greater than 0, as a decimal string "
             "such as \"0.25\", not 'ten'",
         ),
         (
             {"limits": {"max_cost_usd": "0"}},
-            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
+            "limits.max_cost_usd: must be an amount in USD greater than 0, as a decimal string "
             "such as \"0.25\", not '0'",
         ),
         (
             {"limits": {"max_cost_usd": 0.25}},
-            "limits.max_cost_usd must be an amount in USD greater than 0, as a decimal string "
+            "limits.max_cost_usd: must be an amount in USD greater than 0, as a decimal string "
             'such as "0.25", not 0.25',
         ),
         (
             {"limits": {"on_exceeded": "retry"}},
-            "limits.on_exceeded must be one of ['escalate', 'fail'], not 'retry'",
+            "limits.on_exceeded: must be one of ['escalate', 'fail'], not 'retry'",
         ),
-        ({"limits": {"max_retries": 3}}, "limits has unknown fields ['max_retries']"),
-        ({"limits": 3}, "limits must be an object"),
+        (
+            {"limits": {"max_retries": 3}},
+            "limits.max_retries: is not a field here; the fields are max_steps, max_tool_calls, "
+            "max_tokens, max_cost_usd, deadline_s, on_exceeded",
+        ),
+        (
+            {"limits": 3},
+            "limits: must be an object with the fields max_steps, max_tool_calls, max_tokens, "
+            "max_cost_usd, deadline_s, on_exceeded",
+        ),
         (
             {"sla_minutes": 0},
-            "sla_minutes must be a whole number of minutes from 1 to 525600, or null for the "
+            "sla_minutes: must be a whole number of minutes from 1 to 525600, or null for the "
             "queue's own SLA, not 0",
         ),
         (
             {"escalation_queue": "Team leads"},
-            "the escalation queue 'Team leads' is not a slug (letters, digits, hyphens, "
-            "underscores)",
+            f"escalation_queue: {SLUG} 'Team leads'",
         ),
-        ({"temperature": 0.2}, "unknown configuration fields ['temperature']"),
+        (
+            {"temperature": 0.2},
+            "temperature: is not a field here; the fields are scope, review_risks, thresholds, "
+            "rules, queue, tool_queues, on_foreign_subject, sums_window_hours, limits, "
+            "model_tiers, escalation_queue, sla_minutes",
+        ),
         (
             {"thresholds": {"issue_refund": 1.5}},
-            "threshold of 'issue_refund' must be between 0 and 1",
+            "thresholds.issue_refund: must be a number between 0 and 1, not 1.5",
         ),
     ],
 )

@@ -8,6 +8,8 @@ on an agent's pages; the anonymous are sent to log in. A denied request changes 
 from __future__ import annotations
 
 import copy
+import html
+import re
 from typing import Any
 
 import pytest
@@ -387,10 +389,19 @@ def test_the_form_refuses_a_misspelt_queue_naming_the_field_and_saves_nothing(
 
     assert response.status_code == 400
     body = response.content.decode()
-    assert (
-        "This configuration names queues that do not exist: tool_queues.issue_refund names "
-        "&#x27;refunds-seniro&#x27;; rules.refund_over_100.queue names &#x27;no-such-queue&#x27;."
-    ) in body
+    missing = (
+        "{where}: the queue '{slug}' does not exist; name an existing queue, or have an admin "
+        "create it first (Queues, or the admin): a request sent to a queue nobody reviews "
+        "would wait unseen"
+    )
+    # Each next to its field.
+    assert _error_after(body, "queue__issue_refund") == [
+        missing.format(where="tool_queues.issue_refund", slug="refunds-seniro")
+    ]
+    assert _error_after(body, "rules-0-queue") == [
+        missing.format(where="rules[1].queue", slug="no-such-queue")
+    ]
+    assert "Nothing was saved: 2 problems to fix." in body
     assert _state() == before
     assert Queue.objects.filter(slug__in=["refunds-seniro", "no-such-queue"]).count() == 0
 
@@ -450,8 +461,8 @@ def _tier(text: str) -> Any:
     [
         (
             _tier("gpt-4o@lab"),
-            "model_tiers.decision[1]: the endpoint &#x27;lab&#x27; is not configured; the "
-            "configured endpoint aliases are [&#x27;default&#x27;]",
+            "model_tiers.decision[1].endpoint: the endpoint &#x27;lab&#x27; is not configured; "
+            "the configured endpoint aliases are [&#x27;default&#x27;]",
         ),
         (
             _tier("gpt-4o"),
@@ -462,7 +473,7 @@ def _tier(text: str) -> Any:
         (_tier(""), "This field is required."),
         (
             _tier("gpt-4o@default, gpt-4o@default"),
-            "model_tiers.decision lists gpt-4o@default twice",
+            "model_tiers.decision: lists gpt-4o@default twice",
         ),
         (lambda d: d.update(max_steps="0"), "Ensure this value is greater than or equal to 1."),
         (lambda d: d.update(max_cost_usd="ten"), "Enter a number."),
@@ -487,6 +498,71 @@ def test_invalid_limits_or_tiers_are_refused_with_the_message_and_nothing_saved(
     assert response.status_code == 400
     assert message in response.content.decode()
     assert _state() == before
+
+
+def _error_after(body: str, name: str) -> list[str]:
+    """The errors shown right after the input named ``name`` (as the form renders them)."""
+    input_tag = re.search(rf'<input[^>]*name="{re.escape(name)}"[^>]*>', body)
+    assert input_tag is not None, name
+    shown = re.match(r'(?:<span class="error">[^<]*</span>)*', body[input_tag.end() :])
+    assert shown is not None
+    return [html.unescape(e) for e in re.findall(r'<span class="error">([^<]*)</span>', shown[0])]
+
+
+def test_every_error_is_shown_at_once_each_at_its_field_and_nothing_is_saved(
+    operator: Any, versions: Any, settings: Any
+) -> None:
+    """A field the form refuses, a rule whose CEL does not parse, a misspelt variable in
+    another, an endpoint that is not configured and a queue that does not exist: one
+    submit shows them all, each next to its field and naming it; nothing is saved."""
+    settings.AGENTDESK_LLM_ENDPOINTS = {
+        "default": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-test"}
+    }
+    config = copy.deepcopy(versions[0].config)
+    config["rules"][0]["when"] = "args.amount >"
+    config["rules"][2]["when"] = "ammount > 100"
+    config["tool_queues"]["cancel_order"] = "refunds-seniro"
+    data = _form_data(config)
+    data["max_steps"] = "0"  # the form's own check
+    data["tier__decision"] = "gpt-4o@lab, gpt-4o-mini@default"
+    before = _state()
+
+    response = _client(operator).post("/agents/support/new", data)
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert _error_after(body, "max_steps") == ["Ensure this value is greater than or equal to 1."]
+    [parse] = _error_after(body, "rules-0-when")
+    assert parse.startswith("rules[1].when: the rule 'args.amount >' does not parse: ")
+    assert _error_after(body, "rules-2-when") == [
+        "rules[3].when: unknown variable 'ammount' (did you mean 'amount'?); a rule reads "
+        "args, input, tool, risk, confidence, run, subject, amount, facts, sums"
+    ]
+    assert _error_after(body, "tier__decision") == [
+        "model_tiers.decision[1].endpoint: the endpoint 'lab' is not configured; the "
+        "configured endpoint aliases are ['default']"
+    ]
+    [missing] = _error_after(body, "queue__cancel_order")
+    assert missing.startswith(
+        "tool_queues.cancel_order: the queue 'refunds-seniro' does not exist; "
+    )
+    for name in ("queue", "escalation_queue", "rules-1-when", "tier__routing", "max_tokens"):
+        assert _error_after(body, name) == []
+    # The summary above the form lists the same five, each naming its field.
+    summary = re.search(r'<div class="flash flash-error error-summary".*?</div>', body, re.S)
+    assert summary is not None
+    items = [html.unescape(i) for i in re.findall(r"<li><a [^>]*>([^<]*)</a></li>", summary[0])]
+    assert "Nothing was saved: 5 problems to fix." in summary[0]
+    assert [item.split(":")[0] for item in items] == [
+        "limits.max_steps",
+        "tool_queues.cancel_order",
+        "model_tiers.decision[1].endpoint",
+        "rules[1].when",
+        "rules[3].when",
+    ]
+    assert items[0] == "limits.max_steps: Ensure this value is greater than or equal to 1."
+    assert _state() == before
+    assert Queue.objects.filter(slug="refunds-seniro").count() == 0
 
 
 def test_an_unchanged_form_is_refused(operator: Any, versions: Any) -> None:

@@ -147,10 +147,42 @@ def test_an_operator_lowers_the_refund_limit_and_an_auditor_finds_it(
         "amount + sums.record.total > 100.0"
     )
     rule.locator("input[name='rules-0-name']").fill(NEW_RULE["name"])
-    rule.locator("input[name='rules-0-when']").fill(NEW_RULE["when"])
     rule.locator("input[name='rules-0-description']").fill(NEW_RULE["description"])
     page.fill("input[name=note]", "Senior review from EUR 50: too many mid-size refunds slip.")
     _shot(page, "2-new-version-form")
+    # A first try with four mistakes in four places: one submit shows every one, each at
+    # its field and naming it, and saves nothing.
+    senior = rule.locator("input[name='rules-0-queue']").input_value()
+    decision = page.locator("input[name=tier__decision]").input_value()
+    steps = page.locator("input[name=max_steps]").input_value()
+    rule.locator("input[name='rules-0-when']").fill("ammount > 50")
+    rule.locator("input[name='rules-0-queue']").fill("refunds-senoir")
+    page.fill("input[name=tier__decision]", "gpt-4o@lab, gpt-4o-mini@default")
+    page.fill("input[name=max_steps]", "0")
+    page.click("button:has-text('Save as a new version')")
+    expect(page.locator(".error-summary")).to_contain_text("Nothing was saved: 4 problems to fix.")
+    expect(page.locator(".error-summary li")).to_have_count(4)
+    rule = page.locator("table.config-rules tbody tr").first
+    expect(rule.locator("input[name='rules-0-when'] + .error")).to_contain_text(
+        "rules[1].when: unknown variable 'ammount' (did you mean 'amount'?)"
+    )
+    expect(rule.locator("input[name='rules-0-queue'] + .error")).to_contain_text(
+        "rules[1].queue: the queue 'refunds-senoir' does not exist"
+    )
+    expect(page.locator("input[name=tier__decision] + .error")).to_contain_text(
+        "model_tiers.decision[1].endpoint: the endpoint 'lab' is not configured"
+    )
+    expect(page.locator("input[name=max_steps] + .error")).to_contain_text(
+        "greater than or equal to 1"
+    )
+    _shot(page, "2a-every-error-at-once")
+    assert AgentConfigVersion.objects.filter(agent_name="support").count() == 1
+    rule.locator("input[name='rules-0-when']").fill(NEW_RULE["when"])
+    rule.locator("input[name='rules-0-queue']").fill(senior)
+    page.fill("input[name=tier__decision]", decision)
+    page.fill("input[name=max_steps]", steps)
+    # No full-page shot here: on this page (a POST's answer, taller with its errors) a click
+    # right after one lands nowhere in Chromium; the shot of the filled form is above.
     page.click("button:has-text('Save as a new version')")
 
     # 2. Saved, not active: the version's page shows its diff against version 1.
