@@ -23,6 +23,7 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from audit.models import AuditEvent
+from runs.gateway import breakers
 from runs.gateway.breakers import (
     CircuitOpen,
     breaker_allow,
@@ -32,7 +33,6 @@ from runs.gateway.breakers import (
     model_breaker_name,
     tool_breaker_name,
 )
-from runs.gateway.client import breakers
 from runs.models import BreakerState, CircuitBreaker
 from tests.processes import ROOT, embedded_env
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agentdesk.errors import ErrorClass
-from runs.gateway.client import client as gateway
+from runs.gateway import client as gateway
 
 
 def test_each_thread_keeps_one_client_per_endpoint():

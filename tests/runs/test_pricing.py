@@ -10,7 +10,7 @@ from genai_prices import Usage, calc_price
 from genai_prices.data_snapshot import get_snapshot
 from genai_prices.types import TieredPrices
 
-from runs.gateway.client import pricing
+from runs.gateway import pricing
 from runs.gateway.pricing import model_call_cost
 
 TOKENS = [(0, 0), (1, 0), (0, 1), (812, 31), (123_456, 7_890), (250_000, 40_000), (1_500_000, 3)]
