@@ -32,7 +32,10 @@ def test_an_optional_field_keeps_its_constraints() -> None:
 
     assert not form.is_valid()
     assert form.errors == {
-        "code": ["Ensure this value has at most 2 characters (it has 3)."],
+        "code": [
+            "Must match ^[A-Z]{2}$",
+            "Ensure this value has at most 2 characters (it has 3).",
+        ],
         "count": ["Ensure this value is less than or equal to 3."],
     }
     assert [form.fields[n].required for n in form.fields] == [False, False, False, True, False]
