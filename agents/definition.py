@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -339,6 +339,38 @@ SubjectOf = Callable[[Mapping[str, Any]], str | None]
 FactsLookup = Callable[[str, Mapping[str, Any], Mapping[str, Any]], CallFacts]
 
 
+_DEMO_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class DemoInput:
+    """A ready-made input the submit page offers (for the example: a seeded ticket).
+
+    ``key`` names it in the page's address (``?demo=T-0007``); ``label`` is one line
+    (the ticket's subject); ``input`` is what the form is filled with.
+    """
+
+    key: str
+    label: str
+    input: Mapping[str, Any]
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _DEMO_KEY.match(self.key):
+            raise ValueError(f"bad demo input key {self.key!r} (letters, digits, _.:-, 1-64)")
+
+
+# The demo inputs, read when the submit page is shown (they may come from the database).
+DemoInputs = Callable[[], Sequence[DemoInput]]
+# Called by the submit page with the validated input, in the submission's transaction,
+# before the run is created; returns the input the run gets. It may write (the example
+# files the ticket): a run refused after it rolls the write back.
+PrepareInput = Callable[[BaseModel], Mapping[str, Any]]
+# One line naming a run in lists and on its page, from its stored input: any JSON object
+# (a run from before a schema change included), so it must not assume the schema's keys.
+RunTitle = Callable[[Mapping[str, Any]], str]
+
+
 @dataclass(frozen=True)
 class Agent:
     name: str
@@ -387,6 +419,12 @@ class Agent:
     # back to the model, by default, the second to the agent's escalation queue.
     verifiers: tuple[Verifier, ...] = ()
     verification_attempts: int = 2
+    # What the pages show and do for this agent's runs: ready-made inputs and a hook on the
+    # submit page (the API and the command submit the input as given), and a run's title
+    # in the runs list and on its page. None: no demo inputs, no hook, no title.
+    demo_inputs: DemoInputs | None = None
+    prepare_input: PrepareInput | None = None
+    run_title: RunTitle | None = None
 
     def __post_init__(self) -> None:
         names = [tool.name for tool in self.tools]

@@ -1,29 +1,27 @@
 """Forms of the reviewers' pages. They validate; the services decide and save.
 
-The edit form is generated from the tool's pydantic schema (its JSON schema), so a tool
-added in code gets an edit form without a template change. The form's own checks
+The edit form is generated from the tool's pydantic schema (its JSON schema) by
+``agentdesk.schema_forms``, the generator the submit page uses for an agent's input, so a
+tool added in code gets an edit form without a template change. The form's own checks
 (lengths, patterns, choices) give quick messages; the service validates the result with
 pydantic again, and its field errors are put back on this form.
 """
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.validators import RegexValidator
 
-from agentdesk.json_input import JSONInputField
+from agentdesk import schema_forms
+from agentdesk.schema_forms import initial_arguments as initial_arguments  # the views' import
 from reviews.models import Queue
 from reviews.selectors import EscalationTarget, InboxFilters
 from reviews.services import FEEDBACK_MAX
 
 ARGS_PREFIX = "args"
-_TEXTAREA_FROM = 240  # longer strings than this get a textarea
 
 
 class DecisionForm(forms.Form):
@@ -94,100 +92,14 @@ class BulkApproveForm(forms.Form):
 # --- the edit form, generated from a JSON schema ------------------------------------------
 
 
-def _schema_field(name: str, spec: dict[str, Any], required: bool) -> forms.Field:
-    """One form field for one property of a pydantic model's JSON schema."""
-    label = str(spec.get("title") or name.replace("_", " ").capitalize())
-    common: dict[str, Any] = {
-        "label": label,
-        "required": required,
-        "help_text": str(spec.get("description", "")),
-    }
-    if "enum" in spec:
-        return forms.ChoiceField(choices=[(v, v) for v in spec["enum"]], **common)
-    kinds = {spec.get("type")} | {
-        option.get("type") for option in spec.get("anyOf", []) if isinstance(option, dict)
-    }
-    kinds.discard(None)
-    kinds.discard("null")
-    if kinds == {"boolean"}:
-        return forms.BooleanField(**{**common, "required": False})
-    if kinds == {"integer"}:
-        return forms.IntegerField(
-            min_value=spec.get("minimum"), max_value=spec.get("maximum"), **common
-        )
-    if "number" in kinds:
-        # pydantic describes Decimal as number-or-string; a DecimalField keeps the digits.
-        return forms.DecimalField(
-            min_value=spec.get("minimum"),
-            max_value=spec.get("maximum"),
-            widget=forms.TextInput(attrs={"inputmode": "decimal", "class": "amount-input"}),
-            **common,
-        )
-    if kinds == {"string"}:
-        validators = []
-        if "pattern" in spec:
-            validators.append(
-                RegexValidator(spec["pattern"], message=f"Must match {spec['pattern']}")
-            )
-        max_length = spec.get("maxLength")
-        # Identifiers (a pattern) and short strings fit one line; prose gets a textarea.
-        short = "pattern" in spec or (max_length is not None and max_length <= _TEXTAREA_FROM)
-        rows = 2 if max_length is not None and max_length <= 600 else 6
-        return forms.CharField(
-            max_length=max_length,
-            min_length=spec.get("minLength"),
-            validators=validators,
-            strip=False,
-            widget=forms.TextInput() if short else forms.Textarea(attrs={"rows": rows}),
-            **common,
-        )
-    # Objects, arrays and anything richer: edited as JSON.
-    return JSONInputField(widget=forms.Textarea(attrs={"rows": 4, "class": "mono"}), **common)
+class SchemaForm(schema_forms.SchemaForm):
+    """A tool's arguments in the edit form (agentdesk.schema_forms), named ``args-<name>``.
 
+    The prefix keeps the arguments apart from the decision's own fields (the hash, the note)
+    posted in the same form.
+    """
 
-class SchemaForm(forms.Form):
-    """A form for a tool's arguments, built from ``input_schema.model_json_schema()``."""
-
-    def __init__(self, *args: Any, schema: dict[str, Any], **kwargs: Any) -> None:
-        kwargs.setdefault("prefix", ARGS_PREFIX)
-        super().__init__(*args, **kwargs)
-        required = set(schema.get("required", []))
-        for name, spec in schema.get("properties", {}).items():
-            self.fields[name] = _schema_field(name, spec, name in required)
-
-    def arguments(self) -> dict[str, Any]:
-        """The cleaned values as JSON-ready arguments (decimals as strings)."""
-        values: dict[str, Any] = {}
-        for name, value in self.cleaned_data.items():
-            if value is None or value == "":
-                if self.fields[name].required:
-                    values[name] = value
-                continue
-            if isinstance(value, Decimal):
-                value = str(value)
-            elif isinstance(value, str):
-                value = value.replace("\r\n", "\n")  # browsers send textarea lines as CRLF
-            values[name] = value
-        return values
-
-    def add_service_errors(self, field_errors: dict[str, list[str]]) -> None:
-        """Put pydantic's errors (keyed by location, "items.0.sku") on the right fields."""
-        for location, messages in field_errors.items():
-            field = location.split(".")[0]
-            for message in messages:
-                self.add_error(field if field in self.fields else None, message)
-
-
-def initial_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """The request's arguments as form initial data; rich values as pretty JSON."""
-    initial: dict[str, Any] = {}
-    for name, spec in schema.get("properties", {}).items():
-        if name not in arguments:
-            continue
-        value = arguments[name]
-        simple = isinstance(value, str | int | float | bool) or value is None
-        initial[name] = value if simple or "enum" in spec else json.dumps(value, indent=2)
-    return initial
+    prefix = ARGS_PREFIX
 
 
 # --- the inbox's filters --------------------------------------------------------------------

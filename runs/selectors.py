@@ -63,7 +63,8 @@ def run_list_visible(*, user: User, state: str | None = None) -> QuerySet[Run]:
     """Runs the user may see, newest first: every run by role, else by queue."""
     if not user.has_perm(VIEW_RUNS):
         return Run.objects.none()
-    runs = Run.objects.select_related("submitted_by").defer("checkpoint", "input")
+    # The input is read: the list shows each run's title, made from it (runs.presenters).
+    runs = Run.objects.select_related("submitted_by").defer("checkpoint")
     if not user.has_perm(VIEW_ALL_RUNS):
         # A semi-join (IN a subquery), not a join: a run with three requests is one row.
         # The subquery reads the requests' run ids alone (no second pass over runs), from

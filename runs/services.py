@@ -36,7 +36,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agentdesk.configuration import config_active, config_for_run, config_of_version
 from agentdesk.errors import ErrorClass, error_payload
@@ -104,24 +104,8 @@ def run_submit(
     provided the request is the same; a different request under the same key is refused.
     Raises RunInputInvalid (nothing created) or IdempotencyConflict.
     """
-    try:
-        agent = agent_get(agent_name)
-    except UnknownAgent as exc:
-        raise RunInputInvalid(str(exc)) from None
-    if not isinstance(run_input, dict):
-        raise RunInputInvalid("input must be a JSON object")
-    size = len(_canonical_json(run_input).encode())
-    if size > settings.AGENTDESK_MAX_INPUT_BYTES:
-        raise RunInputInvalid(
-            f"input is {size} bytes; the limit is {settings.AGENTDESK_MAX_INPUT_BYTES} bytes"
-        )
-    try:
-        validated = agent.input_schema.model_validate(run_input)
-    except ValidationError as exc:
-        raise RunInputInvalid(
-            f"input does not match the {agent.name!r} agent's input schema",
-            details=json.loads(exc.json(include_url=False, include_context=False)),
-        ) from None
+    agent = _agent_or_invalid(agent_name)
+    validated = _input_validated(agent, run_input)
     if idempotency_key is not None and not (1 <= len(idempotency_key) <= 200):
         raise RunInputInvalid("the idempotency key must be 1 to 200 characters")
 
@@ -141,6 +125,47 @@ def run_submit(
             raise
         return existing, False
     return run, True
+
+
+def run_submit_from_page(
+    *, agent_name: str, run_input: Any, submitted_by: User | AnonymousUser
+) -> Run:
+    """Queue a run from the submit page: the agent's ``prepare_input`` first, then the run.
+
+    Both in one transaction: the hook may write (the example files the ticket there), and
+    a run refused after it rolls that back. Raises RunInputInvalid (nothing written).
+    """
+    agent = _agent_or_invalid(agent_name)
+    with transaction.atomic():
+        if agent.prepare_input is not None:
+            run_input = dict(agent.prepare_input(_input_validated(agent, run_input)))
+        run, _ = run_submit(agent_name=agent.name, run_input=run_input, submitted_by=submitted_by)
+    return run
+
+
+def _agent_or_invalid(agent_name: str) -> Agent:
+    try:
+        return agent_get(agent_name)
+    except UnknownAgent as exc:
+        raise RunInputInvalid(str(exc)) from None
+
+
+def _input_validated(agent: Agent, run_input: Any) -> BaseModel:
+    """The input checked against the agent's schema and the size limit, or RunInputInvalid."""
+    if not isinstance(run_input, dict):
+        raise RunInputInvalid("input must be a JSON object")
+    size = len(_canonical_json(run_input).encode())
+    if size > settings.AGENTDESK_MAX_INPUT_BYTES:
+        raise RunInputInvalid(
+            f"input is {size} bytes; the limit is {settings.AGENTDESK_MAX_INPUT_BYTES} bytes"
+        )
+    try:
+        return agent.input_schema.model_validate(run_input)
+    except ValidationError as exc:
+        raise RunInputInvalid(
+            f"input does not match the {agent.name!r} agent's input schema",
+            details=json.loads(exc.json(include_url=False, include_context=False)),
+        ) from None
 
 
 def _run_for_key(user: Any, key: str, request_hash: str) -> Run | None:

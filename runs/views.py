@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
@@ -8,7 +8,6 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -16,9 +15,11 @@ from django.views.decorators.http import require_http_methods
 from agentdesk.http import HtmxHttpRequest
 from agentdesk.prompts import prompt_ref_number
 from agentdesk.query import query_form_or_400
-from examples.support.models import Ticket
-from runs import selectors, services
-from runs.forms import SupportTicketForm, TicketPickForm
+from agentdesk.schema_forms import field_errors, initial_arguments
+from agents.definition import Agent
+from agents.registry import agents
+from runs import presenters, selectors, services
+from runs.forms import AGENT_FIELD, RunSubmitForm, SubmitPickForm
 from runs.gateway.breakers import (
     breaker_states,
     breaker_thresholds,
@@ -43,9 +44,10 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
     runs = selectors.runs_filter_degraded(
         selectors.run_list_visible(user=request.user, state=state), degraded=degraded
     )
-    page = Paginator(runs, PAGE_SIZE)
+    page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = presenters.runs_titled(page.object_list)
     context = {
-        "page": page.get_page(request.GET.get("page")),
+        "page": page,
         "state": state,
         "states": RunState.choices,
         "degraded": degraded,
@@ -72,6 +74,8 @@ def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
         # The stored prompt version the run was told, for a link to it (None: a run from
         # before prompt versions, which recorded a hash of the code's prompt).
         "prompt_number": prompt_ref_number(run.prompt_version),
+        "run_title": presenters.run_title(run),
+        "input_rows": presenters.input_rows(run),
     }
     template = "runs/run_detail.html#run-live" if request.htmx else "runs/run_detail.html"
     return render(request, template, context)
@@ -80,39 +84,51 @@ def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def run_new(request: HttpRequest) -> HttpResponse:
+    """The submit page: the chosen agent's input form, generated from its input schema."""
     if not request.user.has_perm("runs.add_run"):
         raise PermissionDenied
-    form = SupportTicketForm(request.POST or None, initial=_initial_from_ticket(request))
+    pick = query_form_or_400(SubmitPickForm(request.GET)).cleaned_data
+    registered = agents()
+    default = next(iter(registered.values()))
+    if request.method == "POST":
+        # An unknown agent keeps the default's fields; the hidden agent field says why.
+        agent = registered.get(str(request.POST.get(AGENT_FIELD, "")), default)
+        form = RunSubmitForm(request.POST, agent=agent)
+    else:
+        agent = registered[pick["agent"]] if pick["agent"] else default
+        form = RunSubmitForm(agent=agent, initial=_initial_from_demo(agent, pick["demo"]))
     if request.method == "POST" and form.is_valid():
         try:
-            with transaction.atomic():  # a ticket filed for a refused run is rolled back
-                run, _ = services.run_submit(
-                    agent_name=form.cleaned_data["agent"],
-                    run_input=form.run_input(),
-                    submitted_by=request.user,
-                )
+            run = services.run_submit_from_page(
+                agent_name=form.cleaned_data[AGENT_FIELD],
+                run_input=form.arguments(),
+                submitted_by=request.user,
+            )
         except services.RunInputInvalid as exc:
             form.add_error(None, exc.message)
+            if isinstance(exc.details, list):
+                form.add_service_errors(field_errors(exc.details))
         else:
             messages.success(request, "Run queued.")
             return redirect("runs:detail", run_id=run.id)
-    tickets = Ticket.objects.order_by("ticket_id").only("ticket_id", "subject", "tags")
-    return render(request, "runs/run_new.html", {"form": form, "tickets": tickets})
-
-
-def _initial_from_ticket(request: HttpRequest) -> dict[str, str]:
-    """Prefill the form from a seeded ticket (``?ticket=T-0007``)."""
-    picked = query_form_or_400(TicketPickForm(request.GET)).cleaned_data["ticket"]
-    ticket = Ticket.objects.filter(ticket_id=picked).first() if picked else None
-    if ticket is None:
-        return {"agent": "support"}
-    return {
-        "agent": "support",
-        "ticket_id": ticket.ticket_id,
-        "customer_email": ticket.customer_email,
-        "subject": ticket.subject,
-        "body": ticket.body,
+    context = {
+        "form": form,
+        "agent": agent,
+        "agents": list(registered),
+        "demos": list(agent.demo_inputs()) if agent.demo_inputs else [],
+        "picked": pick["demo"],
     }
+    return render(request, "runs/run_new.html", context)
+
+
+def _initial_from_demo(agent: Agent, key: str) -> dict[str, Any]:
+    """The form's initial data from one of the agent's demo inputs (``?demo=T-0007``)."""
+    if not key or agent.demo_inputs is None:
+        return {}
+    demo = next((d for d in agent.demo_inputs() if d.key == key), None)
+    if demo is None:
+        return {}
+    return initial_arguments(demo.input, agent.input_schema.model_json_schema())
 
 
 @login_required

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.definition import Agent, Limits, ModelRoute, RuleContext, RuleReply, TaskContext
 from examples.support.facts import support_policy_facts, support_subject
+from examples.support.pages import support_demo_inputs, support_prepare_input, support_run_title
 from examples.support.policy_text import LOST_PARCEL_AFTER_DAYS, REFUND_WINDOW_DAYS, SHOP_NAME
 from examples.support.review import SUPPORT_POLICY, support_review_context
 from examples.support.tools import SUPPORT_TOOLS
@@ -31,10 +32,15 @@ class SupportTicketInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ticket_id: str | None = Field(default=None, pattern=r"^T-[0-9]{4}$")
     customer_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
     subject: str = Field(min_length=1, max_length=200, pattern=r"^[^\r\n]+$")
     body: str = Field(min_length=1, max_length=5000)
+    # Last: the submit page's form follows this order, and the id is the optional field.
+    ticket_id: str | None = Field(
+        default=None,
+        pattern=r"^T-[0-9]{4}$",
+        description="Filled in when you pick a demo ticket; left empty, a new ticket is filed.",
+    )
 
 
 def render_ticket(ticket: BaseModel) -> str:
@@ -222,6 +228,11 @@ support_agent = Agent(
     # A refund within the order's balance; a final answer that reports only what was done,
     # and only after a reply, a hand-off or spam noted (examples/support/verifiers.py).
     verifiers=SUPPORT_VERIFIERS,
+    # The submit page offers the shop's tickets and files a ticket written by hand; runs
+    # are named by their ticket (examples/support/pages.py).
+    demo_inputs=support_demo_inputs,
+    prepare_input=support_prepare_input,
+    run_title=support_run_title,
 )
 
 # The same agent with no safety net after the models: no rule-based fallback, no person.

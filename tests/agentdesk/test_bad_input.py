@@ -280,11 +280,12 @@ def test_inv10_inbox_filters_that_match_nothing_are_still_valid(
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("ticket=%00", "ticket: Null characters are not allowed. Enter a valid value."),
-        ("ticket=T-1", "ticket: Enter a valid value."),
+        ("demo=%00", "demo: Null characters are not allowed. Enter a valid value."),
+        ("demo=T%201", "demo: Enter a valid value."),
+        ("agent=nobody", "agent: Select a valid choice. nobody is not one of the available"),
     ],
 )
-def test_inv10_submit_page_with_a_bad_ticket_parameter_is_400(
+def test_inv10_submit_page_with_a_bad_demo_parameter_is_400(
     client: Client, operator: Any, query: str, message: str
 ) -> None:
     client.force_login(operator)
@@ -295,15 +296,16 @@ def test_inv10_submit_page_with_a_bad_ticket_parameter_is_400(
     assert f"This address has a bad parameter. {message}" in response.content.decode()
 
 
-def test_inv10_submit_page_with_an_unknown_ticket_prefills_nothing(
+def test_inv10_submit_page_with_an_unknown_demo_prefills_nothing(
     client: Client, operator: Any
 ) -> None:
     client.force_login(operator)
 
-    response = client.get("/runs/new/?ticket=T-9999")
+    response = client.get("/runs/new/?demo=T-9999")
 
     assert response.status_code == 200
     assert 'name="ticket_id"' in response.content.decode()
+    assert response.context["form"].initial == {"agent": "support"}
 
 
 # --- the admin's object permission pages ---------------------------------------------------

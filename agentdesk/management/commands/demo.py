@@ -169,7 +169,7 @@ class Command(BaseCommand):
         lines += [f"    {u:<9} / {p:<14} ({r or 'admin'})" for u, p, r in DEMO_ACCOUNTS]
         lines += [
             "",
-            "  Submit a ticket at " + url + "runs/new/",
+            "  Submit a run at " + url + "runs/new/",
             "  Ctrl-C stops everything.",
             "=" * 64,
             "",
