@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
@@ -48,17 +49,40 @@ def insert_rows_sql(objs: Sequence[models.Model]) -> Statement:
     refers to before the commit, or rows whose keys were allotted ahead (``allot_keys``),
     which the INSERT then sends along.
     """
-    model = type(objs[0])
     with_keys = objs[0].pk is not None  # keys allotted ahead (``allot_keys``): sent along
     if any((obj.pk is not None) != with_keys for obj in objs):
         raise ValueError("insert_rows needs rows that all have their keys, or none")
-    sql, fields = _insert_sql(model, connection.vendor, len(objs), with_keys)
-    params = [
-        field.get_db_prep_save(field.pre_save(obj, True), connection)
-        for obj in objs
-        for field in fields
-    ]
-    return sql, params
+    return insert_prepared_sql([prepared_row(obj) for obj in objs])
+
+
+@dataclass(frozen=True)
+class PreparedRow:
+    """A row's values as its INSERT sends them, taken when it was prepared (``prepared_row``)."""
+
+    model: type[models.Model]
+    with_key: bool
+    params: list[Any]
+
+
+def prepared_row(obj: models.Model) -> PreparedRow:
+    """``obj``'s values for its INSERT, converted now: what changes on ``obj`` later is not sent.
+
+    With its primary key if it has one (allotted ahead, ``allot_keys``). Rows of one model
+    prepared apart are inserted together by ``insert_prepared_sql``.
+    """
+    model, with_key = type(obj), obj.pk is not None
+    _, fields = _insert_sql(model, connection.vendor, 1, with_key)
+    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+    return PreparedRow(model, with_key, params)
+
+
+def insert_prepared_sql(rows: Sequence[PreparedRow]) -> Statement:
+    """One INSERT of ``rows`` (of one model, all with their keys or none; not empty)."""
+    model, with_key = rows[0].model, rows[0].with_key
+    if any(row.model is not model or row.with_key != with_key for row in rows):
+        raise ValueError("one INSERT takes rows of one model that all have their keys, or none")
+    sql, _ = _insert_sql(model, connection.vendor, len(rows), with_key)
+    return sql, [param for row in rows for param in row.params]
 
 
 # Keys allotted ahead, per model: (the process that fetched them, those not given out yet).

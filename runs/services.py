@@ -285,10 +285,10 @@ def _step(run: Run, seq: int) -> None:
             f"step {seq} was started {run.step_attempts - 1} times and never finished; "
             "see the worker logs for this trace id",
         )
-        commit(run, seq, lambda r: dead_letter(r, crashed), recorded=False)
+        commit(run, seq, lambda r, _: dead_letter(r, crashed), recorded=False)
     elif exceeded := limit_reached(run_spent(run), limits, about_to_call_tool=bool(pending)):
         on_limit = park_for_human if limits.on_exceeded == OnLimit.ESCALATE else fail
-        commit(run, seq, lambda r: on_limit(r, exceeded), recorded=False)
+        commit(run, seq, lambda r, _: on_limit(r, exceeded), recorded=False)
     elif pending:
         tool_step(run, seq, agent, pending[0])
     else:

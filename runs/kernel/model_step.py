@@ -28,7 +28,6 @@ from pydantic import ValidationError
 from agentdesk.configuration import config_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_text, redact_value
-from agentdesk.statements import allot_keys, insert_rows
 from agents.definition import (
     CONFIDENCE_FIELD,
     RATIONALE_FIELD,
@@ -60,12 +59,13 @@ from runs.kernel.stepping import (
 )
 from runs.kernel.tool_step import InlineCall, account_result, read_calls_inline, settle_action
 from runs.kernel.transitions import dead_letter, finish, park_for_human
+from runs.kernel.unit_of_work import StepWork
 from runs.kernel.verification import (
     answer_refused_message,
     answer_verification,
     verification_failed,
 )
-from runs.models import Action, ActionStatus, Degradation, Run, RunState, Step, StepKind
+from runs.models import Action, ActionStatus, Degradation, Run, RunState, StepKind
 
 log = logging.getLogger("runs.services")
 
@@ -290,8 +290,8 @@ def _escalate(
     record.route = HUMAN if outcome.link == HUMAN else ""
     record.failed(error)
 
-    def apply(locked: Run) -> None:
-        record.create(locked, seq)
+    def apply(locked: Run, work: StepWork) -> None:
+        work.add_step(record, seq)
         mark_degraded(locked, *_route_degradations(outcome))
         if outcome.link == HUMAN:
             park_for_human(locked, error)
@@ -319,8 +319,8 @@ def _record_failed_attempt(
         f"retry in {delay:.1f} s" if delay is not None else "next link",
     )
 
-    def apply(locked: Run) -> None:
-        record.create(locked, seq)
+    def apply(locked: Run, work: StepWork) -> None:
+        work.add_step(record, seq)
         locked.model_latency_ms += outcome.latency_ms
         mark_degraded(locked, *_route_degradations(outcome))
         checkpoint = locked.checkpoint
@@ -413,10 +413,6 @@ def _record_reply(
         )
         for index, (call, args, rationale, confidence) in enumerate(parsed)
     ]
-    # Their keys now, so that they can be written with the commit's last statements (the
-    # checkpoint and the audit events name them); False where keys cannot be allotted. An
-    # unusable reply's calls are never written: no keys for them.
-    keyed = unusable is None and allot_keys(actions)
     inline: list[InlineCall] = []
     if actions and unusable is None and streak < 2:
         inline = read_calls_inline(
@@ -444,13 +440,9 @@ def _record_reply(
     if retry_in_s is not None:
         degradations.append(Degradation.RETRIED)
 
-    def apply(locked: Run) -> list[Step | Action]:
-        # The reads' steps now: their actions point at them. The model step's own row, which
-        # nothing points at, and the actions, keyed ahead, go with the commit's last
-        # statements (round trips fewer).
-        own = record.build(locked, seq)
-        reads = [call.record.build(locked, seq + 1 + i) for i, call in enumerate(inline)]
-        insert_rows(reads)
+    def apply(locked: Run, work: StepWork) -> None:
+        work.add_step(record, seq)
+        reads = [work.add_step(call.record, seq + 1 + i) for i, call in enumerate(inline)]
         locked.tokens_in += reply.tokens_in
         locked.tokens_out += reply.tokens_out
         locked.cost_usd += cost or 0
@@ -462,7 +454,7 @@ def _record_reply(
             # A refusal or an empty answer: the next link gets the same conversation.
             checkpoint["last_error"] = unusable
             _set_link(checkpoint, outcome.link_index + 1, kind)
-            return [own]
+            return
         checkpoint["messages"].append(reply.assistant_message())
         if streak >= 2:
             checkpoint["last_error"] = record.outcome["error"]
@@ -477,12 +469,11 @@ def _record_reply(
                 # Not a success: the model hears why, once; then a person gets the run.
                 checkpoint["messages"].append(answer_refused_message(refused))
                 verification_failed(locked, agent, refused)
-            return [own]
+            return
         settled = inline[:-1] if retry_in_s is not None else inline
         for call, step in zip(settled, reads, strict=False):
             settle_action(call.action, step, call.result, call.error, call.verdict)
-        if not keyed:
-            insert_rows(actions)
+        work.add_actions(actions)  # settled first: the reads' actions are written as done
         for action in actions:
             action_audit(
                 action,
@@ -507,7 +498,6 @@ def _record_reply(
         checkpoint["pending_actions"] = [action.pk for action in actions[len(settled) :]]
         if retry_in_s is not None:
             checkpoint["attempt"] = 1  # the call that failed just now, recorded as a step
-        return [own, *actions] if keyed else [own]
 
     commit(run, seq, apply, steps=1 + len(inline), countdown_s=retry_in_s or 0)
 

@@ -14,39 +14,29 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import (
-    can_commit_with_statements,
-    commit_with,
-    insert_rows,
-    insert_rows_sql,
     select_row,
-    update_row_if,
-    update_row_if_sql,
 )
 from audit.log import (
-    audit_append,
-    audit_append_statement,
-    audit_appended,
-    audit_batch,
     audit_record,
 )
 from runs.kernel.transitions import WORKER, dead_letter, enqueue_next_step, run_start
+from runs.kernel.unit_of_work import LeaseLost, StepWork
 from runs.models import (
     ACTIVE_STATES,
     Action,
@@ -59,7 +49,8 @@ from runs.models import (
 )
 
 if TYPE_CHECKING:
-    from audit.models import AuditEvent
+    pass
+
 
 log = logging.getLogger("runs.services")
 
@@ -214,11 +205,12 @@ def _claim_locked(run_id: str, seq: int, now: datetime) -> Run | None:
         run.step_attempts += 1
         run.updated_at = now
         fields = ["lease_token", "lease_expires_at", "step_attempts", "updated_at"]
-        with audit_batch(append=False) as events:
+        work = StepWork(run)
+        with work.recording():
             if run.state == RunState.QUEUED:
                 fields += run_start(run, now=now)
         # The row is locked: the condition holds. The last statement: it may COMMIT.
-        _write_run_and_commit(run, fields, {"id": run.pk}, events)
+        work.flush(fields, {"id": run.pk})
     return run
 
 
@@ -258,76 +250,10 @@ def _lock_if_ours(run: Run, seq: int) -> bool:
     return True
 
 
-class _LeaseLost(Exception):
-    """Raised inside a commit whose lease is gone, to roll back what it wrote."""
-
-
-# SQLSTATE of ``runs_lease_held`` (migration runs/0007): the compare-and-set matched no row.
-LEASE_LOST_SQLSTATE = "AD409"
-
-
-def _write_run_and_commit(
-    run: Run,
-    columns: Sequence[str],
-    where: dict[str, Any],
-    events: list[AuditEvent],
-    last_rows: Sequence[models.Model] = (),
-) -> None:
-    """Write ``columns`` of the run where its row matches ``where``; append ``events``.
-
-    ``last_rows``: rows to insert with these last writes (in the one query string below,
-    one INSERT per run of rows of one model; keys not read back): rows without keys that
-    nothing refers to before the commit, or rows with keys allotted ahead (``allot_keys``).
-
-    The last writes of a transaction that changes a run: a step's commit, whose UPDATE is
-    a compare-and-set on the lease (it locks the row and checks the lease at once: no
-    ``SELECT ... FOR UPDATE`` first), or a claim, which has locked the row already. Then
-    the audit events are chained, under the chain's lock. No row matched: ``_LeaseLost``,
-    and the transaction rolls back (writing before the check is safe: nobody else sees
-    those writes meanwhile).
-
-    On PostgreSQL, in an outermost transaction (a worker's), the UPDATE, the audit append and
-    the COMMIT go as one query string (``commit_with``): the chain's lock, which every
-    step of every run waits for, is held only while PostgreSQL works, never while this
-    thread waits for the GIL between the append's reply and its COMMIT, and the transaction
-    makes two round trips fewer. The UPDATE is wrapped in ``runs_lease_held``, which raises
-    when it matched no row, so a lost lease aborts the transaction before its COMMIT.
-    Elsewhere (SQLite, a transaction nested in a test's) the same writes go one by one and
-    the enclosing block commits.
-    """
-    groups = [list(group) for _, group in groupby(last_rows, key=type)]
-    if not can_commit_with_statements():
-        for group in groups:
-            insert_rows(group)
-        if update_row_if(run, columns, **where) != 1:
-            raise _LeaseLost
-        if events:
-            audit_append(events)
-        return
-    cas_sql, cas_params = update_row_if_sql(run, columns, **where)
-    statements = [
-        (
-            f"WITH ours AS ({cas_sql} RETURNING 1) SELECT runs_lease_held(count(*)) FROM ours",
-            cas_params,
-        )
-    ]
-    if events:
-        statements.append(audit_append_statement(events))  # its rows: rows[1] below
-    statements += [insert_rows_sql(group) for group in groups]
-    try:
-        rows = commit_with(statements)
-    except DatabaseError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == LEASE_LOST_SQLSTATE:
-            raise _LeaseLost from None
-        raise
-    if events:
-        audit_appended(events, rows[1])
-
-
 def commit(
     run: Run,
     seq: int,
-    apply: Callable[[Run], Sequence[models.Model] | None],
+    apply: Callable[[Run, StepWork], None],
     *,
     countdown_s: float = 0,
     recorded: bool = True,
@@ -335,12 +261,12 @@ def commit(
 ) -> bool:
     """Record a step's results if our lease still holds; enqueue (or keep) the next step.
 
-    ``apply`` receives the run and records the step on it (its inserts go first; the run's
-    row is written and the lease checked last, in ``_write_run_and_commit``). It may return
-    rows to insert in the last round trip instead of one of their own: rows nothing refers
-    to before the commit (a model step's own Step) or with keys allotted ahead (its
-    actions). Returns False (and records nothing) when the lease was lost: another worker
-    took the run over after ours expired, and its result is the one that counts.
+    ``apply`` receives the run and the step's unit of work (runs.kernel.unit_of_work.StepWork),
+    inside the transaction: it changes the run and adds to the work what the step records
+    (its Step rows, its actions, their audit events). The work sends it all with the run's
+    row, written last on condition of our lease. Returns False (and records nothing) when
+    the lease was lost: another worker took the run over after ours expired, and its
+    result is the one that counts.
     ``recorded=False``: ``apply`` ended or parked the run without taking the step (a limit,
     a crash), so the step number stays
     where it is and a requeued run takes exactly that step. ``steps``: how many steps
@@ -348,12 +274,13 @@ def commit(
     once, runs.kernel.tool_step.read_calls_inline).
     """
     lease = run.lease_token
+    work = StepWork(run)
     try:
         with _undone_on_error(run), transaction.atomic():
-            with audit_batch(append=False) as events:
+            with work.recording():
                 stored = (run.checkpoint or {}).get("messages")
                 stored_count = len(stored) if isinstance(stored, list) else 0
-                last_rows = apply(run) or ()
+                apply(run, work)
                 _redact_checkpoint(run, stored, stored_count)
             if recorded:
                 run.next_seq = seq + steps
@@ -367,9 +294,8 @@ def commit(
                     enqueue_next_step(run, countdown_s=countdown_s)
             run.updated_at = timezone.now()
             # The last statement: it may COMMIT.
-            ours = {"id": run.pk, "lease_token": lease, "next_seq": seq}
-            _write_run_and_commit(run, STEP_FIELDS, ours, events, last_rows)
-    except _LeaseLost:
+            work.flush(STEP_FIELDS, {"id": run.pk, "lease_token": lease, "next_seq": seq})
+    except LeaseLost:
         log.warning("lease on step %s lost; its result is discarded", seq)
         return False
     except IntegrityError:
@@ -547,12 +473,6 @@ class StepRecord:
         for name in STEP_REDACTED:
             fields[name] = redact_value(fields[name])
         return Step(run=run, seq=seq, finished_at=timezone.now(), **fields)
-
-    def create(self, run: Run, seq: int) -> Step:
-        """Save the step (``build``, then one INSERT)."""
-        step = self.build(run, seq)
-        insert_rows([step])
-        return step
 
 
 def args_hash(tool: str, arguments: dict[str, Any] | None, raw: str) -> str:

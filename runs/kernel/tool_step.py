@@ -62,6 +62,7 @@ from runs.kernel.stepping import (
     release_db_connection,
 )
 from runs.kernel.transitions import park_for_approval, park_for_human
+from runs.kernel.unit_of_work import StepWork
 from runs.kernel.verification import call_verification, verification_failed
 from runs.models import (
     GRANTED_OUTCOMES,
@@ -449,9 +450,9 @@ def _park_for_review(
         "review": {"queue": review.queue, "rule": review.rule, "reason": review.reason}
     }
 
-    def apply(locked: Run) -> None:
-        record.create(locked, seq)
-        _record_verdict(action, review)
+    def apply(locked: Run, work: StepWork) -> None:
+        work.add_step(record, seq)
+        work.update_action(action, _verdict_set(action, review))
         request = open_request(
             CallReview(
                 run=locked,
@@ -480,8 +481,12 @@ def _verdict_fields(verdict: PolicyDecision) -> dict[str, Any]:
     }
 
 
-def _record_verdict(action: Action, verdict: PolicyDecision) -> None:
-    Action.objects.filter(pk=action.pk).update(**_verdict_fields(verdict))
+def _verdict_set(action: Action, verdict: PolicyDecision) -> list[str]:
+    """Set the policy's verdict on ``action``; returns the fields set, for its update."""
+    fields = _verdict_fields(verdict)
+    for name, value in fields.items():
+        setattr(action, name, value)
+    return list(fields)
 
 
 def _rate_key(tool: Tool) -> tuple[str, ...]:
@@ -502,8 +507,8 @@ def _rate_wait(tool: Tool) -> float:
 
 
 def _record_retry(run: Run, seq: int, record: StepRecord, attempt: int, delay: float) -> None:
-    def apply(locked: Run) -> None:
-        record.create(locked, seq)
+    def apply(locked: Run, work: StepWork) -> None:
+        work.add_step(record, seq)
         locked.checkpoint["attempt"] = attempt
         mark_degraded(locked, Degradation.RETRIED)
 
@@ -521,12 +526,10 @@ def _record_result(
     agent: Agent,
     handoff_error: dict[str, Any] | None,
 ) -> None:
-    def apply(locked: Run) -> None:
-        step = record.create(locked, seq)
+    def apply(locked: Run, work: StepWork) -> None:
+        step = work.add_step(record, seq)
         before = action.status
-        update_row_if(
-            action, list(settle_action(action, step, result, error, verdict)), id=action.pk
-        )
+        work.update_action(action, settle_action(action, step, result, error, verdict))
         account_result(locked, action, seq, error, verdict, before=before)
         locked.checkpoint["pending_actions"] = [
             pk for pk in locked.checkpoint.get("pending_actions", []) if pk != action.pk

@@ -2,10 +2,11 @@
 and its COMMIT in one round trip.
 
 In a worker the commit is the outermost transaction, so the compare-and-set UPDATE of the
-run, the audit append and the COMMIT go to PostgreSQL as one query string
-(runs.kernel.stepping._write_run_and_commit, agentdesk.statements.commit_with). Tests with
-the ``db`` fixture run inside a transaction of their own and take the statement-by-statement
-path; these run in real transactions (``transactional_db``), as workers do.
+run, the step's rows, the audit append and the COMMIT go to PostgreSQL as one query string
+(runs.kernel.unit_of_work.StepWork.flush, agentdesk.statements.commit_with). Tests with the ``db``
+fixture run inside a transaction of their own and take the statement-by-statement path;
+these run in real transactions (``transactional_db``), as workers do. They assert the rows
+written (tests/runs/test_unit_of_work.py has the unit of work's own).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from audit.log import ChainIntact, audit_chain_verify
 from audit.models import AuditEvent
 from examples.support.seed import seed_shop
 from runs import services
-from runs.kernel import stepping
+from runs.kernel import stepping, unit_of_work
 from runs.models import Action, DeadLetter, Run, RunState, Step
 from tests.processes import Simulator
 from tests.runs.factories import seeded_ticket_input
@@ -35,14 +36,15 @@ def shop(transactional_db: None) -> None:
 
 @pytest.fixture
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many statements each one-round-trip commit sent (so a test knows it took that path)."""
+    """One entry per transaction that ended in one round trip (so a test knows it took that
+    path), whatever it sent."""
     sent: list[int] = []
 
     def counted(statements: Any) -> Any:
-        sent.append(len(statements))
+        sent.append(1)
         return commit_with(statements)
 
-    monkeypatch.setattr(stepping, "commit_with", counted)
+    monkeypatch.setattr(unit_of_work, "commit_with", counted)
     return sent
 
 
@@ -65,12 +67,18 @@ def test_a_run_committed_step_by_step_in_one_round_trip_each_keeps_an_intact_cha
         (0, "model"), (1, "tool"), (2, "model"), (3, "tool"), (4, "model"),
         (5, "tool"), (6, "model"), (7, "tool"), (8, "model"),
     ]  # fmt: skip
-    # The claim that started the run: its UPDATE and the audit append. Then one commit per
-    # model step: UPDATE, append, its own Step row and the actions it proposed (keys
-    # allotted ahead; the last step, the answer, proposes none), while the steps of its
-    # inline reads, which their actions point at, went before; and per write's tool step:
-    # UPDATE and append.
-    assert commits == [2, 4, 4, 4, 2, 4, 2, 3]
+    # The claim that started the run, then one commit per model step (its inline reads
+    # recorded with it) and one per write's tool step, each in one round trip.
+    assert len(commits) == 1 + 5 + 2
+    actions = list(
+        Action.objects.filter(run=run)
+        .order_by("proposed_seq", "index")
+        .values_list("proposed_seq", "step__seq", "status")
+    )
+    assert actions == [
+        (0, 1, "succeeded"), (2, 3, "succeeded"), (4, 5, "succeeded"), (6, 7, "succeeded"),
+    ]  # fmt: skip
+    assert run.checkpoint["pending_actions"] == []
     verdict = audit_chain_verify()
     assert isinstance(verdict, ChainIntact)
     assert verdict.events == AuditEvent.objects.count()
@@ -99,7 +107,7 @@ def test_a_lost_lease_aborts_the_commit_before_its_commit_and_records_nothing(
     run.refresh_from_db()
     # The claim's; the step's (its UPDATE refused by runs_lease_held: its Step and actions
     # never inserted)
-    assert commits == [2, 4]
+    assert len(commits) == 2
     assert (run.next_seq, run.lease_token, run.state) == (0, other, RunState.RUNNING)
     assert not Step.objects.filter(run=run).exists()
     assert not Action.objects.filter(run=run).exists()
@@ -123,14 +131,16 @@ def test_a_failure_in_the_last_statements_undoes_the_whole_step(
     step = services._step
 
     def failing_append_once_claimed(claimed: Run, seq: int) -> None:
-        monkeypatch.setattr(stepping, "audit_append_statement", lambda events: ("SELECT 1/0", []))
+        monkeypatch.setattr(
+            unit_of_work, "audit_append_statement", lambda events: ("SELECT 1/0", [])
+        )
         step(claimed, seq)
 
     monkeypatch.setattr(services, "_step", failing_append_once_claimed)
     services.run_step_execute(run_id=str(run.id), seq=0, chain_s=30)
 
     run.refresh_from_db()
-    assert commits == [2, 4]  # the claim's; the step's, which failed
+    assert len(commits) == 2  # the claim's; the step's, which failed
     assert run.state == RunState.DEAD_LETTERED
     assert run.error["class"] == "internal_error"
     assert run.error["message"] == "step 0 raised DataError: division by zero"
@@ -176,7 +186,7 @@ def test_two_workers_claiming_a_queued_run_at_once_start_it_once(
     winners = [c for c in claimed if c is not None]
     assert len(claimed) == 2
     assert len(winners) == 1
-    assert commits == [2]  # only the winner wrote
+    assert len(commits) == 1  # only the winner wrote
     run.refresh_from_db()
     assert (run.state, run.lease_token, run.step_attempts) == (
         RunState.RUNNING,
@@ -207,10 +217,10 @@ def test_the_first_claim_locks_the_row_at_once_and_a_later_one_needs_no_lock(
     verbs = [q["sql"].split()[0] for q in first.captured_queries]
     assert verbs == ["BEGIN", "SELECT", "WITH", "COMMIT"], verbs  # lock; the one round trip
     assert first.captured_queries[1]["sql"].endswith("FOR UPDATE")
-    assert commits == [2]
+    assert len(commits) == 1
 
     Run.objects.filter(pk=run.pk).update(next_seq=1, lease_token=None, lease_expires_at=None)
     with CaptureQueriesContext(connection) as later:
         assert stepping.claim(str(run.id), 1) is not None
     assert [q["sql"].split()[0] for q in later.captured_queries] == ["UPDATE", "SELECT"]
-    assert commits == [2]  # no transaction of its own
+    assert len(commits) == 1  # no transaction of its own

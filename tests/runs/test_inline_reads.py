@@ -182,9 +182,9 @@ def test_a_commit_whose_step_the_new_holder_recorded_first_is_discarded(
     def recorded_by_another_worker(claimed: Run, seq: int) -> None:
         steps_taken.append(seq)
         # The other worker recorded step 0 and holds the lease on step 1.
-        stepping.StepRecord(kind=StepKind.MODEL, state={}, started_at=timezone.now()).create(
+        stepping.StepRecord(kind=StepKind.MODEL, state={}, started_at=timezone.now()).build(
             claimed, seq
-        )
+        ).save(force_insert=True)
         Run.objects.filter(pk=claimed.pk).update(lease_token=other, next_seq=seq + 1)
         step(claimed, seq)
 
