@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.db import DatabaseError, connection, models
 
@@ -57,7 +57,14 @@ from runs.models import Action, Run, Step
 
 if TYPE_CHECKING:
     from audit.models import AuditEvent
-    from runs.kernel.stepping import StepRecord
+
+
+class StepRow(Protocol):
+    """What builds a step's row (runs.kernel.stepping.StepRecord): named here, not imported,
+    so the unit of work stays below the kernel that uses it."""
+
+    def build(self, run: Run, seq: int) -> Step: ...
+
 
 # SQLSTATE of ``runs_lease_held`` (migration runs/0007): the compare-and-set matched no row.
 LEASE_LOST_SQLSTATE = "AD409"
@@ -70,8 +77,9 @@ class LeaseLost(Exception):
 class StepWork:
     """What one step records in its transaction, sent with the transaction's last writes.
 
-    Made, filled and flushed inside one ``transaction.atomic`` block (runs.kernel.stepping.commit,
-    the claim that starts a run); see the module's docstring for how it is sent.
+    (runs.kernel.stepping.commit, the claim that starts a run); see the module's docstring
+    for how it is sent.
+    (runs.kernel.stepping.commit, the claim that starts a run); see the module's docstring for how it is sent.
     """
 
     def __init__(self, run: Run) -> None:
@@ -82,7 +90,7 @@ class StepWork:
 
     # --- what a step records ----------------------------------------------------------------
 
-    def add_step(self, record: StepRecord, seq: int) -> Step:
+    def add_step(self, record: StepRow, seq: int) -> Step:
         """The run's step ``seq`` from ``record`` (redacted), with its key; written at the end."""
         step = record.build(self.run, seq)
         self._add([step])
