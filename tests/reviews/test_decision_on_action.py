@@ -236,7 +236,7 @@ def test_the_upgrade_writes_the_outcome_of_calls_decided_before_it(reviewer: Any
         ApprovalRequest.objects.filter(pk=request.pk).update(
             state=state, outcome=outcome, feedback="too much" if kind == "reject" else ""
         )
-    migration = importlib.import_module("reviews.migrations.0005_action_review_outcome_backfill")
+    migration = importlib.import_module("reviews.migrations.0006_action_review_outcome_backfill")
 
     migration.backfill(apps, None)
     migration.backfill(apps, None)  # a second pass changes nothing
