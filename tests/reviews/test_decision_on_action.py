@@ -214,7 +214,7 @@ def test_a_review_without_the_reviews_app_fails_with_a_clear_error(
 
 
 def test_the_upgrade_writes_the_outcome_of_calls_decided_before_it(reviewer: Any) -> None:
-    """reviews/0005: requests decided before the upgrade give their actions the outcome."""
+    """reviews/0006: requests decided before the upgrade give their actions the outcome."""
     queue = Queue.objects.create(slug="refunds", name="Refunds")
     approved = request_make(queue=queue)
     rejected = request_make(queue=queue, proposed_seq=2, run=approved.run)
