@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from agentdesk.config_documents import SLA_MINUTES_MAX, ConfigRefused
+from agentdesk.config_documents import LIMIT_FIELDS, SLA_MINUTES_MAX, ConfigRefused
 from agentdesk.configuration import routes_text
 from agents.definition import OnLimit, Risk
 from policy.engine import (
@@ -103,14 +103,7 @@ class ConfigForm(forms.Form):
         label="When a limit is reached",
     )
 
-    LIMIT_FIELDS = (
-        "max_steps",
-        "max_tool_calls",
-        "max_tokens",
-        "max_cost_usd",
-        "deadline_s",
-        "on_exceeded",
-    )
+    LIMIT_FIELDS = LIMIT_FIELDS  # the document's, in its order
 
     def __init__(self, *args: Any, tools: list[str], kinds: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -77,9 +77,9 @@ class LeaseLost(Exception):
 class StepWork:
     """What one step records in its transaction, sent with the transaction's last writes.
 
+    Made, filled and flushed inside one ``transaction.atomic`` block
     (runs.kernel.stepping.commit, the claim that starts a run); see the module's docstring
     for how it is sent.
-    (runs.kernel.stepping.commit, the claim that starts a run); see the module's docstring for how it is sent.
     """
 
     def __init__(self, run: Run) -> None:
