@@ -228,7 +228,7 @@ def test_tool_results_and_model_replies_are_redacted_in_the_checkpoint(
     claimed = claim(str(run.id), run.next_seq)
     assert claimed is not None
 
-    def apply(locked: Run) -> None:
+    def apply(locked: Run, work: object) -> None:
         locked.checkpoint["messages"].append(
             {"role": "tool", "tool_call_id": "c1", "content": f'{{"card": "{CARD}"}}'}
         )
