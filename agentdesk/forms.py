@@ -9,8 +9,6 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from agentdesk.config_documents import LIMIT_FIELDS, SLA_MINUTES_MAX, ConfigRefused
-from agentdesk.configuration import routes_text
 from agents.definition import OnLimit, Risk
 from policy.engine import (
     DEFAULT_SUMS_WINDOW_HOURS,
@@ -18,6 +16,8 @@ from policy.engine import (
     FOREIGN_REVIEW,
     SUMS_WINDOW_MAX_HOURS,
 )
+from releases.config_documents import LIMIT_FIELDS, SLA_MINUTES_MAX, ConfigRefused
+from releases.configuration import routes_text
 
 _DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
 

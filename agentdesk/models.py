@@ -51,7 +51,7 @@ class ApiToken(models.Model):
 class AgentConfigVersion(models.Model):
     """One immutable version of an agent's operator-editable configuration.
 
-    ``config`` is JSON (``agentdesk.configuration`` reads and writes it): the policy,
+    ``config`` is JSON (``releases.configuration`` reads and writes it): the policy,
     ``scope`` (a list of tool names, or null for every tool the agent declares),
     ``review_risks``, ``thresholds``, ``rules``, ``queue`` and ``tool_queues``; and
     ``limits``, ``model_tiers`` (endpoint aliases, never URLs or keys),
@@ -110,7 +110,7 @@ class PromptLabelName(models.TextChoices):
 
 
 class PromptVersion(models.Model):
-    """One immutable version of an agent's system prompt template (``agentdesk.prompts``).
+    """One immutable version of an agent's system prompt template (``releases.prompts``).
 
     ``template`` is a ``string.Template`` (``$name`` placeholders filled from the agent's
     ``prompt_context``). Services only ever create rows; a change is a new version, and the

@@ -222,6 +222,7 @@ INSTALLED_APPS = [
     "ninja",  # the API docs page's template and its Swagger UI files (no CDN)
     "agentdesk",
     "audit",
+    "releases",
     "runs",
     "reviews",
     "examples.support",

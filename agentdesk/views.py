@@ -27,7 +27,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from agentdesk import configuration, prompts
 from agentdesk.forms import (
     ActivateForm,
     ConfigForm,
@@ -52,6 +51,7 @@ from agents.definition import Agent
 from agents.registry import UnknownAgent, agent_get, agents
 from audit.log import audit_record
 from audit.models import AuditVerb
+from releases import configuration, prompts
 from reviews import selectors as review_selectors
 
 

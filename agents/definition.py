@@ -385,7 +385,7 @@ class Agent:
     prompt_context: Callable[[BaseModel], Mapping[str, str]] = lambda _input: {}
     # The ``$names`` an operator's prompt version may use: the keys ``prompt_context``
     # always provides. None: those the code's ``system_prompt`` uses. A stored version
-    # with any other placeholder is refused (``agentdesk.prompts``), because
+    # with any other placeholder is refused (``releases.prompts``), because
     # safe_substitute would send it to the model as literal "$name".
     prompt_placeholders: tuple[str, ...] | None = None
     limits: Limits = field(default_factory=Limits)
@@ -398,7 +398,7 @@ class Agent:
     # Task kinds: each model step is one of these (``task_kind`` picks it; without one, the
     # first), and each kind has its own model tier, a primary and its fallbacks. Kinds
     # missing from ``model_tiers`` use ``model``, ``endpoint`` and ``fallback_models``.
-    # Operators change the tiers in configuration versions (agentdesk.configuration).
+    # Operators change the tiers in configuration versions (releases.configuration).
     task_kinds: tuple[str, ...] = ("default",)
     task_kind: TaskKind | None = None
     model_tiers: Mapping[str, tuple[ModelRoute, ...]] = field(default_factory=dict)
@@ -522,7 +522,7 @@ class Agent:
         """A short content hash of the code-declared prompt template and tool schemas.
 
         A fingerprint of the code only. Runs no longer record it: they record the stored
-        prompt version the ``production`` label points at (``agentdesk.prompts``,
+        prompt version the ``production`` label points at (``releases.prompts``,
         ``PromptVersion.ref``), which operators change without a deploy.
         """
         blob = json.dumps(

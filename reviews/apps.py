@@ -8,7 +8,7 @@ class ReviewsConfig(AppConfig):
     def ready(self) -> None:
         # The configuration service refuses versions naming queues that do not exist; it
         # asks through this lookup, since agentdesk may not import reviews.
-        from agentdesk.configuration import queue_lookup_register
+        from releases.configuration import queue_lookup_register
         from reviews.selectors import queue_slugs_existing
         from reviews.services import request_open
         from runs.kernel.approvals import register_opener

@@ -31,13 +31,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.configuration import config_for_run, config_policy_for_run
 from agentdesk.redaction import redact_row, redact_text, redact_value
 from agents.definition import Tool
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
 from policy.engine import Decision as PolicyDecision
 from policy.engine import Verdict, policy_evaluate
+from releases.configuration import config_for_run, config_policy_for_run
 from reviews.broadcast import queue_changed
 from reviews.models import (
     ApprovalRequest,
@@ -194,7 +194,7 @@ def _queue_reaching_a_person(*, run: Run, candidates: list[tuple[str, str]]) -> 
 
     A queue created here would have no reviewers: the request would wait where nobody
     sees it until its SLA decided it. Configuration versions only name queues that
-    exist (agentdesk.configuration), but a queue can be deleted after a version naming
+    exist (releases.configuration), but a queue can be deleted after a version naming
     it was saved; the request then goes to the next candidate (the run's escalation
     queue, then its policy's default queue), and the detour is audited on the run.
     """

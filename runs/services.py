@@ -38,14 +38,14 @@ from django.db.models import Q
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
-from agentdesk.configuration import config_active, config_for_run, config_of_version
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.logging import trace_context
-from agentdesk.prompts import prompt_production, prompt_render
 from agentdesk.redaction import redact_value
 from agents.definition import Agent, OnLimit
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
+from releases.configuration import config_active, config_for_run, config_of_version
+from releases.prompts import prompt_production, prompt_render
 from runs.kernel.leases import lease_kept
 from runs.kernel.limits import limit_reached, run_spent
 from runs.kernel.model_step import model_step

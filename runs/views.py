@@ -13,11 +13,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from agentdesk.http import HtmxHttpRequest
-from agentdesk.prompts import prompt_ref_number
 from agentdesk.query import query_form_or_400
 from agentdesk.schema_forms import field_errors, initial_arguments
 from agents.definition import Agent
 from agents.registry import agents
+from releases.prompts import prompt_ref_number
 from runs import presenters, selectors, services
 from runs.forms import AGENT_FIELD, RunSubmitForm, SubmitPickForm
 from runs.gateway.breakers import (

@@ -25,7 +25,6 @@ from django.conf import settings
 from django.utils import timezone
 from pydantic import ValidationError
 
-from agentdesk.configuration import config_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_text, redact_value
 from agents.definition import (
@@ -37,6 +36,7 @@ from agents.definition import (
     TaskContext,
     Tool,
 )
+from releases.configuration import config_for_run
 from runs.gateway.breakers import (
     CircuitOpen,
     breaker_allow,

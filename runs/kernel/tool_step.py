@@ -31,7 +31,6 @@ from django.utils import timezone
 from limits import storage, strategies
 from pydantic import ValidationError
 
-from agentdesk.configuration import config_for_run, config_policy_for_run
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import select_row, update_row_if
@@ -39,6 +38,7 @@ from agents.definition import Agent, Risk, Tool, ToolContext, ToolError, parse_r
 from policy.engine import Decision as PolicyDecision
 from policy.engine import Evidence, policy_evaluate
 from policy.engine import Verdict as PolicyVerdict
+from releases.configuration import config_for_run, config_policy_for_run
 from runs.gateway.breakers import (
     CircuitOpen,
     breaker_allow,

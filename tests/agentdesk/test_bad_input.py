@@ -371,7 +371,7 @@ def test_inv10_a_number_str_isdigit_accepts_but_int_refuses_is_400(
     client: Client, path: str, message: str
 ) -> None:
     """Found by the property test: ``"²".isdigit()`` is true, ``int("²")`` raises."""
-    from agentdesk import configuration, prompts
+    from releases import configuration, prompts
 
     admin = get_user_model().objects.create_superuser("root", "root@example.com", None)
     configuration.config_active(agent_name="support")

@@ -34,9 +34,9 @@ from django.urls.resolvers import RegexPattern, RoutePattern
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentdesk import configuration, prompts
 from agentdesk.tokens import api_token_create
 from agents.registry import agents
+from releases import configuration, prompts
 from reviews.models import ApprovalRequest
 from runs.models import DeadLetter
 from tests.processes import ROOT

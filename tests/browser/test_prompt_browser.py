@@ -13,9 +13,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
-from agentdesk import prompts
 from agentdesk.models import PromptLabel, PromptVersion
 from agentdesk.roles import roles_sync
+from releases import prompts
 from tests.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -629,7 +629,7 @@ def test_a_stuck_run_whose_escalation_queue_was_deleted_waits_in_the_default_que
 ) -> None:
     from django.db import transaction
 
-    from agentdesk import configuration
+    from releases import configuration
 
     settings.AGENTDESK_LLM_ENDPOINTS = {"default": {"base_url": "http://127.0.0.1:9/v1"}}
     Queue.objects.create(slug="support-leads", name="Support leads")

@@ -20,10 +20,10 @@ from django.db import connection
 from django.utils import timezone
 from freezegun import freeze_time
 
-from agentdesk import configuration
 from audit.models import AuditEvent
 from examples.support.models import Refund
 from examples.support.seed import seed_shop
+from releases import configuration
 from reviews import services, tasks
 from reviews.models import (
     ApprovalRequest,

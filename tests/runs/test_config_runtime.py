@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from agentdesk import configuration
 from agentdesk.models import AgentConfigVersion
 from agents.definition import TaskContext
 from examples.support.agent import support_task_kind
 from examples.support.seed import seed_shop
+from releases import configuration
 from reviews.models import ApprovalRequest, Queue
 from runs import services
 from runs.models import Run, RunState, StepKind

@@ -42,7 +42,12 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 
-from agentdesk.config_documents import (
+from agentdesk.models import AgentConfigActive, AgentConfigVersion
+from agents.definition import Agent
+from agents.registry import agent_get
+from audit.log import audit_record
+from policy.engine import Policy, PolicyInvalid
+from releases.config_documents import (
     CONFIG_FIELDS,
     ConfigRefused,
     RunConfig,
@@ -50,11 +55,6 @@ from agentdesk.config_documents import (
     run_config_checked,
     run_config_stored,
 )
-from agentdesk.models import AgentConfigActive, AgentConfigVersion
-from agents.definition import Agent
-from agents.registry import agent_get
-from audit.log import audit_record
-from policy.engine import Policy, PolicyInvalid
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -103,7 +103,7 @@ def _policy_from_config(config: Any) -> Policy:
 
 # --- JSON <-> limits, model tiers, escalation ---------------------------------------------------
 #
-# The document's shape and its checks are pydantic models (agentdesk.config_documents);
+# The document's shape and its checks are pydantic models (releases.config_documents);
 # RunConfig, what a version decides about a run, lives there too.
 
 

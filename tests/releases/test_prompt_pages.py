@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from agentdesk import prompts
 from agentdesk.models import PromptLabel, PromptLabelMove, PromptVersion
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.agent import SYSTEM_PROMPT
+from releases import prompts
 
 pytestmark = pytest.mark.django_db
 

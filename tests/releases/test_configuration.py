@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from agentdesk import configuration
-from agentdesk.config_documents import ConfigError
-from agentdesk.configuration import ConfigRefused, config_from_policy
 from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
 from examples.support.seed import seed_shop
+from releases import configuration
+from releases.config_documents import ConfigError
+from releases.configuration import ConfigRefused, config_from_policy
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Queue, RequestState
 from runs import services as run_services

@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from agentdesk import configuration
-from agentdesk.config_documents import (
+from agentdesk.models import AgentConfigActive, AgentConfigVersion
+from agents.definition import Risk
+from agents.registry import agent_get
+from audit.models import AuditEvent
+from examples.support.review import SUPPORT_POLICY
+from policy.engine import Policy, PolicyInvalid, ReviewRule, Verdict, policy_evaluate
+from releases import configuration
+from releases.config_documents import (
     CONFIG_FIELDS,
     LIMIT_FIELDS,
     ROUTE_FIELDS,
@@ -25,12 +31,6 @@ from agentdesk.config_documents import (
     cel_variables,
     document_validate,
 )
-from agentdesk.models import AgentConfigActive, AgentConfigVersion
-from agents.definition import Risk
-from agents.registry import agent_get
-from audit.models import AuditEvent
-from examples.support.review import SUPPORT_POLICY
-from policy.engine import Policy, PolicyInvalid, ReviewRule, Verdict, policy_evaluate
 from reviews.models import Queue
 
 AGENT = "support"

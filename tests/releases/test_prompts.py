@@ -13,15 +13,15 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import connections
 
-from agentdesk import prompts
 from agentdesk.models import PromptLabel, PromptLabelMove, PromptVersion
-from agentdesk.prompts import GateResult, PromptRefused
 from agentdesk.roles import ROLE_PERMISSIONS
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.agent import SYSTEM_PROMPT, SupportTicketInput, support_prompt_context
 from examples.support.policy_text import SHOP_NAME
 from examples.support.seed import seed_shop
+from releases import prompts
+from releases.prompts import GateResult, PromptRefused
 from runs import services as run_services
 from runs.models import RunState, StepKind
 from tests.processes import Simulator

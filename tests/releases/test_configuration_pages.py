@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from agentdesk import configuration
 from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
+from releases import configuration
 from reviews.models import Queue
 
 pytestmark = pytest.mark.django_db
