@@ -22,28 +22,32 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "runs.change_deadletter",
         "reviews.change_queue",
         "reviews.view_goldencandidate",
-        "agentdesk.view_agentconfigversion",
-        "agentdesk.change_agentconfigversion",
-        "agentdesk.view_promptversion",
-        "agentdesk.change_promptversion",
+        "releases.view_agentconfigversion",
+        "releases.change_agentconfigversion",
+        "releases.view_promptversion",
+        "releases.change_promptversion",
+        "releases.view_release",
+        "releases.change_release",
     ),
     "auditor": (
         "runs.view_run",
         "runs.view_all_runs",
         "runs.view_deadletter",
         "audit.view_auditevent",
-        "agentdesk.view_agentconfigversion",
-        "agentdesk.view_promptversion",
+        "releases.view_agentconfigversion",
+        "releases.view_promptversion",
+        "releases.view_release",
         "reviews.view_queue",
         "reviews.view_goldencandidate",
     ),
 }
-# Moving an agent's production prompt label changes what every new run is told, so it is
-# a permission of its own that operators do not hold: a release manager is an operator
-# who may also do that (superusers hold every permission anyway).
+# Moving an agent's production release label changes what every new run is told and how
+# it is judged, so it is a permission of its own that operators do not hold: a release
+# manager is an operator who may also do that (superusers hold every permission anyway).
+# Activating a configuration version stays an operator's move, as it was before releases.
 ROLE_PERMISSIONS["release_manager"] = (
     *ROLE_PERMISSIONS["operator"],
-    "agentdesk.promote_production_prompt",
+    "releases.promote_production_release",
 )
 
 # Who may see and decide in each queue is an admin's right, apart from the queues'

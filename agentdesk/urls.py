@@ -3,36 +3,11 @@ from django.urls import include, path
 
 from agentdesk import views
 from agentdesk.api import api_make
+from releases.urls import agent_urls, prompt_urls, release_urls
 from reviews import api as reviews_api
 from runs import api as runs_api
 
 api = api_make([runs_api.router, reviews_api.router])
-
-agent_urls = (
-    [
-        path("", views.agent_list, name="list"),
-        path("<str:agent_name>/", views.agent_detail, name="detail"),
-        path("<str:agent_name>/new", views.agent_version_new, name="new"),
-        path("<str:agent_name>/versions/<int:number>/", views.agent_version, name="version"),
-        path(
-            "<str:agent_name>/versions/<int:number>/activate",
-            views.agent_version_activate,
-            name="activate",
-        ),
-    ],
-    "agents",
-)
-
-prompt_urls = (
-    [
-        path("", views.prompt_list, name="list"),
-        path("<str:agent_name>/", views.prompt_detail, name="detail"),
-        path("<str:agent_name>/new", views.prompt_version_new, name="new"),
-        path("<str:agent_name>/versions/<int:number>/", views.prompt_version, name="version"),
-        path("<str:agent_name>/move", views.prompt_label_move, name="move"),
-    ],
-    "prompts",
-)
 
 token_urls = (
     [
@@ -51,6 +26,7 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("agents/", include(agent_urls)),
     path("prompts/", include(prompt_urls)),
+    path("releases/", include(release_urls)),
     path("tokens/", include(token_urls)),
     # The JSON API (runs/api.py, reviews/api.py), its schema (api/schema) and docs (api/docs).
     path("api/", api.urls),

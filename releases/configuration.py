@@ -1,9 +1,10 @@
-"""Agent configuration as immutable versions: create, activate, roll back, diff.
+"""Agent configuration as immutable versions: validate, create, read, diff.
 
 An agent's operator-editable configuration is declared in code as a starting point; from
-the first run on, the database holds it as numbered, immutable ``AgentConfigVersion``
-rows, one of them active (``AgentConfigActive``). Operators change it without a deploy.
-A version holds:
+the first use on, the database holds it as numbered, immutable ``AgentConfigVersion``
+rows. Which one runs is not decided here: a release pins one configuration version with
+one prompt version, and the ``production`` label's release is what new runs use
+(``releases.services``). A version holds:
 
 - the policy (``policy.engine``): scope, per-tool thresholds, review rules and
   two-person rules, the default and per-tool review queues;
@@ -17,18 +18,15 @@ A version holds:
 1. ``config_version_create`` validates a whole configuration (every rule parses, every
    tool exists, thresholds in 0..1, approvals >= 1, every queue it names exists, limits
    > 0, every task kind has models at configured endpoints) and stores it as the next
-   number. Nothing is saved when anything is wrong, nor when it equals the active version.
-2. ``config_activate`` points the agent at a version: a newer one, or any earlier one
-   (a rollback is an activation of an earlier number), if every queue it names still
-   exists, and, from the console, only once the operator confirmed the diff against the
-   version that was active when they looked (``expected_active``).
-3. Each run records the version active when it was created and runs under it to its end
-   (``config_for_run``): its policy, limits, models and escalation; a newer activation
-   changes only new runs. A version stored before a section existed takes that section
-   from the agent's code.
+   number. Nothing is saved when anything is wrong, nor when a version with the same
+   effective configuration exists already.
+2. Each run records the version of its release and runs under it to its end
+   (``config_for_run``): its policy, limits, models and escalation; a later move of a
+   label changes only new runs. A version stored before a section existed takes that
+   section from the agent's code.
 
-Every change writes its audit event (``config.version_created``, ``config.activated``,
-object ``agent_config:<agent>``) in the same transaction.
+Every new version writes its audit event (``config.version_created``, object
+``agent_config:<agent>``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -42,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 
-from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agents.definition import Agent
 from agents.registry import agent_get
 from audit.log import audit_record
+from audit.models import AuditVerb
 from policy.engine import Policy, PolicyInvalid
 from releases.config_documents import (
     CONFIG_FIELDS,
@@ -55,6 +53,7 @@ from releases.config_documents import (
     run_config_checked,
     run_config_stored,
 )
+from releases.models import AgentConfigVersion
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -62,10 +61,6 @@ if TYPE_CHECKING:
     from runs.models import Run
 
 AUDIT_OBJECT = "agent_config"
-
-
-class ActiveChanged(ConfigRefused):
-    """Another version was activated since the operator confirmed; nothing changed."""
 
 
 # --- JSON <-> Policy ---------------------------------------------------------------------------
@@ -280,7 +275,7 @@ def _refuse_missing_queues(run_config: RunConfig, *, what: str) -> None:
 def _audit_created(version: AgentConfigVersion, user: User | None) -> None:
     audit_record(
         actor=user,
-        verb="config.version_created",
+        verb=AuditVerb.CONFIG_VERSION_CREATED,
         object_type=AUDIT_OBJECT,
         object_id=version.agent_name,
         after={
@@ -292,19 +287,21 @@ def _audit_created(version: AgentConfigVersion, user: User | None) -> None:
     )
 
 
-def config_active(*, agent_name: str) -> AgentConfigVersion:
-    """The agent's active version; the first time, version 1 from its code-declared policy.
+def config_code_document(agent: Agent) -> dict[str, Any]:
+    """The configuration the agent's code declares, as a version stores it."""
+    return config_canonical(run_config=_code_run_config(agent))
 
-    The bootstrap is race-safe: the unique (agent, number) and unique agent pointer make
-    a second process that raced this one find the first one's rows instead of its own.
+
+def config_version_first(*, agent_name: str) -> AgentConfigVersion:
+    """The agent's version 1; the first time, made from its code-declared configuration.
+
+    Race-safe: the unique (agent, number) makes a second process that raced this one
+    read the first one's row instead of adding its own.
     """
-    active = (
-        AgentConfigActive.objects.select_related("version").filter(agent_name=agent_name).first()
-    )
-    if active is not None:
-        return active.version
+    first = AgentConfigVersion.objects.filter(agent_name=agent_name, number=1).first()
+    if first is not None:
+        return first
     agent = agent_get(agent_name)
-    config = config_canonical(run_config=_code_run_config(agent))
     with transaction.atomic():
         try:
             with transaction.atomic():  # a savepoint: the race's loser reads the winner's
@@ -312,38 +309,24 @@ def config_active(*, agent_name: str) -> AgentConfigVersion:
                     agent_name=agent_name,
                     number=1,
                     defaults={
-                        "config": config,
+                        "config": config_code_document(agent),
                         "note": "Declared in code (the agent's configuration at first use).",
                         "policy_version": agent.policy.version,
                     },
                 )
-                active, _ = AgentConfigActive.objects.get_or_create(
-                    agent_name=agent_name, defaults={"version": version}
-                )
         except IntegrityError:
-            return (
-                AgentConfigActive.objects.select_related("version")
-                .get(agent_name=agent_name)
-                .version
-            )
+            return AgentConfigVersion.objects.get(agent_name=agent_name, number=1)
         if created:
             _audit_created(version, None)
-            audit_record(
-                actor=None,
-                verb="config.activated",
-                object_type=AUDIT_OBJECT,
-                object_id=agent_name,
-                before={"active": None},
-                after={"active": 1, "policy_version": version.policy_version},
-            )
-        return active.version
+        return version
 
 
 def config_validate(*, agent_name: str, config: Any) -> tuple[dict[str, Any], RunConfig]:
     """The canonical form of a proposed configuration and what it means; ConfigRefused if bad.
 
     A section left out takes the agent's code declaration, so the stored version says
-    everything its runs will use.
+    everything its runs will use. The queues it names are checked with the rest of the
+    document (one lookup, every error at once).
     """
     agent = agent_get(agent_name)
     try:
@@ -351,31 +334,39 @@ def config_validate(*, agent_name: str, config: Any) -> tuple[dict[str, Any], Ru
         run_config.policy.validate_for({tool.name for tool in agent.tools})
     except PolicyInvalid as exc:
         raise ConfigRefused(str(exc)) from None
-    _refuse_missing_queues(run_config, what="This configuration")
     return config_canonical(run_config=run_config), run_config
+
+
+def config_queues_exist(*, version: AgentConfigVersion) -> None:
+    """ConfigRefused if a queue the version names was deleted since it was saved."""
+    _refuse_missing_queues(
+        config_of_version(version=version, agent=agent_get(version.agent_name)),
+        what=f"Configuration version {version.number}",
+    )
 
 
 @transaction.atomic
 def config_version_create(
     *, agent_name: str, config: Any, note: str, user: User | None
 ) -> AgentConfigVersion:
-    """Store a new version (not yet active); ConfigRefused and nothing saved if invalid.
+    """Store a new version (no release uses it yet); ConfigRefused and nothing saved if bad.
 
-    Numbers are handed out under the agent's pointer row lock, so two operators saving at
-    once get consecutive numbers rather than one error.
+    Numbers are handed out under the lock of the agent's version 1 row, so two operators
+    saving at once get consecutive numbers rather than one error.
     """
     canonical, run_config = config_validate(agent_name=agent_name, config=config)
-    config_active(agent_name=agent_name)
-    active = AgentConfigActive.objects.select_for_update().get(agent_name=agent_name)
-    current = AgentConfigVersion.objects.get(pk=active.version_id)
+    first = config_version_first(agent_name=agent_name)
+    AgentConfigVersion.objects.select_for_update().filter(pk=first.pk).get()
     # Compared as runs would see them: a version stored before limits and tiers were part
     # of one is the same as a new one that spells out the code's values.
-    if canonical == config_effective(version=current):
-        raise ConfigRefused(
-            f"This is the same configuration as the active version {current.number}; "
-            "nothing to save."
-        )
-    last = AgentConfigVersion.objects.filter(agent_name=agent_name).order_by("-number").first()
+    existing = AgentConfigVersion.objects.filter(agent_name=agent_name).order_by("-number")
+    for other in existing:
+        if canonical == config_effective(version=other):
+            raise ConfigRefused(
+                f"Version {other.number} has exactly this configuration already; nothing "
+                "to save. To use it, make a release of it."
+            )
+    last = existing.first()
     version = AgentConfigVersion.objects.create(
         agent_name=agent_name,
         number=(last.number if last else 0) + 1,
@@ -386,48 +377,6 @@ def config_version_create(
     )
     _audit_created(version, user)
     return version
-
-
-@transaction.atomic
-def config_activate(
-    *, agent_name: str, number: int, user: User | None, expected_active: int | None = None
-) -> AgentConfigVersion:
-    """Make version ``number`` the active one (newer, or earlier: a rollback).
-
-    The pointer row is locked first, so concurrent activations take turns and each one's
-    audit event records the version it really replaced. ``expected_active``: the number
-    of the version the operator saw active when they confirmed the diff; if another has
-    been activated since, ActiveChanged and nothing changes (they confirm again, against
-    what is active now). A version naming a queue deleted since it was saved is refused.
-    """
-    config_active(agent_name=agent_name)
-    active = AgentConfigActive.objects.select_for_update().get(agent_name=agent_name)
-    target = AgentConfigVersion.objects.filter(agent_name=agent_name, number=number).first()
-    if target is None:
-        raise ConfigRefused(f"{agent_name} has no version {number}.")
-    before = AgentConfigVersion.objects.get(pk=active.version_id)
-    if expected_active is not None and before.number != expected_active:
-        raise ActiveChanged(
-            f"Version {before.number} was activated after you looked (you confirmed against "
-            f"version {expected_active}). Check the diff against it and confirm again."
-        )
-    if before.pk == target.pk:
-        raise ConfigRefused(f"Version {number} is already active.")
-    _refuse_missing_queues(
-        config_of_version(version=target, agent=agent_get(agent_name)),
-        what=f"Version {number}",
-    )
-    active.version = target
-    active.save(update_fields=["version", "changed_at"])
-    audit_record(
-        actor=user,
-        verb="config.activated",
-        object_type=AUDIT_OBJECT,
-        object_id=agent_name,
-        before={"active": before.number, "policy_version": before.policy_version},
-        after={"active": target.number, "policy_version": target.policy_version},
-    )
-    return target
 
 
 def config_versions(*, agent_name: str) -> list[AgentConfigVersion]:

@@ -1,26 +1,20 @@
-"""Prompt versions: an agent's system prompt as immutable versions with three labels.
+"""Prompt versions: an agent's system prompt as immutable, numbered versions.
 
 The prompt an agent declares in code (``Agent.system_prompt``) is the starting point; from
 its first use on, the database holds the prompt as numbered, immutable ``PromptVersion``
-rows and three labels (``PromptLabel``): ``dev``, ``staging`` and ``production``. New runs
-use the version ``production`` points at, and record it (``PromptVersion.ref``, such as
+rows. Which one runs is not decided here: a release pins one prompt version with one
+configuration version, and labels point at releases (``releases.services``). New runs
+record the prompt version of their release (``PromptVersion.ref``, such as
 ``v3-1a2b3c4d5e``) on the run and on every step.
 
-1. ``prompt_version_create`` validates a template (not empty; every ``$placeholder`` is
-   one the agent's ``prompt_context`` provides; no stray ``$``) and stores it as the next
-   number. Nothing is saved when anything is wrong, nor when the same text is stored
-   already. No label moves.
-2. ``prompt_label_move`` moves one label. ``dev`` may point at any version. ``staging``
-   moves to the version ``dev`` points at and ``production`` to the one ``staging``
-   points at: a *promotion*, which must pass ``prompt_promotion_gate``. Either may also
-   move back to a version it pointed at before: a *rollback*. Nothing else is allowed.
-   Moving ``production`` needs the ``agentdesk.promote_production_prompt`` permission;
-   the other labels need ``agentdesk.change_promptversion``.
-3. A run renders its system prompt once, when it is created, so a run in flight keeps the
-   text and the version it started with whatever moves later.
+``prompt_version_create`` validates a template (not empty; every ``$placeholder`` is one
+the agent's ``prompt_context`` provides; no stray ``$``) and stores it as the next number.
+Nothing is saved when anything is wrong, nor when the same text is stored already. A run
+renders its system prompt once, when it is created, so a run in flight keeps the text it
+started with whatever moves later.
 
-Every change writes its audit event (``prompt.version_created``, ``prompt.label_moved``,
-object ``prompt:<agent>``) in the same transaction.
+Every new version writes its audit event (``prompt.version_created``, object
+``prompt:<agent>``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -32,36 +26,22 @@ from dataclasses import dataclass
 from string import Template
 from typing import TYPE_CHECKING
 
-from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
-from agentdesk.models import (
-    PromptLabel,
-    PromptLabelMove,
-    PromptLabelMoveKind,
-    PromptLabelName,
-    PromptVersion,
-)
 from agents.definition import Agent
 from agents.registry import agent_get
 from audit.log import audit_record
+from audit.models import AuditVerb
+from releases.models import PromptVersion
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
     from pydantic import BaseModel
 
 AUDIT_OBJECT = "prompt"
-VIEW_PROMPTS = "agentdesk.view_promptversion"
-CHANGE_PROMPTS = "agentdesk.change_promptversion"
-PROMOTE_PRODUCTION = "agentdesk.promote_production_prompt"
+VIEW_PROMPTS = "releases.view_promptversion"
+CHANGE_PROMPTS = "releases.change_promptversion"
 MAX_TEMPLATE_CHARS = 100_000
-LABELS = tuple(PromptLabelName)
-# The label a promotion takes its version from.
-PROMOTED_FROM = {
-    PromptLabelName.STAGING: PromptLabelName.DEV,
-    PromptLabelName.PRODUCTION: PromptLabelName.STAGING,
-}
 
 
 class PromptRefused(ValueError):
@@ -132,7 +112,7 @@ def prompt_render(*, agent: Agent, version: PromptVersion, validated_input: Base
 def _audit_created(version: PromptVersion, user: User | None) -> None:
     audit_record(
         actor=user,
-        verb="prompt.version_created",
+        verb=AuditVerb.PROMPT_VERSION_CREATED,
         object_type=AUDIT_OBJECT,
         object_id=version.agent_name,
         after={
@@ -144,47 +124,16 @@ def _audit_created(version: PromptVersion, user: User | None) -> None:
     )
 
 
-def _audit_moved(move: PromptLabelMove, user: User | None) -> None:
-    before = move.from_version
-    audit_record(
-        actor=user,
-        verb="prompt.label_moved",
-        object_type=AUDIT_OBJECT,
-        object_id=move.agent_name,
-        before={
-            "label": move.label,
-            "number": before.number if before else None,
-            "ref": before.ref if before else None,
-        },
-        after={
-            "label": move.label,
-            "number": move.to_version.number,
-            "ref": move.to_version.ref,
-            "kind": move.kind,
-            "gate": move.gate,
-        },
-    )
+def prompt_version_first(*, agent_name: str) -> PromptVersion:
+    """The agent's version 1; the first time, made from the prompt its code declares.
 
-
-def _labels_read(agent_name: str) -> dict[str, PromptVersion]:
-    return {
-        row.label: row.version
-        for row in PromptLabel.objects.select_related("version").filter(agent_name=agent_name)
-    }
-
-
-def prompt_labels(*, agent_name: str) -> dict[str, PromptVersion]:
-    """Where each label points; the first time, version 1 from the code under all three.
-
-    The bootstrap is race-safe as ``config_active``'s is: the unique (agent, number) and
-    (agent, label) make a second process that raced this one read the first one's rows.
+    Race-safe as ``config_version_first`` is: the unique (agent, number) makes a second
+    process that raced this one read the first one's row.
     """
-    labels = _labels_read(agent_name)
-    if len(labels) == len(LABELS):
-        return labels
-    agent = agent_get(agent_name)
-    template = prompt_canonical(template=agent.system_prompt)
-    now = timezone.now()
+    first = PromptVersion.objects.filter(agent_name=agent_name, number=1).first()
+    if first is not None:
+        return first
+    template = prompt_canonical(template=agent_get(agent_name).system_prompt)
     with transaction.atomic():
         try:
             with transaction.atomic():  # a savepoint: the race's loser reads the winner's
@@ -197,42 +146,11 @@ def prompt_labels(*, agent_name: str) -> dict[str, PromptVersion]:
                         "content_hash": prompt_hash(template=template),
                     },
                 )
-                moves = []
-                for label in LABELS:
-                    _, made = PromptLabel.objects.get_or_create(
-                        agent_name=agent_name,
-                        label=label,
-                        defaults={"version": version, "moved_at": now},
-                    )
-                    if made:
-                        moves.append(
-                            PromptLabelMove.objects.create(
-                                agent_name=agent_name,
-                                label=label,
-                                to_version=version,
-                                kind=PromptLabelMoveKind.INITIAL,
-                                moved_at=now,
-                            )
-                        )
         except IntegrityError:
-            return _labels_read(agent_name)
+            return PromptVersion.objects.get(agent_name=agent_name, number=1)
         if created:
             _audit_created(version, None)
-        for move in moves:
-            _audit_moved(move, None)
-    return _labels_read(agent_name)
-
-
-def prompt_production(*, agent_name: str) -> PromptVersion:
-    """The version new runs use: the one the ``production`` label points at. One query."""
-    label = (
-        PromptLabel.objects.select_related("version")
-        .filter(agent_name=agent_name, label=PromptLabelName.PRODUCTION)
-        .first()
-    )
-    if label is not None:
-        return label.version
-    return prompt_labels(agent_name=agent_name)[PromptLabelName.PRODUCTION]
+        return version
 
 
 # --- versions ----------------------------------------------------------------------------------
@@ -244,19 +162,19 @@ def prompt_version_create(
 ) -> PromptVersion:
     """Store a new version (no label moves); PromptRefused and nothing saved if invalid.
 
-    Numbers are handed out under the agent's label row locks (taken in label order, the
-    same order every writer uses), so two operators saving at once get consecutive numbers.
+    Numbers are handed out under the lock of the agent's version 1 row, so two operators
+    saving at once get consecutive numbers rather than one error.
     """
     agent = agent_get(agent_name)
     canonical = prompt_validate(agent=agent, template=template)
-    prompt_labels(agent_name=agent_name)
-    list(PromptLabel.objects.select_for_update().filter(agent_name=agent_name).order_by("label"))
+    first = prompt_version_first(agent_name=agent_name)
+    PromptVersion.objects.select_for_update().filter(pk=first.pk).get()
     content_hash = prompt_hash(template=canonical)
     same = PromptVersion.objects.filter(agent_name=agent_name, content_hash=content_hash).first()
     if same is not None:
         raise PromptRefused(
             f"Version {same.number} has exactly this text already; nothing to save. "
-            "To use it, move a label to it."
+            "To use it, make a release of it."
         )
     last = PromptVersion.objects.filter(agent_name=agent_name).order_by("-number").first()
     version = PromptVersion.objects.create(
@@ -293,142 +211,6 @@ def prompt_code_version(*, agent: Agent) -> PromptVersion | None:
     changed ``system_prompt`` and nobody stored it yet (the prompt page says so)."""
     content_hash = prompt_hash(template=prompt_canonical(template=agent.system_prompt))
     return PromptVersion.objects.filter(agent_name=agent.name, content_hash=content_hash).first()
-
-
-# --- labels ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GateResult:
-    passed: bool
-    reason: str
-
-
-def prompt_promotion_gate(*, agent_name: str, version: PromptVersion, label: str) -> GateResult:
-    """Whether ``version`` may be promoted to ``label``. Not built yet: every version passes.
-
-    The golden-dataset eval gate (a later issue) plugs in here: look up the stored result
-    of an eval of this version over the agent's golden dataset and refuse the promotion
-    (``passed=False`` with the reason a person can act on) when it is missing or below the
-    bar. It runs under the label's row lock, so it must read a stored result, never run an
-    eval. Its answer is recorded with the move and in the audit event either way.
-    """
-    return GateResult(passed=True, reason="passed: no eval gate configured yet")
-
-
-def prompt_move_permission(*, label: str) -> str:
-    """The permission that moving ``label`` needs."""
-    return PROMOTE_PRODUCTION if label == PromptLabelName.PRODUCTION else CHANGE_PROMPTS
-
-
-def _require(user: User, label: str) -> None:
-    needed = prompt_move_permission(label=label)
-    if not user.has_perm(needed):
-        raise PermissionDenied(f"moving the {label} label needs the {needed} permission")
-
-
-def prompt_label_previous(*, agent_name: str, label: str) -> list[PromptVersion]:
-    """The versions ``label`` pointed at before and may roll back to, newest first."""
-    current = PromptLabel.objects.filter(agent_name=agent_name, label=label).first()
-    ids = set(
-        PromptLabelMove.objects.filter(agent_name=agent_name, label=label).values_list(
-            "to_version_id", flat=True
-        )
-    )
-    if current is not None:
-        ids.discard(current.version_id)
-    return list(PromptVersion.objects.filter(pk__in=ids).order_by("-number"))
-
-
-@transaction.atomic
-def prompt_label_move(*, agent_name: str, label: str, number: int, user: User) -> PromptLabelMove:
-    """Point ``label`` at version ``number``: a move (dev), a promotion or a rollback.
-
-    1. The label must exist and the user must hold its permission (PermissionDenied).
-    2. The label's row is locked, so concurrent moves take turns: the second one sees
-       the first one's result (and is refused if it asked for the same thing), and each
-       audit event records the version it really replaced.
-    3. ``staging`` and ``production`` move only to the version the label below them
-       points at (a promotion, through ``prompt_promotion_gate``) or back to a version
-       they pointed at before (a rollback, no gate: it restores a known state fast).
-    """
-    if label not in PromptLabelName.values:
-        raise PromptRefused(f"There is no label {label!r}; the labels are {', '.join(LABELS)}.")
-    _require(user, label)
-    prompt_labels(agent_name=agent_name)
-    # No join in the locking query: when the row was moved while this one waited,
-    # PostgreSQL re-checks the join against the old version row and returns nothing.
-    row = PromptLabel.objects.select_for_update().get(agent_name=agent_name, label=label)
-    target = PromptVersion.objects.filter(agent_name=agent_name, number=number).first()
-    if target is None:
-        raise PromptRefused(f"{agent_name} has no prompt version {number}.")
-    current = PromptVersion.objects.get(pk=row.version_id)
-    if current.pk == target.pk:
-        raise PromptRefused(f"{label} already points at version {number}.")
-    gate = ""
-    if label == PromptLabelName.DEV:
-        kind = PromptLabelMoveKind.MOVE
-    else:
-        source = PROMOTED_FROM[PromptLabelName(label)]
-        source_version = PromptLabel.objects.select_related("version").get(
-            agent_name=agent_name, label=source
-        )
-        previous = prompt_label_previous(agent_name=agent_name, label=label)
-        if target.pk == source_version.version_id:
-            kind = PromptLabelMoveKind.PROMOTION
-            result = prompt_promotion_gate(agent_name=agent_name, version=target, label=label)
-            if not result.passed:
-                raise PromptRefused(
-                    f"Version {number} may not be promoted to {label}: {result.reason}"
-                )
-            gate = result.reason
-        elif target in previous:
-            kind = PromptLabelMoveKind.ROLLBACK
-        else:
-            back = ", ".join(f"v{v.number}" for v in previous) or "none"
-            raise PromptRefused(
-                f"{label} can move only to the version {source} points at "
-                f"(v{source_version.version.number}), or back to a version it pointed at "
-                f"before ({back}); not to version {number}."
-            )
-    now = timezone.now()
-    row.version = target
-    row.moved_by = user
-    row.moved_at = now
-    row.save(update_fields=["version", "moved_by", "moved_at"])
-    move = PromptLabelMove.objects.create(
-        agent_name=agent_name,
-        label=label,
-        from_version=current,
-        to_version=target,
-        kind=kind,
-        gate=gate,
-        moved_by=user,
-        moved_at=now,
-    )
-    _audit_moved(move, user)
-    return move
-
-
-def prompt_label_rows(*, agent_name: str) -> list[PromptLabel]:
-    """The three labels in pipeline order, with their versions and who moved them last."""
-    prompt_labels(agent_name=agent_name)
-    rows = {
-        row.label: row
-        for row in PromptLabel.objects.select_related("version", "moved_by").filter(
-            agent_name=agent_name
-        )
-    }
-    return [rows[label] for label in LABELS]
-
-
-def prompt_label_history(*, agent_name: str, limit: int = 50) -> list[PromptLabelMove]:
-    """The latest label moves, newest first."""
-    return list(
-        PromptLabelMove.objects.filter(agent_name=agent_name)
-        .select_related("from_version", "to_version", "moved_by")
-        .order_by("-moved_at", "-id")[:limit]
-    )
 
 
 # --- diff --------------------------------------------------------------------------------------

@@ -91,10 +91,18 @@ class Run(models.Model):
     # as duplicates of each other.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64)
-    # The agent configuration active when the run was created; the run keeps it to the
-    # end while newer versions activate. NULL for runs created before versions existed.
+    # The agent's production release when the run was created, and the configuration
+    # version it pins; the run keeps both to its end while labels move. NULL for runs
+    # created before releases (release) or configuration versions (both) existed.
+    release = models.ForeignKey(
+        "releases.Release",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="runs",
+    )
     config_version = models.ForeignKey(
-        "agentdesk.AgentConfigVersion",
+        "releases.AgentConfigVersion",
         null=True,
         blank=True,
         on_delete=models.PROTECT,

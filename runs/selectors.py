@@ -102,7 +102,11 @@ def run_get_visible(*, user: User, run_id: str) -> RunView | None:
     """The run and what of it the user may see, or None (no such run, or no access: 404)."""
     if not user.has_perm(VIEW_RUNS):
         return None
-    run = Run.objects.select_related("submitted_by", "config_version").filter(pk=run_id).first()
+    run = (
+        Run.objects.select_related("submitted_by", "config_version", "release")
+        .filter(pk=run_id)
+        .first()
+    )
     if run is None:
         return None
     if user.has_perm(VIEW_ALL_RUNS):

@@ -44,8 +44,9 @@ from agentdesk.redaction import redact_value
 from agents.definition import Agent, OnLimit
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
-from releases.configuration import config_active, config_for_run, config_of_version
-from releases.prompts import prompt_production, prompt_render
+from releases.configuration import config_for_run, config_of_version
+from releases.prompts import prompt_render
+from releases.services import release_production
 from runs.kernel.leases import lease_kept
 from runs.kernel.limits import limit_reached, run_spent
 from runs.kernel.model_step import model_step
@@ -186,10 +187,11 @@ def _run_create(
     idempotency_key: str | None,
     request_hash: str,
 ) -> Run:
-    # The system prompt is the version the production label points at now, rendered once:
-    # the checkpoint carries its text, so the run keeps it (and records it on every step
-    # through run.prompt_version) whatever the label points at later.
-    prompt = prompt_production(agent_name=agent.name)
+    # The run keeps the release production points at now to its end, whatever moves
+    # later: its system prompt is rendered once (the checkpoint carries its text, and
+    # every step records run.prompt_version), and its configuration is the release's.
+    release = release_production(agent_name=agent.name)
+    prompt, config_version = release.prompt_version, release.config_version
     # Secrets in the input (a key pasted into a ticket, a card number) are redacted before
     # the first prompt is built and before anything is stored; the request hash above is
     # of the submission as sent, so an idempotent retry still matches.
@@ -202,10 +204,9 @@ def _run_create(
             {"role": "user", "content": agent.render_input(validated)},
         ]
     )
-    # The run keeps the configuration active now to its end, whatever activates later.
-    config_version = config_active(agent_name=agent.name)
     run = Run.objects.create(
         agent_name=agent.name,
+        release=release,
         config_version=config_version,
         input=redact_value(run_input),
         trace_id=uuid.uuid4().hex,
@@ -228,6 +229,7 @@ def _run_create(
         after={
             "state": run.state,
             "agent": agent.name,
+            "release": release.number,
             "prompt_version": run.prompt_version,
             "config_version": config_version.number,
         },

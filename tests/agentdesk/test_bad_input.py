@@ -371,10 +371,10 @@ def test_inv10_a_number_str_isdigit_accepts_but_int_refuses_is_400(
     client: Client, path: str, message: str
 ) -> None:
     """Found by the property test: ``"²".isdigit()`` is true, ``int("²")`` raises."""
-    from releases import configuration, prompts
+    from releases import prompts, services
 
     admin = get_user_model().objects.create_superuser("root", "root@example.com", None)
-    configuration.config_active(agent_name="support")
+    services.config_active(agent_name="support")
     prompts.prompt_labels(agent_name="support")
     client.force_login(admin)
     before = db_snapshot()

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from agentdesk.tokens import api_token_create
 from agents.registry import agents
-from releases import configuration, prompts
+from releases import prompts, services
 from reviews.models import ApprovalRequest
 from runs.models import DeadLetter
 from tests.processes import ROOT
@@ -271,7 +271,7 @@ def world(db: None) -> World:
     approval: ApprovalRequest = request_make(queue=queue)
     letter = DeadLetter.objects.create(run=approval.run, seq=2, error={"class": "internal_error"})
     for name in agents():  # version 1 of each configuration and prompt, as first use makes
-        configuration.config_active(agent_name=name)
+        services.config_active(agent_name=name)
         prompts.prompt_labels(agent_name=name)
     schemas = [
         tool.input_schema.model_json_schema() for agent in agents().values() for tool in agent.tools

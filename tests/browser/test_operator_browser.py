@@ -22,10 +22,10 @@ from django.contrib.auth import get_user_model
 from guardian.shortcuts import assign_perm
 from playwright.sync_api import Page, expect
 
-from agentdesk.models import AgentConfigVersion
 from agentdesk.roles import roles_sync
 from audit.models import AuditEvent
 from examples.support.seed import seed_shop
+from releases.models import AgentConfigVersion
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Queue, RequestState
 from runs import services as run_services

@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agents.definition import Risk
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
 from policy.engine import Policy, PolicyInvalid, ReviewRule, Verdict, policy_evaluate
-from releases import configuration
+from releases import configuration, services
 from releases.config_documents import (
     CONFIG_FIELDS,
     LIMIT_FIELDS,
@@ -31,6 +30,7 @@ from releases.config_documents import (
     cel_variables,
     document_validate,
 )
+from releases.models import AgentConfigVersion
 from reviews.models import Queue
 
 AGENT = "support"
@@ -87,7 +87,7 @@ def test_the_example_configuration_round_trips_with_its_hashes_unchanged() -> No
 
 @pytest.mark.django_db
 def test_a_stored_version_reads_back_as_it_was_stored(support_queues: None) -> None:
-    version = configuration.config_active(agent_name=AGENT)
+    version = services.config_active(agent_name=AGENT)
 
     assert _sha256(version.config) == SUPPORT_CONFIG_SHA256
     assert version.policy_version == SUPPORT_POLICY_VERSION
@@ -125,7 +125,7 @@ def test_three_errors_in_three_places_are_refused_together_and_nothing_is_saved(
     operator: Any, support_queues: None
 ) -> None:
     """A field, a rule's CEL and an endpoint: one refusal carries all three, each named."""
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     config = _code_config()
     config["sums_window_hours"] = 0
     config["rules"][1]["when"] = "sums.record.total > 100 &&"
@@ -158,7 +158,7 @@ def test_a_missing_queue_is_reported_beside_the_other_errors(
     operator: Any, support_queues: None
 ) -> None:
     """The queues are looked up even when other fields are wrong."""
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     config = _code_config()
     config["limits"]["max_steps"] = "40"
     config["escalation_queue"] = "team-leeds"

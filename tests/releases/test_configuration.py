@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
 from examples.support.seed import seed_shop
-from releases import configuration
+from releases import configuration, services
 from releases.config_documents import ConfigError
 from releases.configuration import ConfigRefused, config_from_policy
+from releases.models import AgentConfigVersion
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Queue, RequestState
 from runs import services as run_services
@@ -100,8 +100,8 @@ def _config_events(verb: str) -> list[tuple[Any, Any, str]]:
 
 @pytest.mark.django_db
 def test_the_first_use_stores_the_code_declared_policy_as_version_1() -> None:
-    version = configuration.config_active(agent_name=AGENT)
-    again = configuration.config_active(agent_name=AGENT)
+    version = services.config_active(agent_name=AGENT)
+    again = services.config_active(agent_name=AGENT)
 
     assert (version.number, again.pk) == (1, version.pk)
     assert version.config == {**config_from_policy(policy=SUPPORT_POLICY), **CODE_RUNTIME}
@@ -122,7 +122,7 @@ def test_the_first_use_stores_the_code_declared_policy_as_version_1() -> None:
 
 @pytest.mark.django_db
 def test_create_diff_activate_and_roll_back(operator: Any) -> None:
-    v1 = configuration.config_active(agent_name=AGENT)
+    v1 = services.config_active(agent_name=AGENT)
     proposed = _config(
         thresholds={"send_reply": 0.6, "issue_refund": 0.5, "cancel_order": 0.8},
         rules=[
@@ -145,7 +145,7 @@ def test_create_diff_activate_and_roll_back(operator: Any) -> None:
     assert (v2.number, v2.note, v2.created_by) == (2, "Lower the refund threshold", operator)
     assert v2.policy_version == configuration.config_policy(version=v2).version
     assert v2.policy_version != v1.policy_version
-    assert configuration.config_active(agent_name=AGENT) == v1  # created, not yet active
+    assert services.config_active(agent_name=AGENT) == v1  # created, not yet active
     created = _config_events("config.version_created")[-1]
     assert (created[1]["number"], created[1]["policy_version"], created[2]) == (
         2,
@@ -164,11 +164,11 @@ def test_create_diff_activate_and_roll_back(operator: Any) -> None:
     assert ("add", '+      "name": "cancel_two_person",') in diff.lines
     assert not configuration.config_diff(a=v2, b=v2).changed
 
-    configuration.config_activate(agent_name=AGENT, number=2, user=operator)
-    assert configuration.config_active(agent_name=AGENT) == v2
+    services.release_activate_config(agent_name=AGENT, number=2, user=operator)
+    assert services.config_active(agent_name=AGENT) == v2
 
-    configuration.config_activate(agent_name=AGENT, number=1, user=operator)  # roll back
-    assert configuration.config_active(agent_name=AGENT) == v1
+    services.release_activate_config(agent_name=AGENT, number=1, user=operator)  # roll back
+    assert services.config_active(agent_name=AGENT) == v1
     assert AgentConfigVersion.objects.count() == 2  # a rollback creates nothing
     assert _config_events("config.activated")[1:] == [
         (
@@ -186,20 +186,20 @@ def test_create_diff_activate_and_roll_back(operator: Any) -> None:
 
 @pytest.mark.django_db
 def test_activating_the_active_or_a_missing_version_is_refused(operator: Any) -> None:
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     before = _state()
 
     with pytest.raises(ConfigRefused, match="Version 1 is already active"):
-        configuration.config_activate(agent_name=AGENT, number=1, user=operator)
+        services.release_activate_config(agent_name=AGENT, number=1, user=operator)
     with pytest.raises(ConfigRefused, match="support has no version 7"):
-        configuration.config_activate(agent_name=AGENT, number=7, user=operator)
+        services.release_activate_config(agent_name=AGENT, number=7, user=operator)
 
     assert _state() == before
 
 
 @pytest.mark.django_db
 def test_a_version_identical_to_the_active_one_is_refused(operator: Any) -> None:
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     before = _state()
 
     # The same content in another order is the same configuration.
@@ -295,7 +295,7 @@ def test_an_invalid_configuration_is_refused_and_nothing_is_saved(
     operator: Any, changes: dict[str, Any], message: str
 ) -> None:
     """Each refusal names its field as the JSON spells it (lists counted from 1)."""
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     before = _state()
 
     with pytest.raises(ConfigRefused) as refused:
@@ -340,7 +340,7 @@ def test_a_configuration_naming_a_queue_that_does_not_exist_is_refused_with_noth
 ) -> None:
     """Invariant 10: a request sent to a queue nobody reviews would wait unseen until its
     SLA decided it; the version naming one is refused, field and slug named."""
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     before = _state()
 
     with pytest.raises(ConfigRefused) as refused:
@@ -357,7 +357,7 @@ def test_a_configuration_naming_a_queue_that_does_not_exist_is_refused_with_noth
 
 @pytest.mark.django_db
 def test_a_configuration_that_is_not_an_object_is_refused(operator: Any) -> None:
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     before = _state()
 
     with pytest.raises(ConfigRefused, match="a configuration must be an object"):
@@ -373,7 +373,7 @@ def test_a_configuration_that_is_not_an_object_is_refused(operator: Any) -> None
 def test_limits_tiers_escalation_and_sla_are_versioned_diffed_and_rolled_back(
     operator: Any,
 ) -> None:
-    v1 = configuration.config_active(agent_name=AGENT)
+    v1 = services.config_active(agent_name=AGENT)
     proposed = _config(
         limits={**CODE_RUNTIME["limits"], "max_steps": 12, "max_cost_usd": "0.500"},
         model_tiers={
@@ -408,16 +408,16 @@ def test_limits_tiers_escalation_and_sla_are_versioned_diffed_and_rolled_back(
         {"model": "gpt-4o", "endpoint": "backup"},
     ]
 
-    configuration.config_activate(agent_name=AGENT, number=2, user=operator)
-    assert configuration.config_active(agent_name=AGENT) == v2
-    configuration.config_activate(agent_name=AGENT, number=1, user=operator)  # roll back
-    assert configuration.config_active(agent_name=AGENT) == v1
+    services.release_activate_config(agent_name=AGENT, number=2, user=operator)
+    assert services.config_active(agent_name=AGENT) == v2
+    services.release_activate_config(agent_name=AGENT, number=1, user=operator)  # roll back
+    assert services.config_active(agent_name=AGENT) == v1
     assert AgentConfigVersion.objects.count() == 2
 
 
 @pytest.mark.django_db
 def test_endpoint_urls_and_keys_are_never_stored(operator: Any) -> None:
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     configuration.config_version_create(
         agent_name=AGENT,
         config=_config(
@@ -436,7 +436,7 @@ def test_endpoint_urls_and_keys_are_never_stored(operator: Any) -> None:
 
 @pytest.mark.django_db
 def test_a_section_left_out_takes_the_code_declaration(operator: Any) -> None:
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     config = _config(thresholds={"issue_refund": 0.5}, limits={"max_steps": 9})
     for field in ("model_tiers", "escalation_queue", "sla_minutes"):
         del config[field]
@@ -453,7 +453,7 @@ def test_a_section_left_out_takes_the_code_declaration(operator: Any) -> None:
 @pytest.mark.django_db
 def test_a_version_stored_before_these_sections_existed_follows_the_code(operator: Any) -> None:
     """Rows saved before limits and tiers were part of a version hold only the policy."""
-    legacy = configuration.config_active(agent_name=AGENT)
+    legacy = services.config_active(agent_name=AGENT)
     policy = replace(SUPPORT_POLICY, queue="frontline")
     AgentConfigVersion.objects.filter(pk=legacy.pk).update(
         config=config_from_policy(policy=policy), policy_version=policy.version
@@ -607,7 +607,7 @@ ONE = [_route("gpt-4o")]
 def test_an_invalid_section_is_refused_with_its_message_and_nothing_is_saved(
     operator: Any, changes: dict[str, Any], message: str
 ) -> None:
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     before = _state()
 
     with pytest.raises(ConfigRefused) as refused:
@@ -662,7 +662,7 @@ def test_a_run_in_flight_keeps_its_version_while_a_new_one_activates(
         note="Two people for every refund",
         user=operator,
     )
-    configuration.config_activate(agent_name=AGENT, number=2, user=operator)
+    services.release_activate_config(agent_name=AGENT, number=2, user=operator)
 
     old = drive(old)
     new, _ = run_services.run_submit(agent_name=AGENT, run_input=seeded_ticket_input("T-0002"))
@@ -706,7 +706,7 @@ def test_a_run_in_flight_keeps_its_version_while_a_new_one_activates(
 def test_concurrent_activations_leave_one_active_version_and_one_event_each(
     operator: Any,
 ) -> None:
-    configuration.config_active(agent_name=AGENT)
+    services.config_active(agent_name=AGENT)
     for threshold in (0.1, 0.2, 0.3, 0.4):
         configuration.config_version_create(
             agent_name=AGENT,
@@ -721,7 +721,7 @@ def test_concurrent_activations_leave_one_active_version_and_one_event_each(
     def activate(number: int) -> None:
         try:
             barrier.wait()
-            configuration.config_activate(agent_name=AGENT, number=number, user=operator)
+            services.release_activate_config(agent_name=AGENT, number=number, user=operator)
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
@@ -741,7 +741,7 @@ def test_concurrent_activations_leave_one_active_version_and_one_event_each(
     assert events[0][0]["active"] == 1
     for (_, previous, _), (before, _, _) in itertools.pairwise(events):
         assert before["active"] == previous["active"]
-    active = configuration.config_active(agent_name=AGENT)
+    active = services.config_active(agent_name=AGENT)
     assert active.number == events[-1][1]["active"]
 
 
@@ -753,7 +753,7 @@ def test_concurrent_first_uses_store_one_version_1() -> None:
     def first_use() -> None:
         try:
             barrier.wait()
-            numbers.append(configuration.config_active(agent_name=AGENT).number)
+            numbers.append(services.config_active(agent_name=AGENT).number)
         finally:
             connections.close_all()
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from agentdesk.models import AgentConfigActive, AgentConfigVersion
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
-from releases import configuration
+from releases import configuration, services
+from releases.models import AgentConfigVersion
 from reviews.models import Queue
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +51,7 @@ def people(operator: Any, auditor: Any, reviewer: Any, outsider: Any) -> dict[st
 @pytest.fixture
 def versions(operator: Any) -> tuple[AgentConfigVersion, AgentConfigVersion]:
     """Version 1 (from code, active) and version 2 (a lower refund threshold, inactive)."""
-    v1 = configuration.config_active(agent_name=AGENT)
+    v1 = services.config_active(agent_name=AGENT)
     config = copy.deepcopy(v1.config)
     config["thresholds"]["issue_refund"] = 0.5
     v2 = configuration.config_version_create(
@@ -260,7 +260,7 @@ def test_a_confirmation_made_against_a_version_no_longer_active_is_asked_again(
     assert 'name="expected_active" value="2"' in body
     assert _state() == before
     assert second.post("/agents/support/versions/3/activate", _confirmed(2)).status_code == 302
-    assert configuration.config_active(agent_name=AGENT).number == 3
+    assert services.config_active(agent_name=AGENT).number == 3
 
 
 def test_a_version_whose_queue_was_deleted_since_cannot_be_activated(
@@ -325,7 +325,7 @@ def test_an_operator_creates_a_version_sees_its_diff_and_activates_it(
     v3 = AgentConfigVersion.objects.get(agent_name=AGENT, number=3)
     assert v3.config == config
     assert (v3.note, v3.created_by) == ("Stricter", operator)
-    assert configuration.config_active(agent_name=AGENT).number == 1
+    assert services.config_active(agent_name=AGENT).number == 1
 
     page = client.get(response["Location"]).content.decode()
     assert "Saved version 3. It is not active yet" in page
@@ -336,14 +336,14 @@ def test_an_operator_creates_a_version_sees_its_diff_and_activates_it(
 
     response = client.post("/agents/support/versions/3/activate", _confirmed(1))
     assert (response.status_code, response["Location"]) == (302, "/agents/support/")
-    assert configuration.config_active(agent_name=AGENT).number == 3
+    assert services.config_active(agent_name=AGENT).number == 3
     page = client.get("/agents/support/").content.decode()
     assert "Activated version 3; new runs use it." in page
     assert "Roll back to this" in page  # versions 1 and 2 are earlier now
 
     response = client.post("/agents/support/versions/1/activate", _confirmed(3))
     assert response.status_code == 302
-    assert configuration.config_active(agent_name=AGENT).number == 1
+    assert services.config_active(agent_name=AGENT).number == 1
     assert "Rolled back to version 1" in client.get("/agents/support/").content.decode()
     activations = AuditEvent.objects.filter(verb="config.activated").order_by("seq")
     assert [(e.before["active"], e.after["active"], e.actor_label) for e in activations] == [

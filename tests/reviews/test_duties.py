@@ -629,11 +629,11 @@ def test_a_stuck_run_whose_escalation_queue_was_deleted_waits_in_the_default_que
 ) -> None:
     from django.db import transaction
 
-    from releases import configuration
+    from releases import configuration, services
 
     settings.AGENTDESK_LLM_ENDPOINTS = {"default": {"base_url": "http://127.0.0.1:9/v1"}}
     Queue.objects.create(slug="support-leads", name="Support leads")
-    config = dict(configuration.config_active(agent_name="support").config)
+    config = dict(services.config_active(agent_name="support").config)
     version = configuration.config_version_create(
         agent_name="support",
         config={**config, "escalation_queue": "support-leads"},

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from agentdesk.models import AgentConfigVersion
 from agents.definition import TaskContext
 from examples.support.agent import support_task_kind
 from examples.support.seed import seed_shop
-from releases import configuration
+from releases import configuration, services
+from releases.models import AgentConfigVersion
 from reviews.models import ApprovalRequest, Queue
 from runs import services
 from runs.models import Run, RunState, StepKind
@@ -46,7 +46,7 @@ def _route(model: str, endpoint: str = "default") -> dict[str, str]:
 
 def _activate(operator: Any, **changes: Any) -> AgentConfigVersion:
     """A new version from the active one with ``changes`` (limits merged), made active."""
-    active = configuration.config_active(agent_name=AGENT)
+    active = services.config_active(agent_name=AGENT)
     config = copy.deepcopy(configuration.config_effective(version=active))
     config["limits"].update(changes.pop("limits", {}))
     config["model_tiers"].update(changes.pop("model_tiers", {}))
@@ -54,7 +54,7 @@ def _activate(operator: Any, **changes: Any) -> AgentConfigVersion:
     version = configuration.config_version_create(
         agent_name=AGENT, config=config, note="test", user=operator
     )
-    return configuration.config_activate(agent_name=AGENT, number=version.number, user=operator)
+    return services.release_activate_config(agent_name=AGENT, number=version.number, user=operator)
 
 
 def _model_trail(run: Run) -> list[tuple[str, str, str, str, int]]:

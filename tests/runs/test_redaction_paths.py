@@ -530,8 +530,8 @@ NAMED = {
 # message rendered from it (runs.services._run_create).
 CONFIGURATION = {
     "reviews.Queue.description",
-    "agentdesk.AgentConfigVersion.config",
-    "agentdesk.PromptVersion.template",
+    "releases.AgentConfigVersion.config",
+    "releases.PromptVersion.template",
 }
 
 

@@ -1,4 +1,4 @@
-"""Forms of the project's own pages: audit search, agent configuration. Never saving."""
+"""Forms of the configuration, prompt and release pages. Never saving."""
 
 from __future__ import annotations
 
@@ -361,11 +361,27 @@ class PromptVersionForm(forms.Form):
     )
 
 
-class PromptLabelMoveForm(forms.Form):
-    """Which label to move and to which version number; the service checks the rest."""
+class LabelMoveForm(forms.Form):
+    """Which label to move to which release, and the release it held when the person
+    looked (``expected_current``); the service checks the rest."""
 
     label = forms.CharField(max_length=32)
     number = forms.IntegerField(min_value=1)
+    expected_current = forms.IntegerField(min_value=1, required=False)
+
+
+class TryPromptForm(forms.Form):
+    """Point dev at a prompt version, with dev's configuration."""
+
+    number = forms.IntegerField(min_value=1)
+
+
+class ReleaseForm(forms.Form):
+    """A release of two existing versions; the service checks they exist."""
+
+    prompt_number = forms.IntegerField(min_value=1, label="Prompt version")
+    config_number = forms.IntegerField(min_value=1, label="Configuration version")
+    note = forms.CharField(max_length=500, required=False, label="Note")
 
 
 class ActivateForm(forms.Form):
