@@ -69,6 +69,9 @@ class AuditVerb(models.TextChoices):
     CONFIG_ACTIVATED = "config.activated"
     PROMPT_VERSION_CREATED = "prompt.version_created"
     PROMPT_LABEL_MOVED = "prompt.label_moved"
+    # Releases: a release created, and a label moved from one release to another.
+    RELEASE_CREATED = "release.created"
+    RELEASE_LABEL_MOVED = "release.label_moved"
     # People, groups and tokens.
     USER_LOGGED_IN = "user.logged_in"
     USER_LOGGED_OUT = "user.logged_out"
