@@ -12,7 +12,7 @@ class AuditVerb(models.TextChoices):
     Write a member, never a string: this is the one list of what the log can say. Verbs
     composed from a state (``run.<state>``, ``action.<status>``, ``request.<decision>``,
     ``dead_letter.<status>``) are converted with ``AuditVerb(f"...")``, and every state
-    they can be composed from has its member (tests/agentdesk/test_audit_verbs.py).
+    they can be composed from has its member (tests/audit/test_audit_verbs.py).
 
     Not ``choices`` on the column: an app (or AGENTDESK_EXTRA_APPS) adding a verb would
     need a migration of the audit table, and the stored values are the same either way.
