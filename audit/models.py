@@ -12,7 +12,7 @@ class AuditVerb(models.TextChoices):
     Write a member, never a string: this is the one list of what the log can say. Verbs
     composed from a state (``run.<state>``, ``action.<status>``, ``request.<decision>``,
     ``dead_letter.<status>``) are converted with ``AuditVerb(f"...")``, and every state
-    they can be composed from has its member (tests/agentdesk/test_audit_verbs.py).
+    they can be composed from has its member (tests/audit/test_audit_verbs.py).
 
     Not ``choices`` on the column: an app (or AGENTDESK_EXTRA_APPS) adding a verb would
     need a migration of the audit table, and the stored values are the same either way.
@@ -66,9 +66,9 @@ class AuditVerb(models.TextChoices):
     QUEUE_PERMISSION_REFUSED = "queue.permission_refused"
     # What operators change without a deploy.
     CONFIG_VERSION_CREATED = "config.version_created"
-    CONFIG_ACTIVATED = "config.activated"
+    CONFIG_ACTIVATED = "config.activated"  # before releases; still in older logs
     PROMPT_VERSION_CREATED = "prompt.version_created"
-    PROMPT_LABEL_MOVED = "prompt.label_moved"
+    PROMPT_LABEL_MOVED = "prompt.label_moved"  # before releases; still in older logs
     # Releases: a (prompt version, configuration version) pair, and its labels' moves.
     RELEASE_CREATED = "release.created"
     RELEASE_LABEL_MOVED = "release.label_moved"

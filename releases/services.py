@@ -397,12 +397,14 @@ def release_activate_config(
     """Run configuration version ``number`` in production, with production's prompt.
 
     Production moves to the release (its prompt version, configuration ``number``): an
-    activation through the gate, or a rollback if that release served before. Needs the
-    permission to change configurations, as activating one always has.
-    ``expected_active``: the configuration number the operator saw in production when
-    they confirmed the diff; if another has gone live since, LabelChanged.
+    activation through the gate, or a rollback if that release served before. A person
+    needs the permission to change configurations (``ACTIVATE_CONFIG``, operators), as
+    activating one always has; ``user`` None is the system. ``expected_active``: the
+    configuration number the operator saw in production when they confirmed the diff; if
+    another has gone live since, LabelChanged.
     """
-    _require(user, ACTIVATE_CONFIG, "activating a configuration")
+    if user is not None:
+        _require(user, ACTIVATE_CONFIG, "activating a configuration")
     row = _locked_label(agent_name, LabelName.PRODUCTION, None)
     current = row.release
     if expected_active is not None and current.config_version.number != expected_active:

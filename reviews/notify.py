@@ -39,6 +39,7 @@ from django.utils import timezone
 from guardian.shortcuts import get_users_with_perms
 
 from audit.log import audit_record
+from audit.models import AuditVerb
 from reviews import services
 from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
 from reviews.webhook import webhook_enqueue
@@ -122,7 +123,7 @@ def approvals_remind_due(*, limit: int = 200) -> list[int]:
             audit_record(
                 actor=None,
                 actor_label="sla",
-                verb="request.reminded",
+                verb=AuditVerb.REQUEST_REMINDED,
                 object_type="approval_request",
                 object_id=str(request_id),
                 after={

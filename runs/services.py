@@ -44,6 +44,7 @@ from agentdesk.redaction import redact_value
 from agents.definition import Agent, OnLimit
 from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
+from audit.models import AuditVerb
 from releases.configuration import config_for_run, config_of_version
 from releases.prompts import prompt_render
 from releases.services import release_production
@@ -223,7 +224,7 @@ def _run_create(
     )
     audit_record(
         actor=user,
-        verb="run.submitted",
+        verb=AuditVerb.RUN_SUBMITTED,
         object_type="run",
         object_id=str(run.id),
         after={
@@ -372,7 +373,7 @@ def _resolve(letter: DeadLetter, status: DeadLetterStatus, actor: User | None) -
     letter.save(update_fields=["status", "resolved_at", "resolved_by"])
     audit_record(
         actor=actor,
-        verb=f"dead_letter.{status}",
+        verb=AuditVerb(f"dead_letter.{status}"),
         object_type="dead_letter",
         object_id=str(letter.pk),
         before={"status": DeadLetterStatus.OPEN},

@@ -141,7 +141,7 @@ def _snapshot(breaker: CircuitBreaker) -> dict[str, Any]:
     }
 
 
-def _audit(*, name: str, verb: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+def _audit(*, name: str, verb: AuditVerb, before: dict[str, Any], after: dict[str, Any]) -> None:
     audit_record(
         actor=None,
         actor_label=WORKER,

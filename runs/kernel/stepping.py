@@ -35,6 +35,7 @@ from agentdesk.statements import (
 from audit.log import (
     audit_record,
 )
+from audit.models import AuditVerb
 from runs.kernel.transitions import WORKER, dead_letter, enqueue_next_step, run_start
 from runs.kernel.unit_of_work import LeaseLost, StepWork
 from runs.models import (
@@ -374,7 +375,7 @@ def action_audit(
     audit_record(
         actor=None,
         actor_label=WORKER,
-        verb=f"action.{status}",
+        verb=AuditVerb(f"action.{status}"),
         object_type="action",
         object_id=str(action.pk),
         before={"status": before} if before else None,

@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from agentdesk.redaction import redact_row, redact_text, redact_value
 from audit.log import audit_record
+from audit.models import AuditVerb
 from runs.kernel.approvals import StuckRun, open_request
 from runs.models import DeadLetter, Run, RunState
 
@@ -78,7 +79,7 @@ def run_audit_state(
     *,
     actor: User | None = None,
     actor_label: str = WORKER,
-    verb: str = "",
+    verb: AuditVerb | None = None,
     **after: Any,
 ) -> None:
     """The audit event of a run's change of state, inside the transaction that makes it.
@@ -89,7 +90,7 @@ def run_audit_state(
     audit_record(
         actor=actor,
         actor_label="" if actor is not None else actor_label,
-        verb=verb or f"run.{run.state}",
+        verb=verb or AuditVerb(f"run.{run.state}"),
         object_type="run",
         object_id=str(run.id),
         before={"state": before},
@@ -114,7 +115,7 @@ def run_start(run: Run, *, now: datetime) -> list[str]:
     """Queued → running, at its first step's claim; returns the fields it set."""
     run.state = RunState.RUNNING
     run.started_at = now
-    run_audit_state(run, RunState.QUEUED, verb="run.started")
+    run_audit_state(run, RunState.QUEUED, verb=AuditVerb.RUN_STARTED)
     return ["state", "started_at"]
 
 
@@ -207,7 +208,9 @@ def run_resume(
         run.error = None
     run.state = RunState.RUNNING
     enqueue_next_step(run)
-    run_audit_state(run, before, actor=actor, actor_label=actor_label, verb="run.resumed", **after)
+    run_audit_state(
+        run, before, actor=actor, actor_label=actor_label, verb=AuditVerb.RUN_RESUMED, **after
+    )
 
 
 def run_requeue(run: Run, *, actor: User | None) -> None:
@@ -226,6 +229,11 @@ def run_requeue(run: Run, *, actor: User | None) -> None:
     run.lease_expires_at = None
     run.checkpoint.update(attempt=0, link=0, malformed_streak=0)
     run_audit_state(
-        run, before, actor=actor, actor_label="system", verb="run.requeued", next_seq=run.next_seq
+        run,
+        before,
+        actor=actor,
+        actor_label="system",
+        verb=AuditVerb.RUN_REQUEUED,
+        next_seq=run.next_seq,
     )
     enqueue_next_step(run)

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import re
 
-from audit.models import AuditVerb
+import pytest
+from django.db import transaction
+
+from audit.log import audit_batch, audit_chain_verify, audit_record
+from audit.models import AuditEvent, AuditVerb
 from reviews.models import ApprovalRequest, DecisionKind, RequestOutcome
 from runs.models import ActionStatus, DeadLetterStatus, RunState
 from tests.processes import ROOT
@@ -60,4 +64,38 @@ def test_the_values_are_the_strings_stored_before() -> None:
         "run.submitted",
         "request.approve",
     )
-    assert len(AuditVerb.values) == len(set(AuditVerb.values)) == 55
+    assert len(AuditVerb.values) == len(set(AuditVerb.values)) == 57
+    assert (AuditVerb.RELEASE_CREATED, AuditVerb.RELEASE_LABEL_MOVED) == (
+        "release.created",
+        "release.label_moved",
+    )
+
+
+# Not a member's value: a verb no list has, a member's name, the value changed in case or
+# padded, nothing at all.
+@pytest.mark.parametrize(
+    "verb", ["run.exploded", "RUN_SUBMITTED", "Run.Submitted", "run.submitted ", ""]
+)
+@pytest.mark.django_db
+def test_audit_record_refuses_a_verb_not_in_the_list_and_writes_nothing(verb: str) -> None:
+    message = rf"unknown audit verb {re.escape(repr(verb))}: .*audit\.models\.AuditVerb"
+    with transaction.atomic():
+        with pytest.raises(ValueError, match=message):
+            audit_record(actor=None, verb=verb, object_type="run", object_id="1")  # type: ignore[arg-type]
+        with audit_batch() as collected, pytest.raises(ValueError, match=message):
+            audit_record(actor=None, verb=verb, object_type="run", object_id="2")  # type: ignore[arg-type]
+        assert collected == []
+
+    assert AuditEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_audit_record_takes_a_members_exact_value_as_the_member() -> None:
+    with transaction.atomic():
+        event = audit_record(actor=None, verb="run.submitted", object_type="run", object_id="1")  # type: ignore[arg-type]
+
+    assert event.verb is AuditVerb.RUN_SUBMITTED
+    assert list(AuditEvent.objects.values_list("seq", "verb", "object_id")) == [
+        (1, "run.submitted", "1")
+    ]
+    assert audit_chain_verify().as_dict()["intact"] is True
