@@ -38,6 +38,7 @@ _OBJECT_LINKS = {
     "approval_request": "reviews:detail",
     "agent_config": "agents:detail",
     "prompt": "prompts:detail",
+    "release": "releases:detail",
 }
 CSV_COLUMNS = (
     "seq",

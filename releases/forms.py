@@ -393,3 +393,6 @@ class ActivateForm(forms.Form):
 
     confirm = forms.BooleanField(required=True, widget=forms.HiddenInput)
     expected_active = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    # The production release on the confirmation page: its prompt is what the activated
+    # configuration will be paired with.
+    expected_release = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)

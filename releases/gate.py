@@ -2,8 +2,9 @@
 
 Called for every promotion (staging to dev's release, production to staging's) and every
 activation of a configuration in production, under the label's row lock; never for a
-rollback, which restores a known state fast. Its answer is recorded on the move and in
-the audit event either way.
+rollback, which restores a known state fast. A pass is recorded on the move (``gate``)
+and in its audit event; a refusal raises ReleaseRefused with the gate's reason, and the
+move's transaction changes nothing.
 """
 
 from __future__ import annotations

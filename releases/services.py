@@ -392,7 +392,12 @@ def _queues_exist(release: Release) -> None:
 
 @transaction.atomic
 def release_activate_config(
-    *, agent_name: str, number: int, user: User | None, expected_active: int | None = None
+    *,
+    agent_name: str,
+    number: int,
+    user: User | None,
+    expected_active: int | None = None,
+    expected_release: int | None = None,
 ) -> ReleaseLabelMove:
     """Run configuration version ``number`` in production, with production's prompt.
 
@@ -401,11 +406,13 @@ def release_activate_config(
     needs the permission to change configurations (``ACTIVATE_CONFIG``, operators), as
     activating one always has; ``user`` None is the system. ``expected_active``: the
     configuration number the operator saw in production when they confirmed the diff; if
-    another has gone live since, LabelChanged.
+    another has gone live since, LabelChanged; ``expected_release``, the production release
+    they saw: a prompt promoted meanwhile would otherwise be paired with this configuration
+    unseen.
     """
     if user is not None:
         _require(user, ACTIVATE_CONFIG, "activating a configuration")
-    row = _locked_label(agent_name, LabelName.PRODUCTION, None)
+    row = _locked_label(agent_name, LabelName.PRODUCTION, expected_release)
     current = row.release
     if expected_active is not None and current.config_version.number != expected_active:
         raise LabelChanged(

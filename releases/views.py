@@ -147,7 +147,8 @@ def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -
     agent = _config_agent(request, agent_name)
     _require_config_change(request)
     version = _version_or_404(agent, number)
-    active = _active(agent.name)
+    production = services.release_production(agent_name=agent.name)
+    active = production.config_version
     notice, status = "", 200
     if request.method == "POST":
         form = ActivateForm(request.POST)
@@ -160,10 +161,12 @@ def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -
                     number=number,
                     user=cast(User, request.user),
                     expected_active=form.cleaned_data["expected_active"],
+                    expected_release=form.cleaned_data["expected_release"],
                 )
             except services.LabelChanged as exc:
                 notice, status = str(exc), 409
-                active = _active(agent.name)
+                production = services.release_production(agent_name=agent.name)
+                active = production.config_version
             except services.ReleaseRefused as exc:
                 messages.error(request, str(exc))
                 return redirect("agents:detail", agent_name=agent.name)
@@ -186,7 +189,14 @@ def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -
         "missing": configuration.queues_missing(
             run_config=configuration.config_of_version(version=version, agent=agent)
         ),
-        "form": ActivateForm(initial={"confirm": True, "expected_active": active.number}),
+        "form": ActivateForm(
+            initial={
+                "confirm": True,
+                "expected_active": active.number,
+                "expected_release": production.number,
+            }
+        ),
+        "production": production,
         "notice": notice,
     }
     return render(request, "agents/activate.html", context, status=status)
