@@ -10,7 +10,7 @@ class ReviewsConfig(AppConfig):
         # asks through this lookup, since agentdesk may not import reviews.
         from releases.configuration import queue_lookup_register
         from reviews.selectors import queue_slugs_existing
-        from reviews.services import request_open
+        from reviews.services.opening import request_open
         from runs.kernel.approvals import register_opener
 
         queue_lookup_register(queue_slugs_existing)

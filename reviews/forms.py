@@ -19,7 +19,7 @@ from agentdesk import schema_forms
 from agentdesk.schema_forms import initial_arguments as initial_arguments  # the views' import
 from reviews.models import Queue
 from reviews.selectors import EscalationTarget, InboxFilters
-from reviews.services import FEEDBACK_MAX
+from reviews.services.deciding import FEEDBACK_MAX
 
 ARGS_PREFIX = "args"
 

@@ -46,7 +46,7 @@ class Queue(models.Model):
     )
     # Separation of duties: off (the default), whoever submitted a run may not decide its
     # requests here. A two-person request never counts its run's submitter, whatever this
-    # says (reviews.services.decider_barrier).
+    # says (reviews.services.refusals.decider_barrier).
     submitter_may_decide = models.BooleanField(
         default=False,
         help_text="Let the person who submitted a run decide its requests in this queue "

@@ -9,7 +9,7 @@ Three things happen here, each safe on several beat hosts at once:
    update changed the row sends, so each request is reminded once per queue it waits in
    (an escalation clears ``reminded_at``). The mark commits before the mail goes out: a
    process that dies in between loses that reminder, never sends it twice.
-2. ``approvals_expire_announced`` runs the SLA sweep of reviews.services and announces each
+2. ``approvals_expire_announced`` runs the SLA sweep of reviews.services.expiry and announces each
    escalation or expiry it made (``request.escalated``, ``request.expired``): the service
    returns exactly the decisions this sweep committed, so each is announced once even when
    two beat hosts tick together.
@@ -40,8 +40,8 @@ from guardian.shortcuts import get_users_with_perms
 
 from audit.log import audit_record
 from audit.models import AuditVerb
-from reviews import services
 from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
+from reviews.services.expiry import approvals_expire_overdue
 from reviews.webhook import webhook_enqueue
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def _after_due(queue: Queue) -> str:
 
 def approvals_expire_announced(*, limit: int = 200) -> int:
     """Run the SLA sweep and announce each escalation and expiry it made; how many it made."""
-    decisions = services.approvals_expire_overdue(limit=limit)
+    decisions = approvals_expire_overdue(limit=limit)
     if decisions and settings.AGENTDESK_REVIEW_WEBHOOK_URL:
         sla_decisions_announce(decision_ids=[decision.pk for decision in decisions])
     return len(decisions)

@@ -17,7 +17,7 @@ from guardian.shortcuts import assign_perm
 
 from agentdesk.roles import roles_sync
 from reviews.models import ApprovalRequest, Queue
-from reviews.services import request_hash
+from reviews.services.opening import request_hash
 from runs.models import Action, Run, RunState
 
 REFUND = {"order_id": "SO-1002", "amount": "29.00", "reason": "teapot arrived broken"}

@@ -20,6 +20,7 @@ from examples.support.models import Refund
 from examples.support.seed import seed_shop
 from reviews import services
 from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
+from reviews.services import deciding
 from runs import services as run_services
 from runs.kernel import approvals
 from runs.models import Action, ActionStatus, DeadLetter, ReviewOutcome, Run, RunState
@@ -110,7 +111,7 @@ def test_a_decision_that_fails_leaves_the_action_untouched(
     def broken(**kwargs: Any) -> None:  # the last write of _complete, after the action's
         raise RuntimeError("the broadcast failed")
 
-    monkeypatch.setattr(services, "queue_changed", broken)
+    monkeypatch.setattr(deciding, "queue_changed", broken)
     with pytest.raises(RuntimeError, match="the broadcast failed"):
         services.approval_approve(request_id=request.pk, user=reviewer, seen_hash=request.args_hash)
 

@@ -501,9 +501,9 @@ def test_inv8_workers_calling_an_echoing_endpoint_store_and_log_only_the_placeho
 # of the row, one added later included.
 ROW_WRITTEN = {
     DeadLetter: "runs.kernel.transitions.finish",
-    ApprovalRequest: "reviews.services._request_open (arguments: the action's, hashed)",
-    Decision: "reviews.services._decision_create",
-    GoldenCandidate: "reviews.services._file_candidate",
+    ApprovalRequest: "reviews.services.opening._request_open (arguments: the action's, hashed)",
+    Decision: "reviews.services.deciding._decision_create",
+    GoldenCandidate: "reviews.services.deciding._file_candidate",
 }
 # Written on the hot path, or under a hash, by writers that name their columns.
 NAMED = {

@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from examples.support.models import Handoff, Refund
 from examples.support.seed import seed_shop
 from reviews.models import ApprovalRequest, GoldenCandidate
-from reviews.services import approval_approve, approval_reject
+from reviews.services.deciding import approval_approve, approval_reject
 from runs import services
 from runs.gateway.retrying import retry_delay
 from runs.models import Action, ActionStatus, CircuitBreaker, DeadLetter, Run, RunState
