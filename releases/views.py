@@ -156,7 +156,7 @@ def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -
             notice, status = "Check the changes below, then confirm the activation.", 400
         else:
             try:
-                services.release_activate_config(
+                move = services.release_activate_config(
                     agent_name=agent.name,
                     number=number,
                     user=cast(User, request.user),
@@ -171,11 +171,13 @@ def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -
                 messages.error(request, str(exc))
                 return redirect("agents:detail", agent_name=agent.name)
             else:
-                verb = "Rolled back to" if number < active.number else "Activated"
+                # The move's kind, not the numbers: an older version that never served is
+                # an activation (through the gate), a newer one that did is a rollback.
+                verb = "Rolled back to" if move.kind == MoveKind.ROLLBACK else "Activated"
                 messages.success(
                     request,
                     f"{verb} version {number}; new runs use it (production is now release "
-                    f"{services.release_production(agent_name=agent.name).number}).",
+                    f"{move.to_release.number}).",
                 )
                 return redirect("agents:detail", agent_name=agent.name)
     elif request.method != "GET":

@@ -371,11 +371,10 @@ def test_inv10_a_number_str_isdigit_accepts_but_int_refuses_is_400(
     client: Client, path: str, message: str
 ) -> None:
     """Found by the property test: ``"²".isdigit()`` is true, ``int("²")`` raises."""
-    from releases import prompts, services
+    from releases import services
 
     admin = get_user_model().objects.create_superuser("root", "root@example.com", None)
-    services.config_active(agent_name="support")
-    prompts.prompt_labels(agent_name="support")
+    services.release_labels(agent_name="support")  # the versions 1 and release 1 pages name
     client.force_login(admin)
     before = db_snapshot()
 

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from agentdesk.tokens import api_token_create
 from agents.registry import agents
-from releases import prompts, services
+from releases import services
 from reviews.models import ApprovalRequest
 from runs.models import DeadLetter
 from tests.processes import ROOT
@@ -270,9 +270,8 @@ def world(db: None) -> World:
     queue = queue_make("refunds", viewers=(viewer,))
     approval: ApprovalRequest = request_make(queue=queue)
     letter = DeadLetter.objects.create(run=approval.run, seq=2, error={"class": "internal_error"})
-    for name in agents():  # version 1 of each configuration and prompt, as first use makes
-        services.config_active(agent_name=name)
-        prompts.prompt_labels(agent_name=name)
+    for name in agents():  # release 1 (both versions 1) under every label, as first use makes
+        services.release_labels(agent_name=name)
     schemas = [
         tool.input_schema.model_json_schema() for agent in agents().values() for tool in agent.tools
     ]

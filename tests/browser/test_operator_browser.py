@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth import get_user_model
 from guardian.shortcuts import assign_perm
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from agentdesk.roles import roles_sync
 from audit.models import AuditEvent
@@ -203,7 +203,9 @@ def test_an_operator_lowers_the_refund_limit_and_an_auditor_finds_it(
     _shot(page, "3b-confirm-activation")
     page.click("form.confirm-activate button:has-text('Activate version 2')")
     expect(page).to_have_url(f"{base}/agents/support/")
-    expect(page.locator(".flash")).to_contain_text("Activated version 2; new runs use it.")
+    expect(page.locator(".flash")).to_contain_text(
+        "Activated version 2; new runs use it (production is now release 2)."
+    )
     expect(page.locator("h2", has_text="Active: version 2")).to_be_visible()
     _shot(page, "4-activated")
     v2 = AgentConfigVersion.objects.get(agent_name="support", number=2)
@@ -225,8 +227,12 @@ def test_an_operator_lowers_the_refund_limit_and_an_auditor_finds_it(
     assert _routing(before) == ("issue_refund", "risk", "refunds", 1)
     assert before.state == RequestState.PENDING
 
-    # The operator sees on the run's page which version it follows.
+    # The operator sees on the run's page which release and version it follows.
+    assert (run.release.number, run.release.config_version_id) == (2, v2.pk)
     page.goto(f"{base}/runs/{run.pk}/")
+    release = page.locator("#run-release a")
+    expect(release).to_have_text("release 2")
+    expect(release).to_have_attribute("href", "/releases/support/2/")
     fact = page.locator("#run-config-version a")
     expect(fact).to_have_text("v2")
     expect(fact).to_have_attribute("href", "/agents/support/versions/2/")
@@ -253,17 +259,24 @@ def test_an_operator_lowers_the_refund_limit_and_an_auditor_finds_it(
 
     # 5. The auditor finds the operator's activation...
     _log_in(page, base, "aude", "/audit/")
-    _audit_search(page, actor="otto", verb="config.activated")
+    # (activating version 2 moved production from release 1 to release 2, its one event)
+    _audit_search(page, actor="otto", verb="release.label_moved")
     rows = page.locator("#audit-results table.audit-table tbody tr")
     expect(rows).to_have_count(1)
     activated = rows.first
     expect(activated.locator("td").nth(2)).to_have_text("otto")
-    expect(activated.locator("td").nth(3)).to_have_text("config.activated")
-    expect(activated.locator("td").nth(4)).to_contain_text("agent_config support")
-    active = activated.locator("dl.audit-changes > div").filter(
-        has=page.locator("dt", has_text=re.compile(r"^active$"))
-    )
-    expect(active.locator("dd")).to_have_text("1 → 2")
+    expect(activated.locator("td").nth(3)).to_have_text("release.label_moved")
+    expect(activated.locator("td").nth(4)).to_contain_text("release support")
+
+    def change(field: str) -> Locator:
+        return activated.locator("dl.audit-changes > div").filter(
+            has=page.locator("dt", has_text=re.compile(rf"^{field}$"))
+        )
+
+    expect(change("label").locator("dd")).to_have_text("production → production")
+    expect(change("config").locator("dd")).to_have_text("1 → 2")
+    expect(change("number").locator("dd")).to_have_text("1 → 2")
+    expect(change("kind").locator("dd")).to_have_text("activation")
     _shot(page, "6-audit-activation")
 
     # ...and the decision on the request it routed, among that request's events.

@@ -30,7 +30,7 @@ from releases.config_documents import (
     cel_variables,
     document_validate,
 )
-from releases.models import AgentConfigVersion
+from releases.models import AgentConfigVersion, ReleaseLabel
 from reviews.models import Queue
 
 AGENT = "support"
@@ -58,10 +58,10 @@ def _sha256(config: dict[str, Any]) -> str:
 
 
 def _state() -> tuple[list[tuple[int, str]], int | None, int]:
-    active = AgentConfigActive.objects.filter(agent_name=AGENT).first()
+    production = ReleaseLabel.objects.filter(agent_name=AGENT, label="production").first()
     return (
         list(AgentConfigVersion.objects.order_by("number").values_list("number", "policy_version")),
-        active.version.number if active else None,
+        production.release.config_version.number if production else None,
         AuditEvent.objects.count(),
     )
 

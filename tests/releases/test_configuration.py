@@ -20,7 +20,7 @@ from examples.support.seed import seed_shop
 from releases import configuration, services
 from releases.config_documents import ConfigError
 from releases.configuration import ConfigRefused, config_from_policy
-from releases.models import AgentConfigVersion
+from releases.models import AgentConfigVersion, PromptVersion, Release, ReleaseLabel
 from reviews import services as review_services
 from reviews.models import ApprovalRequest, Queue, RequestState
 from runs import services as run_services
@@ -79,10 +79,10 @@ def endpoints(settings: Any) -> None:
 
 def _state() -> tuple[list[tuple[int, str]], int | None, int]:
     """Everything a refused change must leave alone: versions, the active one, the log."""
-    active = AgentConfigActive.objects.filter(agent_name=AGENT).first()
+    production = ReleaseLabel.objects.filter(agent_name=AGENT, label="production").first()
     return (
         list(AgentConfigVersion.objects.order_by("number").values_list("number", "policy_version")),
-        active.version.number if active else None,
+        production.release.config_version.number if production else None,
         AuditEvent.objects.count(),
     )
 
@@ -93,6 +93,32 @@ def _config_events(verb: str) -> list[tuple[Any, Any, str]]:
         .order_by("seq")
         .values_list("before", "after", "actor_label")
     )
+
+
+def _production_moves() -> list[tuple[Any, Any, str]]:
+    """The production label's moves, oldest first: what activating a version writes."""
+    return list(
+        AuditEvent.objects.filter(
+            verb="release.label_moved",
+            object_type="release",
+            object_id=AGENT,
+            after__label="production",
+        )
+        .order_by("seq")
+        .values_list("before", "after", "actor_label")
+    )
+
+
+def _production(release: int, config: AgentConfigVersion) -> dict[str, Any]:
+    """How a move's audit event describes production at ``release`` with ``config``."""
+    prompt = PromptVersion.objects.get(agent_name=AGENT, number=1)
+    return {
+        "label": "production",
+        "number": release,
+        "prompt": prompt.ref,
+        "config": config.number,
+        "policy_version": config.policy_version,
+    }
 
 
 # --- bootstrap -------------------------------------------------------------------------------
@@ -112,8 +138,16 @@ def test_the_first_use_stores_the_code_declared_policy_as_version_1() -> None:
     assert [(b, a["number"], who) for b, a, who in _config_events("config.version_created")] == [
         (None, 1, "system")
     ]
-    assert _config_events("config.activated") == [
-        ({"active": None}, {"active": 1, "policy_version": SUPPORT_POLICY.version}, "system")
+    # Release 1 pins both versions 1, and every label points at it from the first use.
+    assert list(Release.objects.values_list("number", "config_version", "prompt_version")) == [
+        (1, version.pk, PromptVersion.objects.get(agent_name=AGENT, number=1).pk)
+    ]
+    assert _production_moves() == [
+        (
+            {"label": "production", "number": None},
+            {**_production(1, version), "kind": "initial", "gate": ""},
+            "system",
+        )
     ]
 
 
@@ -164,24 +198,27 @@ def test_create_diff_activate_and_roll_back(operator: Any) -> None:
     assert ("add", '+      "name": "cancel_two_person",') in diff.lines
     assert not configuration.config_diff(a=v2, b=v2).changed
 
-    services.release_activate_config(agent_name=AGENT, number=2, user=operator)
+    activation = services.release_activate_config(agent_name=AGENT, number=2, user=operator)
     assert services.config_active(agent_name=AGENT) == v2
 
-    services.release_activate_config(agent_name=AGENT, number=1, user=operator)  # roll back
+    rollback = services.release_activate_config(agent_name=AGENT, number=1, user=operator)
     assert services.config_active(agent_name=AGENT) == v1
-    assert AgentConfigVersion.objects.count() == 2  # a rollback creates nothing
-    assert _config_events("config.activated")[1:] == [
-        (
-            {"active": 1, "policy_version": v1.policy_version},
-            {"active": 2, "policy_version": v2.policy_version},
-            "otto",
-        ),
-        (
-            {"active": 2, "policy_version": v2.policy_version},
-            {"active": 1, "policy_version": v1.policy_version},
-            "otto",
-        ),
+    assert (activation.kind, rollback.kind) == ("activation", "rollback")
+    # A rollback creates nothing: production returns to release 1 (prompt 1, config 1).
+    assert AgentConfigVersion.objects.count() == 2
+    assert list(Release.objects.order_by("number").values_list("number", "config_version")) == [
+        (1, v1.pk),
+        (2, v2.pk),
     ]
+    assert _production_moves()[1:] == [
+        (
+            _production(1, v1),
+            {**_production(2, v2), "kind": "activation", "gate": activation.gate},
+            "otto",
+        ),
+        (_production(2, v2), {**_production(1, v1), "kind": "rollback", "gate": ""}, "otto"),
+    ]
+    assert activation.gate.startswith("passed")
 
 
 @pytest.mark.django_db
@@ -189,9 +226,9 @@ def test_activating_the_active_or_a_missing_version_is_refused(operator: Any) ->
     services.config_active(agent_name=AGENT)
     before = _state()
 
-    with pytest.raises(ConfigRefused, match="Version 1 is already active"):
+    with pytest.raises(services.ReleaseRefused, match="Version 1 is already active"):
         services.release_activate_config(agent_name=AGENT, number=1, user=operator)
-    with pytest.raises(ConfigRefused, match="support has no version 7"):
+    with pytest.raises(services.ReleaseRefused, match="support has no version 7"):
         services.release_activate_config(agent_name=AGENT, number=7, user=operator)
 
     assert _state() == before
@@ -204,12 +241,38 @@ def test_a_version_identical_to_the_active_one_is_refused(operator: Any) -> None
 
     # The same content in another order is the same configuration.
     same = _config(thresholds={"cancel_order": 0.8, "issue_refund": 0.8, "send_reply": 0.6})
-    with pytest.raises(ConfigRefused, match="same configuration as the active version 1"):
+    with pytest.raises(ConfigRefused, match="Version 1 has exactly this configuration already"):
         configuration.config_version_create(
             agent_name=AGENT, config=same, note="no change", user=operator
         )
 
     assert _state() == before
+
+
+@pytest.mark.django_db
+def test_a_version_identical_to_an_older_inactive_one_is_refused(operator: Any) -> None:
+    """Not only the active version: any stored one, so a number never repeats a content."""
+    v1 = services.config_active(agent_name=AGENT)
+    configuration.config_version_create(
+        agent_name=AGENT,
+        config=_config(thresholds={"issue_refund": 0.5}),
+        note="lower",
+        user=operator,
+    )
+    services.release_activate_config(agent_name=AGENT, number=2, user=operator)
+    before = (_state(), Release.objects.count())
+    assert before[0][1] == 2  # version 1 is no longer active
+
+    with pytest.raises(
+        ConfigRefused,
+        match=r"^Version 1 has exactly this configuration already; nothing to save\. To use "
+        r"it, make a release of it\.$",
+    ):
+        configuration.config_version_create(
+            agent_name=AGENT, config=copy.deepcopy(v1.config), note="back", user=operator
+        )
+
+    assert (_state(), Release.objects.count()) == before
 
 
 BAD_RULE = {"name": "r", "when": "true", "tools": [], "queue": None, "approvals": 1}
@@ -479,7 +542,7 @@ def test_a_version_stored_before_these_sections_existed_follows_the_code(operato
         queue="frontline", escalation_queue="frontline"
     )
     # Spelling out what the old row means is no change.
-    with pytest.raises(ConfigRefused, match="same configuration as the active version 1"):
+    with pytest.raises(ConfigRefused, match="Version 1 has exactly this configuration already"):
         configuration.config_version_create(
             agent_name=AGENT,
             config=_config(queue="frontline", escalation_queue="frontline"),
@@ -734,15 +797,17 @@ def test_concurrent_activations_leave_one_active_version_and_one_event_each(
         thread.join()
 
     assert errors == []
-    assert AgentConfigActive.objects.filter(agent_name=AGENT).count() == 1
-    events = _config_events("config.activated")[1:]  # after the bootstrap's
-    assert sorted(after["active"] for _, after, _ in events) == numbers
+    assert ReleaseLabel.objects.filter(agent_name=AGENT, label="production").count() == 1
+    events = _production_moves()[1:]  # after the bootstrap's
+    assert sorted(after["config"] for _, after, _ in events) == numbers
+    assert [after["kind"] for _, after, _ in events] == ["activation"] * 4
     # Each activation saw the one before it: the chain of before → after is unbroken.
-    assert events[0][0]["active"] == 1
+    assert (events[0][0]["number"], events[0][0]["config"]) == (1, 1)
     for (_, previous, _), (before, _, _) in itertools.pairwise(events):
-        assert before["active"] == previous["active"]
+        assert (before["number"], before["config"]) == (previous["number"], previous["config"])
+    assert Release.objects.filter(agent_name=AGENT).count() == 5  # one per configuration
     active = services.config_active(agent_name=AGENT)
-    assert active.number == events[-1][1]["active"]
+    assert active.number == events[-1][1]["config"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -766,4 +831,10 @@ def test_concurrent_first_uses_store_one_version_1() -> None:
     assert numbers == [1, 1, 1, 1]
     assert AgentConfigVersion.objects.filter(agent_name=AGENT).count() == 1
     assert len(_config_events("config.version_created")) == 1
-    assert len(_config_events("config.activated")) == 1
+    assert Release.objects.filter(agent_name=AGENT).count() == 1
+    moved = AuditEvent.objects.filter(verb="release.label_moved", object_id=AGENT)
+    assert sorted(moved.values_list("after__label", "after__kind")) == [
+        ("dev", "initial"),
+        ("production", "initial"),
+        ("staging", "initial"),
+    ]

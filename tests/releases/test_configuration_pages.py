@@ -19,7 +19,7 @@ from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.review import SUPPORT_POLICY
 from releases import configuration, services
-from releases.models import AgentConfigVersion
+from releases.models import AgentConfigVersion, ReleaseLabel
 from reviews.models import Queue
 
 pytestmark = pytest.mark.django_db
@@ -68,10 +68,10 @@ def _client(user: Any) -> Client:
 
 
 def _state() -> tuple[list[tuple[int, str]], int | None, int]:
-    active = AgentConfigActive.objects.filter(agent_name=AGENT).first()
+    production = ReleaseLabel.objects.filter(agent_name=AGENT, label="production").first()
     return (
         list(AgentConfigVersion.objects.order_by("number").values_list("number", "policy_version")),
-        active.version.number if active else None,
+        production.release.config_version.number if production else None,
         AuditEvent.objects.count(),
     )
 
@@ -282,7 +282,10 @@ def test_a_version_whose_queue_was_deleted_since_cannot_be_activated(
     assert 'action="/agents/support/versions/3/activate"' not in page
     assert (response.status_code, response["Location"]) == (302, "/agents/support/")
     shown = client.get("/agents/support/").content.decode()
-    assert "Version 3 names queues that do not exist: escalation_queue names" in shown
+    assert (
+        "Configuration version 3 names queues that do not exist: escalation_queue names "
+        "&#x27;support-leads&#x27;"
+    ) in shown
     assert _state() == before
 
 
@@ -338,18 +341,26 @@ def test_an_operator_creates_a_version_sees_its_diff_and_activates_it(
     assert (response.status_code, response["Location"]) == (302, "/agents/support/")
     assert services.config_active(agent_name=AGENT).number == 3
     page = client.get("/agents/support/").content.decode()
-    assert "Activated version 3; new runs use it." in page
+    assert "Activated version 3; new runs use it (production is now release 2)." in page
     assert "Roll back to this" in page  # versions 1 and 2 are earlier now
 
     response = client.post("/agents/support/versions/1/activate", _confirmed(3))
     assert response.status_code == 302
     assert services.config_active(agent_name=AGENT).number == 1
-    assert "Rolled back to version 1" in client.get("/agents/support/").content.decode()
-    activations = AuditEvent.objects.filter(verb="config.activated").order_by("seq")
-    assert [(e.before["active"], e.after["active"], e.actor_label) for e in activations] == [
-        (None, 1, "system"),
-        (1, 3, "otto"),
-        (3, 1, "otto"),
+    assert (
+        "Rolled back to version 1; new runs use it (production is now release 1)."
+        in client.get("/agents/support/").content.decode()
+    )
+    moves = AuditEvent.objects.filter(
+        verb="release.label_moved", object_type="release", object_id=AGENT
+    ).filter(after__label="production")
+    assert [
+        (e.before.get("config"), e.after["config"], e.after["kind"], e.actor_label)
+        for e in moves.order_by("seq")
+    ] == [
+        (None, 1, "initial", "system"),
+        (1, 3, "activation", "otto"),
+        (3, 1, "rollback", "otto"),
     ]
 
 
@@ -571,7 +582,23 @@ def test_an_unchanged_form_is_refused(operator: Any, versions: Any) -> None:
     response = _client(operator).post("/agents/support/new", _form_data(versions[0].config))
 
     assert response.status_code == 400
-    assert "same configuration as the active version 1" in response.content.decode()
+    assert "Version 1 has exactly this configuration already" in response.content.decode()
+    assert _state() == before
+
+
+def test_a_form_equal_to_an_older_inactive_version_is_refused(operator: Any, versions: Any) -> None:
+    client = _client(operator)
+    assert client.post("/agents/support/versions/2/activate", _confirmed(1)).status_code == 302
+    before = _state()
+    assert before[1] == 2
+
+    response = client.post("/agents/support/new", _form_data(versions[0].config))
+
+    assert response.status_code == 400
+    assert (
+        "Version 1 has exactly this configuration already; nothing to save. To use it, make "
+        "a release of it."
+    ) in response.content.decode()
     assert _state() == before
 
 

@@ -629,11 +629,12 @@ def test_a_stuck_run_whose_escalation_queue_was_deleted_waits_in_the_default_que
 ) -> None:
     from django.db import transaction
 
-    from releases import configuration, services
+    from releases import configuration
+    from releases import services as releases
 
     settings.AGENTDESK_LLM_ENDPOINTS = {"default": {"base_url": "http://127.0.0.1:9/v1"}}
     Queue.objects.create(slug="support-leads", name="Support leads")
-    config = dict(services.config_active(agent_name="support").config)
+    config = dict(releases.config_active(agent_name="support").config)
     version = configuration.config_version_create(
         agent_name="support",
         config={**config, "escalation_queue": "support-leads"},

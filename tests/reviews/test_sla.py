@@ -23,7 +23,8 @@ from freezegun import freeze_time
 from audit.models import AuditEvent
 from examples.support.models import Refund
 from examples.support.seed import seed_shop
-from releases import configuration, services
+from releases import configuration
+from releases import services as releases
 from reviews import services, tasks
 from reviews.models import (
     ApprovalRequest,
@@ -207,12 +208,12 @@ def test_an_overdue_request_escalates_along_the_chain_then_expires(
 def test_a_version_s_sla_sets_the_due_time_in_the_first_queue_only(
     shop: None, model_endpoint: Simulator, refunds: Queue, senior: Queue, operator: Any
 ) -> None:
-    active = services.config_active(agent_name="support")
+    active = releases.config_active(agent_name="support")
     config = {**configuration.config_effective(version=active), "sla_minutes": 5}
     configuration.config_version_create(
         agent_name="support", config=config, note="Refund decisions within 5 minutes", user=operator
     )
-    services.release_activate_config(agent_name="support", number=2, user=operator)
+    releases.release_activate_config(agent_name="support", number=2, user=operator)
 
     run, request = _parked()
 

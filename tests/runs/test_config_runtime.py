@@ -12,11 +12,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
 
 from agents.definition import TaskContext
 from examples.support.agent import support_task_kind
 from examples.support.seed import seed_shop
-from releases import configuration, services
+from releases import configuration
+from releases import services as releases
 from releases.models import AgentConfigVersion
 from reviews.models import ApprovalRequest, Queue
 from runs import services
@@ -46,7 +49,7 @@ def _route(model: str, endpoint: str = "default") -> dict[str, str]:
 
 def _activate(operator: Any, **changes: Any) -> AgentConfigVersion:
     """A new version from the active one with ``changes`` (limits merged), made active."""
-    active = services.config_active(agent_name=AGENT)
+    active = releases.config_active(agent_name=AGENT)
     config = copy.deepcopy(configuration.config_effective(version=active))
     config["limits"].update(changes.pop("limits", {}))
     config["model_tiers"].update(changes.pop("model_tiers", {}))
@@ -54,7 +57,9 @@ def _activate(operator: Any, **changes: Any) -> AgentConfigVersion:
     version = configuration.config_version_create(
         agent_name=AGENT, config=config, note="test", user=operator
     )
-    return services.release_activate_config(agent_name=AGENT, number=version.number, user=operator)
+    move = releases.release_activate_config(agent_name=AGENT, number=version.number, user=operator)
+    assert (move.kind, move.to_release.config_version) == ("activation", version)
+    return version
 
 
 def _model_trail(run: Run) -> list[tuple[str, str, str, str, int]]:
@@ -178,6 +183,11 @@ def test_switching_the_decision_model_changes_new_runs_only(
     old = drive(old)
 
     assert (old.config_version.number, new.config_version.number) == (1, 2)
+    # Each run records the production release it was created under, and keeps it.
+    assert [(r.release.number, r.release.config_version.number) for r in (old, new)] == [
+        (1, 1),
+        (2, 2),
+    ]
     assert old.state == new.state == RunState.SUCCEEDED
     # Every decision step of each run on its own version's model. (How many there are
     # depends on the shop: both runs refund the same order, and whichever comes second
@@ -257,3 +267,45 @@ def test_a_version_escalates_to_its_queue_with_its_sla(
         run.config_version.policy_version,
     )
     assert abs(request.due_at - request.created_at - timedelta(minutes=7)) < timedelta(seconds=1)
+
+
+# --- the run's page ---------------------------------------------------------------------------
+
+
+def test_the_run_page_shows_the_release_each_run_was_created_under(
+    shop: None, operator: Any
+) -> None:
+    old = _submit()
+    _activate(operator, sla_minutes=9)
+    new = _submit()
+    legacy = Run.objects.create(  # created before releases existed
+        agent_name=AGENT,
+        input={},
+        trace_id="trace-legacy",
+        prompt_version="p",
+        model="m",
+        request_hash="h",
+    )
+    client = Client()
+    client.force_login(operator)
+
+    def shown(run: Run) -> str:
+        page = client.get(f"/runs/{run.pk}/").content.decode()
+        start = page.index('<dd id="run-release">')
+        return page[start : page.index("</dd>", start) + len("</dd>")]
+
+    assert shown(old) == '<dd id="run-release"><a href="/releases/support/1/">release 1</a></dd>'
+    assert shown(new) == '<dd id="run-release"><a href="/releases/support/2/">release 2</a></dd>'
+    assert shown(legacy) == (
+        '<dd id="run-release"><span class="muted" title="Created before releases existed">'
+        "none</span></dd>"
+    )
+    # Someone who may see every run but not releases reads the number, with no link.
+    watcher = User.objects.create_user("wanda")
+    watcher.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="runs", codename__in=["view_run", "view_all_runs"]
+        )
+    )
+    client.force_login(watcher)
+    assert shown(new) == '<dd id="run-release">release 2</dd>'
