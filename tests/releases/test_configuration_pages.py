@@ -648,3 +648,29 @@ def test_the_audit_log_links_a_configuration_event_to_the_agent(
     body = _client(auditor).get("/audit/?verb=config.").content.decode()
 
     assert 'href="/agents/support/"' in body
+
+
+def test_the_activation_message_names_the_moves_kind_not_the_numbers_order(
+    operator: Any, versions: Any
+) -> None:
+    """An older version that never served is an activation; a newer one that did, a rollback."""
+    client = _client(operator)
+    config = copy.deepcopy(versions[0].config)
+    config["thresholds"]["issue_refund"] = 0.3
+    configuration.config_version_create(agent_name=AGENT, config=config, note="v3", user=operator)
+    client.post("/agents/support/versions/3/activate", _confirmed(1))
+
+    client.post("/agents/support/versions/2/activate", _confirmed(3))  # older, never served
+    assert (
+        "Activated version 2; new runs use it (production is now release 3)."
+        in client.get("/agents/support/").content.decode()
+    )
+    client.post("/agents/support/versions/3/activate", _confirmed(2))  # newer, served before
+    assert (
+        "Rolled back to version 3; new runs use it (production is now release 2)."
+        in client.get("/agents/support/").content.decode()
+    )
+    kinds = AuditEvent.objects.filter(
+        verb="release.label_moved", object_type="release", after__label="production"
+    ).order_by("seq")
+    assert [e.after["kind"] for e in kinds] == ["initial", "activation", "activation", "rollback"]
