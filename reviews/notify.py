@@ -40,7 +40,15 @@ from guardian.shortcuts import get_users_with_perms
 
 from audit.log import audit_record
 from audit.models import AuditVerb
-from reviews.models import ApprovalRequest, Decision, DecisionKind, Queue, RequestState
+from reviews.models import (
+    ApprovalRequest,
+    Decision,
+    DecisionKind,
+    ExpiryOutcome,
+    Queue,
+    RequestOutcome,
+    RequestState,
+)
 from reviews.services.expiry import approvals_expire_overdue
 from reviews.webhook import webhook_enqueue
 
@@ -185,7 +193,7 @@ def reminder_mail_send(request_id: int) -> int:
 def _after_due(queue: Queue) -> str:
     if queue.escalate_to is not None:
         return f"If nobody decides by then, it moves to {queue.escalate_to.name}."
-    if queue.expiry_outcome == "approve":
+    if queue.expiry_outcome == ExpiryOutcome.APPROVE:
         return "If nobody decides by then, it is approved as proposed."
     return "If nobody decides by then, it is rejected and the agent is told so."
 
@@ -228,7 +236,11 @@ def sla_decisions_announce(*, decision_ids: list[int]) -> int:
                 "request.expired",
                 request,
                 queue=decision.from_queue or request.queue,
-                outcome="approve" if request.outcome == "expired_approved" else "reject",
+                outcome=(
+                    ExpiryOutcome.APPROVE
+                    if request.outcome == RequestOutcome.EXPIRED_APPROVED
+                    else ExpiryOutcome.REJECT
+                ),
                 reason=decision.reason,
             )
         webhook_enqueue(payload)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from reviews.models import ApprovalRequest, DecisionKind
+from reviews.models import ApprovalRequest, DecisionKind, RequestOutcome
 from reviews.services.deciding import Outcome, _add_approval, _after_approval
 from reviews.services.refusals import (
     AlreadyDecided,
@@ -60,7 +60,7 @@ def approval_bulk_approve(
             _after_approval(
                 request,
                 _add_approval(request, user, DecisionKind.APPROVE, None, "bulk approval"),
-                outcome="approved",
+                outcome=RequestOutcome.APPROVED,
             )
             for request in requests
         ]

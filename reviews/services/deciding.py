@@ -34,6 +34,7 @@ from reviews.models import (
     DecisionKind,
     GoldenCandidate,
     Queue,
+    RequestOutcome,
     RequestState,
 )
 from reviews.services.opening import request_hash
@@ -117,7 +118,7 @@ def approval_approve(*, request_id: int, user: User, seen_hash: str, reason: str
                 "Review the current arguments and decide again."
             )
         decision = _add_approval(request, user, DecisionKind.APPROVE, None, reason)
-        return _after_approval(request, decision, outcome="approved")
+        return _after_approval(request, decision, outcome=RequestOutcome.APPROVED)
 
 
 @_duty_audited(DecisionKind.EDIT)
@@ -185,7 +186,7 @@ def approval_edit(
             ]
         )
         decision = _add_approval(request, user, DecisionKind.EDIT, edited, reason, before=before)
-        return _after_approval(request, decision, outcome="edited")
+        return _after_approval(request, decision, outcome=RequestOutcome.EDITED)
 
 
 def _policy_on_edit(request: ApprovalRequest, tool: Tool, edited: dict[str, Any]) -> PolicyDecision:
@@ -305,7 +306,9 @@ def _add_approval(
     return decision
 
 
-def _after_approval(request: ApprovalRequest, decision: Decision, *, outcome: str) -> Outcome:
+def _after_approval(
+    request: ApprovalRequest, decision: Decision, *, outcome: RequestOutcome
+) -> Outcome:
     # Distinct people who approved exactly these arguments (an edit is its editor's
     # approval of the new ones), never the run's submitter: an approval given before an
     # edit raised the number of approvers, in a queue that lets submitters decide, does
@@ -360,7 +363,7 @@ def approval_reject(*, request_id: int, user: User, feedback: str) -> Outcome:
         )
         if not request.is_run_escalation:
             _file_candidate(request, decision)
-        _complete(request, RequestState.REJECTED, outcome="rejected", actor=user)
+        _complete(request, RequestState.REJECTED, outcome=RequestOutcome.REJECTED, actor=user)
         return Outcome(request, decision, completed=True)
 
 
@@ -417,7 +420,7 @@ def _move(request: ApprovalRequest, to_queue: Queue, *, actor: User | None, reas
 
 
 def _complete(
-    request: ApprovalRequest, state: RequestState, *, outcome: str, actor: User | None
+    request: ApprovalRequest, state: RequestState, *, outcome: RequestOutcome, actor: User | None
 ) -> None:
     """Close the request, write its outcome onto the call's action, and resume the run, once.
 

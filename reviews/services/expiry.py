@@ -13,7 +13,14 @@ from django.utils import timezone
 
 from audit.log import audit_record
 from audit.models import AuditVerb
-from reviews.models import ApprovalRequest, Decision, DecisionKind, ExpiryOutcome, RequestState
+from reviews.models import (
+    ApprovalRequest,
+    Decision,
+    DecisionKind,
+    ExpiryOutcome,
+    RequestOutcome,
+    RequestState,
+)
 from reviews.services.deciding import SLA, _complete, _decision_create, _move
 from reviews.services.opening import _agent_sla_minutes
 
@@ -110,7 +117,7 @@ def _expire(request: ApprovalRequest) -> Decision:
     _complete(
         request,
         RequestState.EXPIRED,
-        outcome="expired_approved" if approve else "expired_rejected",
+        outcome=RequestOutcome.EXPIRED_APPROVED if approve else RequestOutcome.EXPIRED_REJECTED,
         actor=None,
     )
     return decision
@@ -118,4 +125,6 @@ def _expire(request: ApprovalRequest) -> Decision:
 
 def approval_is_granted(request: ApprovalRequest) -> bool:
     """Whether the worker may execute the request's arguments."""
-    return request.state == RequestState.APPROVED or request.outcome == "expired_approved"
+    return (
+        request.state == RequestState.APPROVED or request.outcome == RequestOutcome.EXPIRED_APPROVED
+    )
