@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from agents.definition import Agent
 from agents.registry import agent_get
@@ -54,6 +54,7 @@ from releases.config_documents import (
     run_config_stored,
 )
 from releases.models import AgentConfigVersion
+from releases.versioning import version_first, version_get, version_next_number, versions_of
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -293,32 +294,18 @@ def config_code_document(agent: Agent) -> dict[str, Any]:
 
 
 def config_version_first(*, agent_name: str) -> AgentConfigVersion:
-    """The agent's version 1; the first time, made from its code-declared configuration.
-
-    Race-safe: the unique (agent, number) makes a second process that raced this one
-    read the first one's row instead of adding its own.
-    """
-    first = AgentConfigVersion.objects.filter(agent_name=agent_name, number=1).first()
-    if first is not None:
-        return first
+    """The agent's version 1; the first time, made from its code-declared configuration."""
     agent = agent_get(agent_name)
-    with transaction.atomic():
-        try:
-            with transaction.atomic():  # a savepoint: the race's loser reads the winner's
-                version, created = AgentConfigVersion.objects.get_or_create(
-                    agent_name=agent_name,
-                    number=1,
-                    defaults={
-                        "config": config_code_document(agent),
-                        "note": "Declared in code (the agent's configuration at first use).",
-                        "policy_version": agent.policy.version,
-                    },
-                )
-        except IntegrityError:
-            return AgentConfigVersion.objects.get(agent_name=agent_name, number=1)
-        if created:
-            _audit_created(version, None)
-        return version
+    return version_first(
+        AgentConfigVersion,
+        agent_name=agent_name,
+        defaults=lambda: {
+            "config": config_code_document(agent),
+            "note": "Declared in code (the agent's configuration at first use).",
+            "policy_version": agent.policy.version,
+        },
+        created=lambda version: _audit_created(version, None),
+    )
 
 
 def config_validate(*, agent_name: str, config: Any) -> tuple[dict[str, Any], RunConfig]:
@@ -355,21 +342,20 @@ def config_version_create(
     saving at once get consecutive numbers rather than one error.
     """
     canonical, run_config = config_validate(agent_name=agent_name, config=config)
-    first = config_version_first(agent_name=agent_name)
-    AgentConfigVersion.objects.select_for_update().filter(pk=first.pk).get()
+    number = version_next_number(
+        AgentConfigVersion, first=config_version_first(agent_name=agent_name)
+    )
     # Compared as runs would see them: a version stored before limits and tiers were part
     # of one is the same as a new one that spells out the code's values.
-    existing = AgentConfigVersion.objects.filter(agent_name=agent_name).order_by("-number")
-    for other in existing:
+    for other in AgentConfigVersion.objects.filter(agent_name=agent_name).order_by("-number"):
         if canonical == config_effective(version=other):
             raise ConfigRefused(
                 f"Version {other.number} has exactly this configuration already; nothing "
                 "to save. To use it, make a release of it."
             )
-    last = existing.first()
     version = AgentConfigVersion.objects.create(
         agent_name=agent_name,
-        number=(last.number if last else 0) + 1,
+        number=number,
         config=canonical,
         note=note.strip()[:500],
         created_by=user,
@@ -381,19 +367,11 @@ def config_version_create(
 
 def config_versions(*, agent_name: str) -> list[AgentConfigVersion]:
     """An agent's versions, newest first, with who created them."""
-    return list(
-        AgentConfigVersion.objects.filter(agent_name=agent_name)
-        .select_related("created_by")
-        .order_by("-number")
-    )
+    return versions_of(AgentConfigVersion, agent_name=agent_name)
 
 
 def config_version_get(*, agent_name: str, number: int) -> AgentConfigVersion | None:
-    return (
-        AgentConfigVersion.objects.filter(agent_name=agent_name, number=number)
-        .select_related("created_by")
-        .first()
-    )
+    return version_get(AgentConfigVersion, agent_name=agent_name, number=number)
 
 
 # --- diff --------------------------------------------------------------------------------------

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from string import Template
 from typing import TYPE_CHECKING
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from agents.definition import Agent
 from agents.registry import agent_get
 from audit.log import audit_record
 from audit.models import AuditVerb
 from releases.models import PromptVersion
+from releases.versioning import version_first, version_get, version_next_number, versions_of
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -125,32 +126,18 @@ def _audit_created(version: PromptVersion, user: User | None) -> None:
 
 
 def prompt_version_first(*, agent_name: str) -> PromptVersion:
-    """The agent's version 1; the first time, made from the prompt its code declares.
-
-    Race-safe as ``config_version_first`` is: the unique (agent, number) makes a second
-    process that raced this one read the first one's row.
-    """
-    first = PromptVersion.objects.filter(agent_name=agent_name, number=1).first()
-    if first is not None:
-        return first
+    """The agent's version 1; the first time, made from the prompt its code declares."""
     template = prompt_canonical(template=agent_get(agent_name).system_prompt)
-    with transaction.atomic():
-        try:
-            with transaction.atomic():  # a savepoint: the race's loser reads the winner's
-                version, created = PromptVersion.objects.get_or_create(
-                    agent_name=agent_name,
-                    number=1,
-                    defaults={
-                        "template": template,
-                        "note": "Declared in code (the agent's system prompt at first use).",
-                        "content_hash": prompt_hash(template=template),
-                    },
-                )
-        except IntegrityError:
-            return PromptVersion.objects.get(agent_name=agent_name, number=1)
-        if created:
-            _audit_created(version, None)
-        return version
+    return version_first(
+        PromptVersion,
+        agent_name=agent_name,
+        defaults=lambda: {
+            "template": template,
+            "note": "Declared in code (the agent's system prompt at first use).",
+            "content_hash": prompt_hash(template=template),
+        },
+        created=lambda version: _audit_created(version, None),
+    )
 
 
 # --- versions ----------------------------------------------------------------------------------
@@ -167,8 +154,7 @@ def prompt_version_create(
     """
     agent = agent_get(agent_name)
     canonical = prompt_validate(agent=agent, template=template)
-    first = prompt_version_first(agent_name=agent_name)
-    PromptVersion.objects.select_for_update().filter(pk=first.pk).get()
+    number = version_next_number(PromptVersion, first=prompt_version_first(agent_name=agent_name))
     content_hash = prompt_hash(template=canonical)
     same = PromptVersion.objects.filter(agent_name=agent_name, content_hash=content_hash).first()
     if same is not None:
@@ -176,10 +162,9 @@ def prompt_version_create(
             f"Version {same.number} has exactly this text already; nothing to save. "
             "To use it, make a release of it."
         )
-    last = PromptVersion.objects.filter(agent_name=agent_name).order_by("-number").first()
     version = PromptVersion.objects.create(
         agent_name=agent_name,
-        number=(last.number if last else 0) + 1,
+        number=number,
         template=canonical,
         note=note.strip()[:500],
         created_by=user,
@@ -191,19 +176,11 @@ def prompt_version_create(
 
 def prompt_versions(*, agent_name: str) -> list[PromptVersion]:
     """An agent's versions, newest first, with who created them."""
-    return list(
-        PromptVersion.objects.filter(agent_name=agent_name)
-        .select_related("created_by")
-        .order_by("-number")
-    )
+    return versions_of(PromptVersion, agent_name=agent_name)
 
 
 def prompt_version_get(*, agent_name: str, number: int) -> PromptVersion | None:
-    return (
-        PromptVersion.objects.filter(agent_name=agent_name, number=number)
-        .select_related("created_by")
-        .first()
-    )
+    return version_get(PromptVersion, agent_name=agent_name, number=number)
 
 
 def prompt_code_version(*, agent: Agent) -> PromptVersion | None:

@@ -9,7 +9,7 @@ move of production to its prompt with another configuration (``releases.services
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -61,9 +61,12 @@ def _active(agent_name: str) -> AgentConfigVersion:
     return services.release_production(agent_name=agent_name).config_version
 
 
-def _config_agent(request: HttpRequest, agent_name: str) -> Agent:
-    """The agent whose configuration the user may see, else 404."""
-    if not request.user.has_perm(VIEW_CONFIG):
+_Numbered = TypeVar("_Numbered", AgentConfigVersion, PromptVersion, Release)
+
+
+def _agent_or_404(request: HttpRequest, agent_name: str, *, view: str) -> Agent:
+    """The agent whose versions (or releases) the user may see with ``view``, else 404."""
+    if not request.user.has_perm(view):
         raise Http404
     try:
         return agent_get(agent_name)
@@ -71,16 +74,40 @@ def _config_agent(request: HttpRequest, agent_name: str) -> Agent:
         raise Http404 from None
 
 
-def _require_config_change(request: HttpRequest) -> None:
-    if not request.user.has_perm(CHANGE_CONFIG):
-        raise PermissionDenied
+def _found(found: _Numbered | None) -> _Numbered:
+    """A numbered version or release of the agent, else 404."""
+    if found is None:
+        raise Http404
+    return found
+
+
+def _config_agent(request: HttpRequest, agent_name: str) -> Agent:
+    return _agent_or_404(request, agent_name, view=VIEW_CONFIG)
 
 
 def _version_or_404(agent: Agent, number: int) -> AgentConfigVersion:
-    version = configuration.config_version_get(agent_name=agent.name, number=number)
-    if version is None:
-        raise Http404
-    return version
+    return _found(configuration.config_version_get(agent_name=agent.name, number=number))
+
+
+def _prompt_agent(request: HttpRequest, agent_name: str) -> Agent:
+    return _agent_or_404(request, agent_name, view=prompts.VIEW_PROMPTS)
+
+
+def _prompt_version_or_404(agent: Agent, number: int) -> PromptVersion:
+    return _found(prompts.prompt_version_get(agent_name=agent.name, number=number))
+
+
+def _release_agent(request: HttpRequest, agent_name: str) -> Agent:
+    return _agent_or_404(request, agent_name, view=services.VIEW_RELEASES)
+
+
+def _release_or_404(agent: Agent, number: int) -> Release:
+    return _found(services.release_get(agent_name=agent.name, number=number))
+
+
+def _require_config_change(request: HttpRequest) -> None:
+    if not request.user.has_perm(CHANGE_CONFIG):
+        raise PermissionDenied
 
 
 @login_required
@@ -273,23 +300,6 @@ def agent_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
 # write needs: 403, and nothing changes.
 
 
-def _prompt_agent(request: HttpRequest, agent_name: str) -> Agent:
-    """The agent whose prompts the user may see, else 404."""
-    if not request.user.has_perm(prompts.VIEW_PROMPTS):
-        raise Http404
-    try:
-        return agent_get(agent_name)
-    except UnknownAgent:
-        raise Http404 from None
-
-
-def _prompt_version_or_404(agent: Agent, number: int) -> PromptVersion:
-    version = prompts.prompt_version_get(agent_name=agent.name, number=number)
-    if version is None:
-        raise Http404
-    return version
-
-
 def _labels_of(rows: list[ReleaseLabel], prompt_version: PromptVersion) -> list[str]:
     return [row.label for row in rows if row.release.prompt_version_id == prompt_version.pk]
 
@@ -436,23 +446,6 @@ def prompt_version_new(request: HttpRequest, agent_name: str) -> HttpResponse:
 # moves dev and staging; releases.promote_production_release (release managers,
 # superusers) moves production. Without view: 403 on the list, 404 on an agent's pages.
 # With view but without what a write needs: 403, and nothing changes.
-
-
-def _release_agent(request: HttpRequest, agent_name: str) -> Agent:
-    """The agent whose releases the user may see, else 404."""
-    if not request.user.has_perm(services.VIEW_RELEASES):
-        raise Http404
-    try:
-        return agent_get(agent_name)
-    except UnknownAgent:
-        raise Http404 from None
-
-
-def _release_or_404(agent: Agent, number: int) -> Release:
-    release = services.release_get(agent_name=agent.name, number=number)
-    if release is None:
-        raise Http404
-    return release
 
 
 @dataclass(frozen=True)
