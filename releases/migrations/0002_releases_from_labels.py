@@ -155,6 +155,7 @@ def _runs(apps, agent_name, releases):
     pairs = (
         Run.objects.filter(agent_name=agent_name, config_version__isnull=False)
         .values_list("config_version_id", "prompt_version")
+        .order_by()  # without Run's ordering, whose column would join the DISTINCT
         .distinct()
     )
     for config_id, ref in list(pairs):
@@ -170,6 +171,14 @@ def _runs(apps, agent_name, releases):
         ).update(release=release)
 
 
+def _grant_as(held, target):
+    """Grant ``target`` to every group and user holding ``held``."""
+    for group in held.group_set.all():
+        group.permissions.add(target)
+    for user in held.user_set.all():
+        user.user_permissions.add(target)
+
+
 def _permissions(apps):
     ContentType = apps.get_model("contenttypes", "ContentType")
     Permission = apps.get_model("auth", "Permission")
@@ -177,13 +186,17 @@ def _permissions(apps):
     promote = Permission.objects.filter(
         content_type__app_label="agentdesk", codename="promote_production_prompt"
     ).first()
-    if promote is not None and not Permission.objects.filter(
-        content_type=release_type, codename="promote_production_release"
-    ).exists():
-        promote.content_type = release_type
-        promote.codename = "promote_production_release"
-        promote.name = "Can move an agent's production release label"
-        promote.save()
+    if promote is not None:
+        existing = Permission.objects.filter(
+            content_type=release_type, codename="promote_production_release"
+        ).first()
+        if existing is None:  # the same row, so every grant stays
+            promote.content_type = release_type
+            promote.codename = "promote_production_release"
+            promote.name = "Can move an agent's production release label"
+            promote.save()
+        else:  # made already (a staged migrate, a re-run): copy the grants onto it
+            _grant_as(promote, existing)
     for action, source in (("view", "view_promptversion"), ("change", "change_promptversion")):
         target, _ = Permission.objects.get_or_create(
             content_type=release_type,
@@ -195,10 +208,7 @@ def _permissions(apps):
         ).first()
         if held is None:
             continue
-        for group in held.group_set.all():
-            group.permissions.add(target)
-        for user in held.user_set.all():
-            user.user_permissions.add(target)
+        _grant_as(held, target)
 
 
 def forward(apps, schema_editor):

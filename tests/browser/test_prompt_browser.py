@@ -1,8 +1,9 @@
-"""An operator writes a prompt version and stages it; a release manager ships and rolls it back.
+"""An operator writes a prompt version, tries it in dev and stages it; a release manager
+ships the release and rolls it back.
 
 In Debian's Chromium against Django's live server (no workers or websockets are needed:
-the prompt pages are plain forms and one htmx diff). Screenshots land in test-artifacts/
-(AGENTDESK_TEST_ARTIFACTS) as prompt-*.png.
+the prompt and release pages are plain forms and one htmx diff). Screenshots land in
+test-artifacts/ (AGENTDESK_TEST_ARTIFACTS) as prompt-*.png.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
-from agentdesk.models import PromptLabel, PromptVersion
 from agentdesk.roles import roles_sync
-from releases import prompts
+from examples.support.seed import queues_seed
+from releases import services
+from releases.models import PromptVersion, ReleaseLabel
 from tests.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -44,10 +46,11 @@ def _log_in(page: Page, base_url: str, username: str, next_path: str) -> None:
 
 
 def _labels() -> dict[str, int]:
-    return dict(PromptLabel.objects.values_list("label", "version__number"))
+    return dict(ReleaseLabel.objects.values_list("label", "release__number"))
 
 
 def test_a_prompt_goes_from_dev_to_production_and_back(page: Page, live_server: Any) -> None:
+    queues_seed()  # a move checks that every queue its configuration names exists
     _user("otto", "operator")
     _user("rhea", "release_manager")
     base = live_server.url
@@ -74,45 +77,49 @@ def test_a_prompt_goes_from_dev_to_production_and_back(page: Page, live_server: 
     textarea.fill(text + NEW_LINE + "\n")
     page.click("button:has-text('Save as a new version')")
 
-    # 2. Saved: the version's page shows the diff against production.
+    # 2. Saved: the diff opens in place (htmx) from the versions table; try it in dev.
     expect(page).to_have_url(f"{base}/prompts/support/versions/2/")
     expect(page.locator(".prompt-diff .diff-add")).to_have_text(f"+{NEW_LINE}")
-    _shot(page, "0-version")
-    page.click("button:has-text('Point dev here')")
-    expect(page).to_have_url(f"{base}/prompts/support/")
-    staging = page.locator(".prompt-label-card").nth(1)
-    staging.locator("button:has-text('Promote v2 from dev')").click()
-    expect(page.locator(".flash")).to_contain_text("Promoted version 2 to staging.")
-    production = page.locator(".prompt-label-card").nth(2)
-    expect(production).to_contain_text("Moving production needs the promote_production_prompt")
-    expect(production.locator("button")).to_have_count(0)
-    assert _labels() == {"dev": 2, "staging": 2, "production": 1}
-
-    # The diff opens in place (htmx) from the versions table.
+    page.goto(f"{base}/prompts/support/")
     page.click("text=Diff against production")
     expect(page.locator("#prompt-diff .diff-add")).to_have_text(f"+{NEW_LINE}")
+    _shot(page, "0-version")
+    page.click("button:has-text('Try in dev')")
+    expect(page).to_have_url(f"{base}/releases/support/")
+    expect(page.locator(".flash")).to_contain_text(
+        "dev now runs release 2: prompt v2 with configuration v1."
+    )
+
+    # 3. The operator promotes release 2 to staging; production is not theirs to move.
+    staging = page.locator(".prompt-label-card").nth(1)
+    staging.locator("button:has-text('Promote release 2 from dev')").click()
+    expect(page.locator(".flash")).to_contain_text("Promoted release 2 to staging.")
+    production = page.locator(".prompt-label-card").nth(2)
+    expect(production).to_contain_text("Moving production needs the promote_production_release")
+    expect(production.locator("button")).to_have_count(0)
+    assert _labels() == {"dev": 2, "staging": 2, "production": 1}
     _shot(page, "1-staged")
 
-    # 3. The release manager promotes it to production, then rolls production back.
-    _log_in(page, base, "rhea", "/prompts/support/")
+    # 4. The release manager promotes it to production, then rolls production back.
+    _log_in(page, base, "rhea", "/releases/support/")
     production = page.locator(".prompt-label-card").nth(2)
-    production.locator("button:has-text('Promote v2 from staging')").click()
-    expect(page.locator(".flash")).to_contain_text("Promoted version 2 to production.")
-    assert prompts.prompt_production(agent_name="support").number == 2
+    production.locator("button:has-text('Promote release 2 from staging')").click()
+    expect(page.locator(".flash")).to_contain_text("Promoted release 2 to production.")
+    assert services.release_production(agent_name="support").number == 2
     _shot(page, "2-production")
 
     production = page.locator(".prompt-label-card").nth(2)
     expect(production.locator("select[name=number] option")).to_have_text(
-        ["v1 · Declared in code (the agent's system pr…"]
+        ["release 1 · prompt v1 · config v1"]
     )
     production.locator("button:has-text('Roll back')").click()
-    expect(page.locator(".flash")).to_contain_text("Rolled production back to version 1.")
+    expect(page.locator(".flash")).to_contain_text("Rolled production back to release 1.")
     assert _labels() == {"dev": 2, "staging": 2, "production": 1}
     history = page.locator("h2:has-text('Label history') + table tbody tr")
-    expect(history.first).to_contain_text("v2 → v1")
+    expect(history.first).to_contain_text("release 2 → release 1")
     expect(history.first).to_contain_text("Rollback")
-    # v2 is on offer again as a promotion from staging, not as a second "rollback".
+    # Release 2 is on offer again as a promotion from staging, not as a second "rollback".
     production = page.locator(".prompt-label-card").nth(2)
-    expect(production.locator("button:has-text('Promote v2 from staging')")).to_have_count(1)
+    expect(production.locator("button:has-text('Promote release 2 from staging')")).to_have_count(1)
     expect(production.locator("select")).to_have_count(0)
     _shot(page, "3-rolled-back")

@@ -1,9 +1,10 @@
-"""The prompt pages: who sees and changes what, the form, diff, promotion and rollback.
+"""The prompt pages: who sees and changes what, the form, the diff, "Try in dev".
 
-Operators (view, change) create versions and move dev and staging; release managers
-also move production; auditors only look (403 on the form and every POST); reviewers
-and outsiders get 403 on the list and 404 on an agent's pages; the anonymous are sent
-to log in. A denied or refused request changes nothing.
+Operators (view, change) create versions and try one in dev; release managers too;
+auditors only look (403 on the form and every POST); reviewers and outsiders get 403 on
+the list and 404 on an agent's pages; the anonymous are sent to log in. Labels are shown
+read-only here: they are moved on the release pages (tests/releases/test_release_pages.py).
+A denied or refused request changes nothing.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from agentdesk.models import PromptLabel, PromptLabelMove, PromptVersion
 from agents.registry import agent_get
 from audit.models import AuditEvent
 from examples.support.agent import SYSTEM_PROMPT
-from releases import prompts
+from releases import prompts, services
+from releases.models import PromptVersion, Release, ReleaseLabel, ReleaseLabelMove
 
 pytestmark = pytest.mark.django_db
 
 AGENT = "support"
 PERSONAS = ("release_manager", "operator", "auditor", "reviewer", "outsider", "anonymous")
 V2_TEXT = SYSTEM_PROMPT + "Sign off with the customer's first name when you know it.\n"
+
+
+@pytest.fixture(autouse=True)
+def _queues(support_queues: None) -> None:
+    """The queues the support agent's configuration names (see support_queues)."""
 
 
 @pytest.fixture
@@ -43,13 +49,13 @@ def people(
 
 @pytest.fixture
 def staged(operator: Any) -> PromptVersion:
-    """Version 2 at dev and staging; production still at version 1."""
-    prompts.prompt_labels(agent_name=AGENT)
+    """Prompt version 2 in release 2, at dev and staging; production still at release 1."""
+    services.release_labels(agent_name=AGENT)
     v2 = prompts.prompt_version_create(
         agent_name=AGENT, template=V2_TEXT, note="Sign off by name", user=operator
     )
-    for label in ("dev", "staging"):
-        prompts.prompt_label_move(agent_name=AGENT, label=label, number=2, user=operator)
+    services.release_try_prompt(agent_name=AGENT, prompt_number=2, user=operator)
+    services.release_label_move(agent_name=AGENT, label="staging", number=2, user=operator)
     return v2
 
 
@@ -60,17 +66,23 @@ def _client(user: Any) -> Client:
     return client
 
 
-def _state() -> tuple[list[tuple[int, str]], dict[str, int], int, int]:
+def _state() -> tuple[Any, ...]:
     return (
         list(PromptVersion.objects.order_by("number").values_list("number", "content_hash")),
-        dict(PromptLabel.objects.values_list("label", "version__number")),
-        PromptLabelMove.objects.count(),
+        list(Release.objects.order_by("number").values_list("number", "prompt_version__number")),
+        _labels(),
+        ReleaseLabelMove.objects.count(),
         AuditEvent.objects.count(),
     )
 
 
 def _labels() -> dict[str, int]:
-    return dict(PromptLabel.objects.values_list("label", "version__number"))
+    return dict(ReleaseLabel.objects.values_list("label", "release__number"))
+
+
+def _flash(client: Client, path: str) -> str:
+    body = client.get(path).content.decode()
+    return body.split('<p class="flash flash-', 1)[1].split("</p>", 1)[0]
 
 
 # --- the permission matrix --------------------------------------------------------------------
@@ -105,33 +117,28 @@ def test_who_may_see_each_page(
     assert _state() == before
 
 
-MOVES = {
-    "dev": {"release_manager": 302, "operator": 302},
-    "staging": {"release_manager": 302, "operator": 302},
-    "production": {"release_manager": 302, "operator": 403},
+TRY = {
+    "release_manager": 302,
+    "operator": 302,
+    "auditor": 403,
+    "reviewer": 404,
+    "outsider": 404,
+    "anonymous": 302,
 }
-DENIED = {"auditor": 403, "reviewer": 404, "outsider": 404, "anonymous": 302}
 
 
-@pytest.mark.parametrize("label", list(MOVES))
 @pytest.mark.parametrize("persona", PERSONAS)
-def test_who_may_move_each_label(
-    people: dict[str, Any], staged: Any, label: str, persona: str
-) -> None:
-    # dev back to v1 (a move), staging back to v1 (a rollback), production to v2 (a promotion)
-    number = 2 if label == "production" else 1
-    status = {**MOVES[label], **DENIED}[persona]
+def test_who_may_try_a_version_in_dev(people: dict[str, Any], staged: Any, persona: str) -> None:
     before = _state()
 
-    response = _client(people[persona]).post(
-        "/prompts/support/move", {"label": label, "number": number}
-    )
+    response = _client(people[persona]).post("/prompts/support/try", {"number": 1})
 
-    assert response.status_code == status
-    if status == 302 and persona != "anonymous":
-        assert response["Location"] == "/prompts/support/"
-        assert _labels()[label] == number
-        assert AuditEvent.objects.filter(verb="prompt.label_moved").count() == 3 + 2 + 1
+    assert response.status_code == TRY[persona]
+    if persona in ("release_manager", "operator"):
+        assert response["Location"] == "/releases/support/"
+        # Prompt v1 with dev's configuration (v1) is release 1: dev points back at it.
+        assert _labels() == {"dev": 1, "staging": 2, "production": 1}
+        assert ReleaseLabelMove.objects.count() == before[3] + 1
     else:
         assert _state() == before
 
@@ -158,20 +165,24 @@ def test_an_unknown_agent_or_version_is_404_for_an_operator(operator: Any) -> No
     assert client.get("/prompts/nobody/").status_code == 404
     assert client.get("/prompts/support/versions/9/").status_code == 404
     assert client.get("/prompts/support/new?from=9").status_code == 404
-    assert client.post("/prompts/nobody/move", {"label": "dev", "number": 1}).status_code == 404
+    assert client.post("/prompts/nobody/try", {"number": 1}).status_code == 404
     assert PromptVersion.objects.filter(agent_name="nobody").count() == 0
+    assert Release.objects.filter(agent_name="nobody").count() == 0
 
 
-def test_moving_is_post_only(operator: Any, staged: Any) -> None:
+def test_trying_is_post_only_and_labels_have_no_move_here(operator: Any, staged: Any) -> None:
+    client = _client(operator)
     before = _state()
-    assert _client(operator).get("/prompts/support/move?label=dev&number=1").status_code == 405
+
+    assert client.get("/prompts/support/try?number=1").status_code == 405
+    assert client.post("/prompts/support/move", {"label": "dev", "number": 1}).status_code == 404
     assert _state() == before
 
 
 # --- the operator's flow ---------------------------------------------------------------------
 
 
-def test_create_promote_and_roll_back_in_the_browser(operator: Any, release_manager: Any) -> None:
+def test_create_a_version_and_try_it_in_dev(operator: Any) -> None:
     client = _client(operator)
     page = client.get("/prompts/support/new").content.decode()
     assert "Placeholders this agent fills in: <code>$shop_name</code>, <code>$today</code>" in page
@@ -187,48 +198,46 @@ def test_create_promote_and_roll_back_in_the_browser(operator: Any, release_mana
     assert (v2.template, v2.note, v2.created_by) == (V2_TEXT, "Sign off by name", operator)
     page = client.get(response["Location"]).content.decode()
     assert "Saved version 2. No label points at it yet" in page
-    assert "Diff: version 1 (production) → version 2" in page
+    assert "Diff: version 1 (production's) → version 2" in page
     assert '<span class="diff-add">+Sign off with the customer&#x27;s first name' in page
+    assert 'action="/prompts/support/try"' in page
+    assert _labels() == {"dev": 1, "staging": 1, "production": 1}
 
-    def move(who: Client, label: str, number: int) -> str:
-        response = who.post("/prompts/support/move", {"label": label, "number": number})
-        assert (response.status_code, response["Location"]) == (302, "/prompts/support/")
-        body = who.get("/prompts/support/").content.decode()
-        return body.split('<p class="flash flash-', 1)[1].split("</p>", 1)[0]
+    response = client.post("/prompts/support/try", {"number": 2})
 
-    assert move(client, "dev", 2) == 'success">dev now points at version 2.'
-    assert move(client, "staging", 2) == (
-        'success">Promoted version 2 to staging. Gate: passed: no eval gate configured yet.'
+    assert (response.status_code, response["Location"]) == (302, "/releases/support/")
+    assert _flash(client, "/releases/support/") == (
+        'success">dev now runs release 2: prompt v2 with configuration v1.'
     )
-    # The operator sees the promotion to production but may not make it.
-    body = client.get("/prompts/support/").content.decode()
-    assert "Moving production needs the <code>promote_production_prompt</code>" in body
-    assert "Promote v2 from staging" not in body
-
-    manager = _client(release_manager)
-    assert "Promote v2 from staging" in manager.get("/prompts/support/").content.decode()
-    assert move(manager, "production", 2) == (
-        'success">Promoted version 2 to production. New runs use it; runs in flight keep the '
-        "version they started with. Gate: passed: no eval gate configured yet."
-    )
-    assert prompts.prompt_production(agent_name=AGENT) == v2
-    body = manager.get("/prompts/support/").content.decode()
-    assert '<option value="1">v1 · Declared in code' in body  # production may roll back to v1
-
-    assert move(manager, "production", 1) == (
-        'success">Rolled production back to version 1. New runs use it; runs in flight keep '
-        "the version they started with."
-    )
-    assert _labels() == {"dev": 2, "staging": 2, "production": 1}
+    assert _labels() == {"dev": 2, "staging": 1, "production": 1}
+    release = Release.objects.get(number=2)
+    assert (release.prompt_version, release.config_version.number) == (v2, 1)
     assert [
         (e.before["number"], e.after["number"], e.after["label"], e.after["kind"], e.actor_label)
-        for e in AuditEvent.objects.filter(verb="prompt.label_moved").order_by("seq")[3:]
-    ] == [
-        (1, 2, "dev", "move", "otto"),
-        (1, 2, "staging", "promotion", "otto"),
-        (1, 2, "production", "promotion", "rhea"),
-        (2, 1, "production", "rollback", "rhea"),
-    ]
+        for e in AuditEvent.objects.filter(verb="release.label_moved").order_by("seq")[3:]
+    ] == [(1, 2, "dev", "move", "otto")]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"number": "9"}, "support has no prompt version 9."),
+        ({"number": "two"}, "Choose a prompt version to try in dev."),
+        ({}, "Choose a prompt version to try in dev."),
+        ({"number": "2"}, "dev already uses prompt version 2."),
+    ],
+)
+def test_an_impossible_try_says_why_and_saves_nothing(
+    operator: Any, staged: Any, data: dict[str, str], message: str
+) -> None:
+    client = _client(operator)
+    before = _state()
+
+    response = client.post("/prompts/support/try", data)
+
+    assert (response.status_code, response["Location"]) == (302, "/prompts/support/")
+    assert _flash(client, "/prompts/support/") == f'error">{message}'
+    assert _state() == before
 
 
 @pytest.mark.parametrize(
@@ -254,26 +263,21 @@ def test_an_invalid_template_re_renders_with_the_reason_and_saves_nothing(
     assert _state() == before
 
 
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ({"label": "qa", "number": "1"}, "There is no label &#x27;qa&#x27;"),
-        ({"label": "dev", "number": "9"}, "support has no prompt version 9."),
-        ({"label": "dev", "number": "two"}, "Choose a label and a version number"),
-        ({"label": "staging", "number": "2"}, "staging already points at version 2."),
-    ],
-)
-def test_an_impossible_move_says_why_and_saves_nothing(
-    operator: Any, staged: Any, data: dict[str, str], message: str
+# --- labels, read-only -----------------------------------------------------------------------
+
+
+def test_the_detail_page_shows_where_each_label_points_and_offers_try_not_moves(
+    operator: Any, auditor: Any, staged: Any
 ) -> None:
-    client = _client(operator)
-    before = _state()
+    body = _client(operator).get("/prompts/support/").content.decode()
 
-    response = client.post("/prompts/support/move", data)
-
-    assert (response.status_code, response["Location"]) == (302, "/prompts/support/")
-    assert message in client.get("/prompts/support/").content.decode()
-    assert _state() == before
+    assert 'href="/releases/support/"' in body  # promote and roll back there
+    assert body.count('href="/releases/support/2/">release 2</a>: prompt') == 2  # dev, staging
+    assert body.count('href="/releases/support/1/">release 1</a>: prompt') == 1  # production
+    assert 'action="/prompts/support/move"' not in body
+    assert body.count("Try in dev") == 2  # on v1's row and in the page's text; not on dev's v2
+    assert "Promote release" not in body
+    assert "Try in dev</button>" not in _client(auditor).get("/prompts/support/").content.decode()
 
 
 def test_the_diff_comes_as_a_fragment_for_htmx(auditor: Any, staged: Any) -> None:
@@ -285,9 +289,9 @@ def test_the_diff_comes_as_a_fragment_for_htmx(auditor: Any, staged: Any) -> Non
     assert fragment.status_code == page.status_code == 200
     body = fragment.content.decode()
     assert "<html" not in body
-    assert "Diff: version 1 (production) → version 2" in body
+    assert "Diff: version 1 (production's) → version 2" in body
     assert "+Sign off with the customer" in body
-    assert "Point dev here" not in page.content.decode()  # an auditor cannot
+    assert "Try in dev" not in page.content.decode()  # an auditor cannot
 
 
 def test_the_diff_against_another_version(auditor: Any, staged: Any) -> None:
@@ -295,6 +299,7 @@ def test_the_diff_against_another_version(auditor: Any, staged: Any) -> None:
 
     assert "Diff: version 2 → version 1" in body
     assert '<span class="diff-del">-Sign off with the customer' in body
+    assert _client(auditor).get("/prompts/support/versions/1/?against=9").status_code == 404
 
 
 def test_a_deploy_that_changed_the_code_prompt_is_pointed_out(
@@ -302,7 +307,7 @@ def test_a_deploy_that_changed_the_code_prompt_is_pointed_out(
 ) -> None:
     agent = agent_get(AGENT)
     changed = dataclasses.replace(agent, system_prompt=SYSTEM_PROMPT + "New rule.\n")
-    monkeypatch.setattr("agentdesk.views.agent_get", lambda name: changed)
+    monkeypatch.setattr("releases.views.agent_get", lambda name: changed)
     client = _client(operator)
 
     body = client.get("/prompts/support/").content.decode()
@@ -313,7 +318,7 @@ def test_a_deploy_that_changed_the_code_prompt_is_pointed_out(
     assert "New rule." in form
 
 
-def test_the_list_shows_where_each_label_points(auditor: Any, staged: Any) -> None:
+def test_the_list_shows_the_prompt_of_each_label_s_release(auditor: Any, staged: Any) -> None:
     body = _client(auditor).get("/prompts/").content.decode()
 
     assert body.count('href="/prompts/support/versions/2/">v2</a>') == 2  # dev, staging
