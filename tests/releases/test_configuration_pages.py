@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from agents.registry import agent_get
 from audit.models import AuditEvent
@@ -21,6 +20,7 @@ from examples.support.review import SUPPORT_POLICY
 from releases import configuration, services
 from releases.models import AgentConfigVersion, ReleaseLabel
 from reviews.models import Queue
+from tests.releases.pages import client_for as _client
 
 pytestmark = pytest.mark.django_db
 
@@ -38,17 +38,6 @@ PERSONAS = ("operator", "auditor", "reviewer", "outsider", "anonymous")
 
 
 @pytest.fixture
-def people(operator: Any, auditor: Any, reviewer: Any, outsider: Any) -> dict[str, Any]:
-    return {
-        "operator": operator,
-        "auditor": auditor,
-        "reviewer": reviewer,
-        "outsider": outsider,
-        "anonymous": None,
-    }
-
-
-@pytest.fixture
 def versions(operator: Any) -> tuple[AgentConfigVersion, AgentConfigVersion]:
     """Version 1 (from code, active) and version 2 (a lower refund threshold, inactive)."""
     v1 = services.config_active(agent_name=AGENT)
@@ -58,13 +47,6 @@ def versions(operator: Any) -> tuple[AgentConfigVersion, AgentConfigVersion]:
         agent_name=AGENT, config=config, note="Lower the refund threshold", user=operator
     )
     return v1, v2
-
-
-def _client(user: Any) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def _state() -> tuple[list[tuple[int, str]], int | None, int]:

@@ -20,6 +20,7 @@ from audit.models import AuditEvent
 from examples.support.agent import SYSTEM_PROMPT
 from releases import prompts, services
 from releases.models import PromptVersion, Release, ReleaseLabel, ReleaseLabelMove
+from tests.releases.pages import client_for as _client
 
 pytestmark = pytest.mark.django_db
 
@@ -34,20 +35,6 @@ def _queues(support_queues: None) -> None:
 
 
 @pytest.fixture
-def people(
-    release_manager: Any, operator: Any, auditor: Any, reviewer: Any, outsider: Any
-) -> dict[str, Any]:
-    return {
-        "release_manager": release_manager,
-        "operator": operator,
-        "auditor": auditor,
-        "reviewer": reviewer,
-        "outsider": outsider,
-        "anonymous": None,
-    }
-
-
-@pytest.fixture
 def staged(operator: Any) -> PromptVersion:
     """Prompt version 2 in release 2, at dev and staging; production still at release 1."""
     services.release_labels(agent_name=AGENT)
@@ -57,13 +44,6 @@ def staged(operator: Any) -> PromptVersion:
     services.release_try_prompt(agent_name=AGENT, prompt_number=2, user=operator)
     services.release_label_move(agent_name=AGENT, label="staging", number=2, user=operator)
     return v2
-
-
-def _client(user: Any) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def _state() -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ from audit.models import AuditEvent
 from examples.support.agent import SYSTEM_PROMPT
 from releases import configuration, prompts, services
 from releases.models import Release, ReleaseLabel, ReleaseLabelMove
+from tests.releases.pages import client_for as _client
 
 pytestmark = pytest.mark.django_db
 
@@ -30,20 +31,6 @@ GATE = "passed: no eval gate configured yet"
 @pytest.fixture(autouse=True)
 def _queues(support_queues: None) -> None:
     """The queues the support agent's configuration names (see support_queues)."""
-
-
-@pytest.fixture
-def people(
-    release_manager: Any, operator: Any, auditor: Any, reviewer: Any, outsider: Any
-) -> dict[str, Any]:
-    return {
-        "release_manager": release_manager,
-        "operator": operator,
-        "auditor": auditor,
-        "reviewer": reviewer,
-        "outsider": outsider,
-        "anonymous": None,
-    }
 
 
 @pytest.fixture
@@ -64,13 +51,6 @@ def staged(operator: Any) -> Release:
     for label in ("dev", "staging"):
         services.release_label_move(agent_name=AGENT, label=label, number=2, user=operator)
     return release
-
-
-def _client(user: Any) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def _labels() -> dict[str, int]:
