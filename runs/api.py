@@ -32,6 +32,9 @@ class RunOut(Schema):
     agent: str
     state: RunState
     trace_id: str
+    # The number of the agent's release the run was created under (releases.Release,
+    # per agent); null for runs from before releases.
+    release: int | None
     prompt_version: str
     created_at: str
     finished_at: str | None
@@ -54,6 +57,7 @@ def run_json(run: Run, *, outcome_withheld: bool = False) -> dict[str, Any]:
         "agent": run.agent_name,
         "state": run.state,
         "trace_id": run.trace_id,
+        "release": run.release.number if run.release_id is not None else None,
         "prompt_version": run.prompt_version,
         "created_at": run.created_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,

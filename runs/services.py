@@ -171,7 +171,9 @@ def _input_validated(agent: Agent, run_input: Any) -> BaseModel:
 
 
 def _run_for_key(user: Any, key: str, request_hash: str) -> Run | None:
-    existing = Run.objects.filter(submitted_by=user, idempotency_key=key).first()
+    existing = (
+        Run.objects.select_related("release").filter(submitted_by=user, idempotency_key=key).first()
+    )
     if existing is not None and existing.request_hash != request_hash:
         raise IdempotencyConflict(
             f"the idempotency key {key!r} was already used for a different request "

@@ -36,6 +36,8 @@ def test_submit_creates_a_queued_run(client: Client, token: str, operator: Any) 
     body = response.json()
     assert body["id"] == str(run.id)
     assert body["state"] == "queued"
+    assert (body["release"], body["prompt_version"]) == (1, run.prompt_version)
+    assert Run.objects.values_list("release__number", flat=True).get() == 1
     assert run.submitted_by == operator
     assert run.checkpoint["messages"][1] == {
         "role": "user",
@@ -143,7 +145,7 @@ def test_get_run(client: Client, token: str, outsider: Any) -> None:
 
     response = client.get(f"/api/runs/{run_id}", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 200
-    assert response.json()["state"] == "queued"
+    assert (response.json()["state"], response.json()["release"]) == ("queued", 1)
 
     _, outsider_key = api_token_create(user=outsider, name="t")
     denied = client.get(f"/api/runs/{run_id}", HTTP_AUTHORIZATION=f"Bearer {outsider_key}")
