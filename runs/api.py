@@ -57,7 +57,7 @@ def run_json(run: Run, *, outcome_withheld: bool = False) -> dict[str, Any]:
         "agent": run.agent_name,
         "state": run.state,
         "trace_id": run.trace_id,
-        "release": run.release.number if run.release_id is not None else None,
+        "release": run.release.number if run.release is not None else None,
         "prompt_version": run.prompt_version,
         "created_at": run.created_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
