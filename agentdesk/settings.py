@@ -225,6 +225,7 @@ INSTALLED_APPS = [
     "releases",
     "runs",
     "reviews",
+    "evals",
     "examples.support",
     *AGENTDESK_EXTRA_APPS,
 ]

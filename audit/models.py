@@ -72,6 +72,10 @@ class AuditVerb(models.TextChoices):
     # Releases: a (prompt version, configuration version) pair, and its labels' moves.
     RELEASE_CREATED = "release.created"
     RELEASE_LABEL_MOVED = "release.label_moved"
+    # Golden datasets: a new version, and a reviewer's correction accepted into one or not.
+    DATASET_VERSION_CREATED = "dataset.version_created"
+    CANDIDATE_ACCEPTED = "candidate.accepted"
+    CANDIDATE_DISCARDED = "candidate.discarded"
     # People, groups and tokens.
     USER_LOGGED_IN = "user.logged_in"
     USER_LOGGED_OUT = "user.logged_out"

@@ -264,6 +264,9 @@ class GoldenCandidate(models.Model):
     proposal = models.JSONField()
     # {"kind": "edit", "arguments": ...} or {"kind": "reject", "feedback": ...}
     correction = models.JSONField()
+    # The conversation up to the corrected call (the parked run's messages at the
+    # decision); empty for candidates filed before it was kept.
+    messages = models.JSONField(default=list, blank=True)
     reason = models.TextField(blank=True)
     status = models.CharField(
         max_length=10, choices=CandidateStatus.choices, default=CandidateStatus.CANDIDATE

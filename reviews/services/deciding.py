@@ -504,6 +504,9 @@ def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
             "confidence": action.confidence,
         },
         correction=correction,
+        # The run is parked on this request: its checkpoint holds the conversation up to
+        # the corrected call, what a step example replays.
+        messages=list((request.run.checkpoint or {}).get("messages", [])),
         reason=decision.reason,
     )
     # Everything here was redacted where it was written (the run's input, the action, the

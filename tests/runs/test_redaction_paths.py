@@ -522,6 +522,7 @@ NAMED = {
     # redacted before they were hashed) and its feedback, redacted when it was typed.
     "runs.Action.approved_arguments": "runs.kernel.approvals.action_decision_record (hashed)",
     "runs.Action.review_feedback": "runs.kernel.approvals.action_decision_record",
+    "evals.DatasetVersion.examples": "evals.datasets._version_store",
     "audit.AuditEvent.before": "audit.log.audit_record",
     "audit.AuditEvent.after": "audit.log.audit_record",
 }
