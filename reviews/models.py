@@ -265,8 +265,9 @@ class GoldenCandidate(models.Model):
     # {"kind": "edit", "arguments": ...} or {"kind": "reject", "feedback": ...}
     correction = models.JSONField()
     # The conversation up to the corrected call (the parked run's messages at the
-    # decision); empty for candidates filed before it was kept.
-    messages = models.JSONField(default=list, blank=True)
+    # decision); NULL for candidates filed before it was kept, and nullable so that a
+    # worker still on the code before it can file candidates during a rolling deploy.
+    messages = models.JSONField(default=list, blank=True, null=True)
     reason = models.TextField(blank=True)
     status = models.CharField(
         max_length=10, choices=CandidateStatus.choices, default=CandidateStatus.CANDIDATE
