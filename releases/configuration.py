@@ -155,6 +155,16 @@ _POLICIES: dict[str, Policy] = {}
 _RUN_CONFIGS_BY_VERSION_ID: dict[int, RunConfig] = {}
 
 
+def config_cache_clear() -> None:
+    """Forget the built configurations of this process.
+
+    Only for a database whose version table was dropped and created again (a migration
+    taken back past it and forward, as the migration tests do): its ids start over, and a
+    kept configuration would answer for another version.
+    """
+    _RUN_CONFIGS_BY_VERSION_ID.clear()
+
+
 def config_policy(*, version: AgentConfigVersion) -> Policy:
     """The Policy a stored version holds; PolicyInvalid if its JSON is junk.
 

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from agentdesk.roles import roles_sync
+from releases.configuration import config_cache_clear
 from tests.processes import Simulator, WebServer, WorkerPool
 
 SESSION_QUEUE = f"agentdesk-test-{uuid.uuid4().hex[:8]}"
@@ -47,6 +48,18 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
 AUDIT_TRUNCATE_TRIGGER_OFF = (
     "ALTER TABLE agentdesk_auditevent DISABLE TRIGGER agentdesk_auditevent_no_truncate"
 )
+
+
+def migrated_forward_again() -> None:
+    """What a test that took the schema back and forward does before it goes on.
+
+    Migrating re-created the audit log's TRUNCATE trigger, which the test database's
+    flushes need off; and tables dropped and made again start their ids over, so the
+    configurations this process built by version id must go.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(AUDIT_TRUNCATE_TRIGGER_OFF)
+    config_cache_clear()
 
 
 # --- personas ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from audit.log import (
     stored_hash,
 )
 from audit.models import AuditEvent, AuditVerb
-from tests.conftest import AUDIT_TRUNCATE_TRIGGER_OFF
+from tests.conftest import AUDIT_TRUNCATE_TRIGGER_OFF, migrated_forward_again
 
 TABLE = AuditEvent._meta.db_table
 
@@ -384,8 +384,7 @@ def test_the_migration_chains_events_written_before_it() -> None:
             )
     finally:
         MigrationExecutor(connection).migrate(latest)
-        with connection.cursor() as cursor:
-            cursor.execute(AUDIT_TRUNCATE_TRIGGER_OFF)  # migrating re-created the trigger
+        migrated_forward_again()
 
     assert list(AuditEvent.objects.order_by("seq").values_list("seq", "object_id")) == [
         (1, "0"),

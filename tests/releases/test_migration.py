@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from examples.support.agent import SYSTEM_PROMPT
 from releases.models import Release, ReleaseLabel, ReleaseLabelMove
 from runs.models import Run
-from tests.conftest import AUDIT_TRUNCATE_TRIGGER_OFF
+from tests.conftest import migrated_forward_again
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,8 +54,7 @@ def _migrated(write: Callable[[Apps], None], queries: list[str] | None = None) -
             MigrationExecutor(connection).migrate(latest)
         if queries is not None:
             queries.extend(query["sql"] for query in captured.captured_queries)
-        with connection.cursor() as cursor:
-            cursor.execute(AUDIT_TRUNCATE_TRIGGER_OFF)  # migrating re-created the trigger
+        migrated_forward_again()
 
 
 def _old_rows(old: Apps, *, fresh_permissions: bool) -> None:
