@@ -43,6 +43,7 @@ class SimulatorConfig:
 
     seed: int = 0
     mistake_rate: float = 0.1
+    judge_noise_rate: float = 0.0
     false_claim_rate: float = 0.0
     parallel_tool_calls: bool = False
     latency_ms: float = 0.0
@@ -138,6 +139,7 @@ def _rate(what: str) -> Knob:
 KNOBS: dict[str, Knob] = {
     "seed": Knob(int, "global seed mixed into every decision", -(2**63), 2**63 - 1),
     "mistake_rate": _rate("a plausible wrong action by the agent"),
+    "judge_noise_rate": _rate("the judge flipping one rubric criterion (per criterion)"),
     "false_claim_rate": _rate("a final answer that claims a full refund nobody made"),
     "parallel_tool_calls": Knob(bool, "emit independent lookups as parallel tool calls"),
     "latency_ms": Knob(float, "latency added to each response; the median if not fixed", 0, 6e5),

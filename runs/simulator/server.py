@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import runs.simulator.faults as faults
+import runs.simulator.judge as judge
 from runs.simulator.brain import Decision, decide, tool_schemas, with_false_claim
 from runs.simulator.config import ConfigError, SimulatorConfig
 from runs.simulator.faults import Fault
@@ -238,7 +239,28 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         fault: Fault | None,
         rng: Any,
     ) -> tuple[Reply, str]:
-        """The brain's reply, corrupted if an output fault was drawn."""
+        """The brain's (or the judge's) reply, corrupted if an output fault was drawn."""
+        judged = None if request.tools else judge.parse_judge_request(request.messages)
+        if judged is not None:
+            rubric, answer = judged
+            judgement = judge.judge(
+                rubric, answer, seed=config.seed, noise_rate=config.judge_noise_rate
+            )
+            reply = Reply(content=judgement.as_content())
+        else:
+            reply = self._agent_reply(request, seed_material, config, fault)
+        if fault is None or (fault in faults.CALL_FAULTS and not reply.calls):
+            return reply, "tool_calls" if reply.calls else "stop"
+        return faults.corrupt(fault, reply, tool_schemas(request.tools), rng), str(fault)
+
+    def _agent_reply(
+        self,
+        request: ChatRequest,
+        seed_material: str,
+        config: SimulatorConfig,
+        fault: Fault | None,
+    ) -> Reply:
+        """The support agent's next reply (a forced tool call if a call fault was drawn)."""
         parallel = config.parallel_tool_calls and request.parallel_tool_calls
         tool_choice = request.tool_choice
         if fault in faults.CALL_FAULTS and request.tools and tool_choice != "none":
@@ -253,10 +275,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         )
         if decision.content and not decision.tool_calls:
             decision = with_false_claim(decision, seed_material, config.false_claim_rate)
-        reply = _to_reply(decision)
-        if fault is None or (fault in faults.CALL_FAULTS and not reply.calls):
-            return reply, "tool_calls" if reply.calls else "stop"
-        return faults.corrupt(fault, reply, tool_schemas(request.tools), rng), str(fault)
+        return _to_reply(decision)
 
     # --- control ----------------------------------------------------------------------------
 
