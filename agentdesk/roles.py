@@ -28,6 +28,10 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "releases.change_promptversion",
         "releases.view_release",
         "releases.change_release",
+        "evals.view_dataset",
+        "evals.change_dataset",
+        "evals.view_eval",
+        "evals.run_eval",
     ),
     "auditor": (
         "runs.view_run",
@@ -39,6 +43,8 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "releases.view_release",
         "reviews.view_queue",
         "reviews.view_goldencandidate",
+        "evals.view_dataset",
+        "evals.view_eval",
     ),
 }
 # Moving an agent's production release label changes what every new run is told and how

@@ -96,6 +96,11 @@ class Tool:
     # must not leave the case with nobody: the runtime asks a person through the agent's
     # escalation queue instead (after one repair attempt for invalid arguments).
     reaches_person: bool = False
+    # What a call would return, without its effect: the answer an eval's or a shadow's run
+    # gets in place of a write (runs.kernel.sandbox). It may read the agent's data and
+    # raise ToolError as ``func`` would (a refund over the balance), and must write
+    # nothing. None: a plain acknowledgement with the arguments.
+    sandbox: ToolFunction | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limit is not None:

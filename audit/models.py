@@ -76,6 +76,10 @@ class AuditVerb(models.TextChoices):
     DATASET_VERSION_CREATED = "dataset.version_created"
     CANDIDATE_ACCEPTED = "candidate.accepted"
     CANDIDATE_DISCARDED = "candidate.discarded"
+    JUDGE_PROMPT_CREATED = "judge_prompt.created"
+    EVAL_STARTED = "eval.started"
+    EVAL_FINISHED = "eval.finished"
+    PROMOTION_GATE_OVERRIDDEN = "release.gate_overridden"
     # People, groups and tokens.
     USER_LOGGED_IN = "user.logged_in"
     USER_LOGGED_OUT = "user.logged_out"

@@ -264,6 +264,7 @@ def candidate_example(*, candidate: GoldenCandidate) -> dict[str, Any]:
         "id": f"candidate-{candidate.pk}",
         "source": {"candidate": candidate.pk, "run": str(candidate.run_id)},
         "messages": _before_the_call(list(candidate.messages or [])),
+        "input": candidate.run.input,
     }
     if correction.get("kind") == "edit":
         example["expected_calls"] = [

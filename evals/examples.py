@@ -95,6 +95,10 @@ class StepExample(_Example):
     kind: Literal["step"]
     messages: list[Message] = Field(min_length=1)
     expected_policy: PolicyOutcome | None = None
+    # The run's input, when known: the release's own system prompt is rendered from it in
+    # place of the conversation's first (system) message, and the policy judges the call
+    # against its subject. Without it the stored system message is sent as it is.
+    input: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _says_something(self) -> StepExample:
@@ -103,11 +107,18 @@ class StepExample(_Example):
         return self
 
 
+class EndState(_Doc):
+    """How the run should end: its state, and words its final answer must contain."""
+
+    state: Literal["succeeded", "failed", "needs_human", "dead_lettered"] | None = None
+    output_contains: list[str] = Field(default_factory=list)
+
+
 class TaskExample(_Example):
     kind: Literal["task"]
     input: dict[str, Any]
     ordered: bool = False
-    end_state: dict[str, Any] = Field(default_factory=dict)
+    end_state: EndState = Field(default_factory=EndState)
     rubric: str = Field(default="", max_length=4_000)
 
 
@@ -178,7 +189,7 @@ def example_checked(agent: Agent, raw: Any, *, where: str) -> tuple[dict[str, An
     for i, call in enumerate(example.expected_calls):
         errors += _argument_errors(agent, call, f"{where}.expected_calls[{i}]")
     errors += _tool_errors(agent, example.forbidden_tools, f"{where}.forbidden_tools")
-    if isinstance(example, TaskExample):
+    if example.input is not None:
         try:
             agent.input_schema.model_validate(example.input)
         except ValidationError as exc:

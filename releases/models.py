@@ -136,6 +136,10 @@ class Release(models.Model):
         ]
         permissions = [
             ("promote_production_release", "Can move an agent's production release label"),
+            (
+                "override_promotion_gate",
+                "Can move a release to production without a passing eval, with a reason",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -61,6 +61,7 @@ AUDIT_OBJECT = "release"
 VIEW_RELEASES = "releases.view_release"
 CHANGE_RELEASES = "releases.change_release"
 PROMOTE_PRODUCTION = "releases.promote_production_release"
+OVERRIDE_GATE = "releases.override_promotion_gate"
 ACTIVATE_CONFIG = "releases.change_agentconfigversion"
 LABELS = tuple(LabelName)
 # The label a promotion takes its release from.
@@ -307,13 +308,39 @@ def _locked_label(agent_name: str, label: str, expected_current: int | None) -> 
     return row
 
 
-def _gate(release: Release, label: str, kind: MoveKind) -> str:
+def _gate(
+    release: Release, label: str, kind: MoveKind, user: User | None, override_reason: str
+) -> str:
+    """The gate's reason for a pass; ReleaseRefused with its reason for a refusal.
+
+    ``override_reason``: a holder of OVERRIDE_GATE moves the release anyway when the gate
+    refuses; the reason is mandatory and the override is its own audit event.
+    """
     result = promotion_gate(release=release, label=label, kind=kind)
-    if not result.passed:
+    if result.passed:
+        return result.reason
+    reason = override_reason.strip()
+    if not reason:
         raise ReleaseRefused(
             f"Release {release.number} may not be moved to {label}: {result.reason}"
         )
-    return result.reason
+    if user is None:
+        raise ReleaseRefused("Only a person may override the promotion gate.")
+    _require(user, OVERRIDE_GATE, "overriding the promotion gate")
+    audit_record(
+        actor=user,
+        verb=AuditVerb.PROMOTION_GATE_OVERRIDDEN,
+        object_type=AUDIT_OBJECT,
+        object_id=release.agent_name,
+        after={
+            "release": release.number,
+            "label": label,
+            "kind": kind,
+            "gate": result.reason,
+            "reason": reason[:1000],
+        },
+    )
+    return f"overridden by {user.get_username()}: {reason[:300]} (the gate said: {result.reason})"
 
 
 def _move(
@@ -340,7 +367,13 @@ def _move(
 
 @transaction.atomic
 def release_label_move(
-    *, agent_name: str, label: str, number: int, user: User, expected_current: int | None = None
+    *,
+    agent_name: str,
+    label: str,
+    number: int,
+    user: User,
+    expected_current: int | None = None,
+    override_reason: str = "",
 ) -> ReleaseLabelMove:
     """Point ``label`` at release ``number``: a move (dev), a promotion or a rollback.
 
@@ -369,7 +402,7 @@ def release_label_move(
         previous = release_label_previous(agent_name=agent_name, label=label)
         if target.pk == source_release.pk:
             kind = MoveKind.PROMOTION
-            gate = _gate(target, label, kind)
+            gate = _gate(target, label, kind, user, override_reason)
         elif target in previous:
             kind = MoveKind.ROLLBACK
         else:
@@ -398,6 +431,7 @@ def release_activate_config(
     user: User | None,
     expected_active: int | None = None,
     expected_release: int | None = None,
+    override_reason: str = "",
 ) -> ReleaseLabelMove:
     """Run configuration version ``number`` in production, with production's prompt.
 
@@ -430,7 +464,7 @@ def release_activate_config(
     previous = release_label_previous(agent_name=agent_name, label=LabelName.PRODUCTION)
     if target in previous:
         return _move(row, target, MoveKind.ROLLBACK, "", user)
-    gate = _gate(target, LabelName.PRODUCTION, MoveKind.ACTIVATION)
+    gate = _gate(target, LabelName.PRODUCTION, MoveKind.ACTIVATION, user, override_reason)
     return _move(row, target, MoveKind.ACTIVATION, gate, user)
 
 

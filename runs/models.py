@@ -32,6 +32,22 @@ TERMINAL_STATES = frozenset(
 ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
 
 
+class RunPurpose(models.TextChoices):
+    """Why a run exists. Only a live run acts on the world.
+
+    An eval or shadow run is a sandbox (runs.kernel.sandbox): its read tools run for real,
+    its write and irreversible tools never run (their calls are recorded and answered
+    with a synthetic result), its calls that the policy would send to review are recorded
+    as such and go on as if approved, and a run that would need a person stops there.
+    Nothing it does reaches a customer, a reviewer's queue or a side-effect table, and the
+    runs pages list live runs only.
+    """
+
+    LIVE = "live"
+    EVAL = "eval"
+    SHADOW = "shadow"
+
+
 class Degradation(models.TextChoices):
     """Why a run's outcome is not a plain success, though it may have ended as one."""
 
@@ -109,6 +125,8 @@ class Run(models.Model):
         related_name="runs",
     )
 
+    purpose = models.CharField(max_length=8, choices=RunPurpose.choices, default=RunPurpose.LIVE)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -147,6 +165,11 @@ class Run(models.Model):
         """The reasons in ``degraded``, in words (an unknown value as it is stored)."""
         labels = dict(Degradation.choices)
         return [labels.get(reason, reason) for reason in self.degraded or ()]
+
+    @property
+    def is_sandbox(self) -> bool:
+        """An eval or shadow run: nothing it does acts on the world (RunPurpose)."""
+        return self.purpose != RunPurpose.LIVE
 
     @property
     def is_active(self) -> bool:

@@ -12,7 +12,7 @@ from django.db.models import Count, Min, Q, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
 from reviews.models import ApprovalRequest, RequestState
-from runs.models import DeadLetter, DeadLetterStatus, Degradation, Run, RunState, Step
+from runs.models import DeadLetter, DeadLetterStatus, Degradation, Run, RunPurpose, RunState, Step
 
 User = AuthUser | AnonymousUser
 
@@ -64,7 +64,12 @@ def run_list_visible(*, user: User, state: str | None = None) -> QuerySet[Run]:
     if not user.has_perm(VIEW_RUNS):
         return Run.objects.none()
     # The input is read: the list shows each run's title, made from it (runs.presenters).
-    runs = Run.objects.select_related("submitted_by").defer("checkpoint")
+    # Live runs: an eval's or a shadow's sandboxed runs are shown by their eval.
+    runs = (
+        Run.objects.select_related("submitted_by")
+        .defer("checkpoint")
+        .filter(purpose=RunPurpose.LIVE)
+    )
     if not user.has_perm(VIEW_ALL_RUNS):
         # A semi-join (IN a subquery), not a join: a run with three requests is one row.
         # The subquery reads the requests' run ids alone (no second pass over runs), from

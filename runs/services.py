@@ -46,6 +46,7 @@ from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
 from audit.models import AuditVerb
 from releases.configuration import config_for_run, config_of_version
+from releases.models import Release
 from releases.prompts import prompt_render
 from releases.services import release_production
 from runs.kernel.leases import lease_kept
@@ -60,7 +61,7 @@ from runs.kernel.transitions import (
     park_for_human,
     run_requeue,
 )
-from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run
+from runs.models import ACTIVE_STATES, DeadLetter, DeadLetterStatus, Run, RunPurpose
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,31 @@ def _run_for_key(user: Any, key: str, request_hash: str) -> Run | None:
     return existing
 
 
+def run_sandbox_submit(
+    *, release: Release, run_input: Any, purpose: RunPurpose, submitted_by: User | None = None
+) -> Run:
+    """Queue a sandboxed run (an eval's example, a shadow) of ``release`` on commit.
+
+    Nothing it does acts on the world (runs.kernel.sandbox). Raises RunInputInvalid
+    (nothing created).
+    """
+    if purpose == RunPurpose.LIVE:
+        raise ValueError("a sandboxed run is an eval or a shadow run")
+    agent = _agent_or_invalid(release.agent_name)
+    validated = _input_validated(agent, run_input)
+    with transaction.atomic():
+        return _run_create(
+            agent,
+            validated,
+            run_input,
+            submitted_by,
+            None,
+            _request_hash(agent.name, run_input),
+            release=release,
+            purpose=purpose,
+        )
+
+
 def _run_create(
     agent: Agent,
     validated: Any,
@@ -189,11 +215,15 @@ def _run_create(
     user: Any,
     idempotency_key: str | None,
     request_hash: str,
+    *,
+    release: Release | None = None,
+    purpose: RunPurpose = RunPurpose.LIVE,
 ) -> Run:
     # The run keeps the release production points at now to its end, whatever moves
     # later: its system prompt is rendered once (the checkpoint carries its text, and
     # every step records run.prompt_version), and its configuration is the release's.
-    release = release_production(agent_name=agent.name)
+    if release is None:
+        release = release_production(agent_name=agent.name)
     prompt, config_version = release.prompt_version, release.config_version
     # Secrets in the input (a key pasted into a ticket, a card number) are redacted before
     # the first prompt is built and before anything is stored; the request hash above is
@@ -223,6 +253,7 @@ def _run_create(
         submitted_by=user,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        purpose=purpose,
     )
     audit_record(
         actor=user,
@@ -235,6 +266,7 @@ def _run_create(
             "release": release.number,
             "prompt_version": run.prompt_version,
             "config_version": config_version.number,
+            **({"purpose": purpose} if purpose != RunPurpose.LIVE else {}),
         },
         trace_id=run.trace_id,
     )

@@ -391,6 +391,40 @@ def send_reply(args: SendReplyArgs, ctx: ToolContext) -> dict[str, Any]:
         return _record_once(Reply, key, write)
 
 
+def _refund_checked(order: Order, amount: Decimal) -> Decimal:
+    """What ``order`` has refunded so far; ToolError if ``amount`` cannot be refunded."""
+    refunded = _refunded_total(order)
+    refundable = order.total - refunded
+    if refundable <= 0:
+        raise ToolError(
+            "order_fully_refunded",
+            f"{order.order_id} has already been refunded in full "
+            f"({format_money(refunded)} {order.currency}); nothing is left to refund.",
+            order_id=order.order_id,
+            refunded_total=format_money(refunded),
+        )
+    if amount > refundable:
+        raise ToolError(
+            "refund_exceeds_balance",
+            f"Refund of {format_money(amount)} {order.currency} exceeds the refundable "
+            f"balance of {order.order_id}: {format_money(refundable)} {order.currency}.",
+            order_id=order.order_id,
+            amount=format_money(amount),
+            refundable=format_money(refundable),
+        )
+    return refunded
+
+
+def _cancellable(order: Order) -> None:
+    if order.status != Order.Status.PROCESSING:
+        raise ToolError(
+            "order_not_cancellable",
+            f"{order.order_id} is {order.status}; only processing orders can be cancelled.",
+            order_id=order.order_id,
+            status=order.status,
+        )
+
+
 def issue_refund(args: IssueRefundArgs, ctx: ToolContext) -> dict[str, Any]:
     """Refund part or all of an order, never more than the ledger's balance.
 
@@ -404,25 +438,7 @@ def issue_refund(args: IssueRefundArgs, ctx: ToolContext) -> dict[str, Any]:
         order = _locked_order(args.order_id)
         if (stored := _stored_result(Refund, key)) is not None:
             return stored
-        refunded = _refunded_total(order)
-        refundable = order.total - refunded
-        if refundable <= 0:
-            raise ToolError(
-                "order_fully_refunded",
-                f"{order.order_id} has already been refunded in full "
-                f"({format_money(refunded)} {order.currency}); nothing is left to refund.",
-                order_id=order.order_id,
-                refunded_total=format_money(refunded),
-            )
-        if args.amount > refundable:
-            raise ToolError(
-                "refund_exceeds_balance",
-                f"Refund of {format_money(args.amount)} {order.currency} exceeds the refundable "
-                f"balance of {order.order_id}: {format_money(refundable)} {order.currency}.",
-                order_id=order.order_id,
-                amount=format_money(args.amount),
-                refundable=format_money(refundable),
-            )
+        refunded = _refund_checked(order, args.amount)
 
         def write() -> dict[str, Any]:
             refund = Refund.objects.create(
@@ -448,13 +464,7 @@ def cancel_order(args: CancelOrderArgs, ctx: ToolContext) -> dict[str, Any]:
         order = _locked_order(args.order_id)
         if (stored := _stored_result(Cancellation, key)) is not None:
             return stored
-        if order.status != Order.Status.PROCESSING:
-            raise ToolError(
-                "order_not_cancellable",
-                f"{order.order_id} is {order.status}; only processing orders can be cancelled.",
-                order_id=order.order_id,
-                status=order.status,
-            )
+        _cancellable(order)
         refunded = _refunded_total(order)
         balance = order.total - refunded
 
@@ -509,6 +519,65 @@ def handoff_to_human(args: HandoffToHumanArgs, ctx: ToolContext) -> dict[str, An
         return _record_once(Handoff, key, write)
 
 
+# --- sandboxed calls (an eval's or a shadow's run: runs.kernel.sandbox) -------------------
+#
+# What each write would answer, from the same checks against the same data, with nothing
+# written: no ids, since no row exists.
+
+
+def _order(order_id: str) -> Order:
+    order = Order.objects.filter(order_id=order_id).first()
+    if order is None:
+        raise _order_not_found(order_id)
+    return order
+
+
+def _ticket_known(ticket_id: str, ctx: ToolContext) -> tuple[str, str]:
+    """The ticket's id and customer address, as ``_ticket_of_run`` would find or file it."""
+    ticket = Ticket.objects.filter(ticket_id=ticket_id).first()
+    if ticket is not None:
+        return ticket.ticket_id, ticket.customer_email
+    if ctx.input.get("ticket_id") != ticket_id:
+        raise ToolError("ticket_not_found", f"No ticket {ticket_id} exists.", ticket_id=ticket_id)
+    return ticket_id, str(ctx.input["customer_email"])
+
+
+def sandboxed_refund(args: IssueRefundArgs, ctx: ToolContext) -> dict[str, Any]:
+    order = _order(args.order_id)
+    refunded = _refund_checked(order, args.amount) + args.amount
+    return {
+        "refund_id": None,
+        "order_id": order.order_id,
+        "amount": format_money(args.amount),
+        "currency": order.currency,
+        "refunded_total": format_money(refunded),
+        "refundable_amount": format_money(order.total - refunded),
+    }
+
+
+def sandboxed_cancel(args: CancelOrderArgs, ctx: ToolContext) -> dict[str, Any]:
+    order = _order(args.order_id)
+    _cancellable(order)
+    balance = order.total - _refunded_total(order)
+    return {
+        "cancellation_id": None,
+        "order_id": order.order_id,
+        "status": Order.Status.CANCELLED,
+        "refunded_amount": format_money(max(balance, ZERO)),
+        "currency": order.currency,
+    }
+
+
+def sandboxed_reply(args: SendReplyArgs, ctx: ToolContext) -> dict[str, Any]:
+    ticket_id, to = _ticket_known(args.ticket_id, ctx)
+    return {"reply_id": None, "ticket_id": ticket_id, "to": to, "sent_at": None}
+
+
+def sandboxed_handoff(args: HandoffToHumanArgs, ctx: ToolContext) -> dict[str, Any]:
+    ticket_id, _ = _ticket_known(args.ticket_id, ctx)
+    return {"handoff_id": None, "ticket_id": ticket_id, "priority": args.priority}
+
+
 # --- declarations ------------------------------------------------------------------------
 LOOKUP_ORDER = Tool(
     name="lookup_order",
@@ -558,6 +627,7 @@ SEND_REPLY = Tool(
         "and state only what actually happened."
     ),
     func=send_reply,
+    sandbox=sandboxed_reply,
     input_schema=SendReplyArgs,
     risk=Risk.WRITE,
     idempotency=Idempotency.KEYED,
@@ -572,6 +642,7 @@ ISSUE_REFUND = Tool(
         "order_fully_refunded. For damaged, missing or wrong items refund only those items."
     ),
     func=issue_refund,
+    sandbox=sandboxed_refund,
     input_schema=IssueRefundArgs,
     risk=Risk.IRREVERSIBLE,
     idempotency=Idempotency.KEYED,
@@ -585,6 +656,7 @@ CANCEL_ORDER = Tool(
         "order_not_cancellable (and the status) for shipped, delivered or cancelled orders."
     ),
     func=cancel_order,
+    sandbox=sandboxed_cancel,
     input_schema=CancelOrderArgs,
     risk=Risk.IRREVERSIBLE,
     idempotency=Idempotency.KEYED,
@@ -598,6 +670,7 @@ HANDOFF_TO_HUMAN = Tool(
         "a human can act on without rereading the ticket."
     ),
     func=handoff_to_human,
+    sandbox=sandboxed_handoff,
     input_schema=HandoffToHumanArgs,
     risk=Risk.WRITE,
     idempotency=Idempotency.KEYED,

@@ -146,6 +146,7 @@ STEP_FIELDS = tuple(
         "idempotency_key",
         "request_hash",
         "config_version",
+        "purpose",
         "created_at",
     }
 )

@@ -34,7 +34,15 @@ from pydantic import ValidationError
 from agentdesk.errors import ErrorClass, error_payload
 from agentdesk.redaction import redact_text, redact_value
 from agentdesk.statements import select_row, update_row_if
-from agents.definition import Agent, Risk, Tool, ToolContext, ToolError, parse_rate_limit
+from agents.definition import (
+    Agent,
+    Risk,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolFunction,
+    parse_rate_limit,
+)
 from policy.engine import Decision as PolicyDecision
 from policy.engine import Evidence, policy_evaluate
 from policy.engine import Verdict as PolicyVerdict
@@ -51,6 +59,7 @@ from runs.kernel.approvals import CallReview, open_request
 from runs.kernel.exposure import Exposure, exposure_facts, exposure_summed, subject_locked
 from runs.kernel.limits import Spent, limit_reached
 from runs.kernel.review_context import review_context_build
+from runs.kernel.sandbox import sandbox_function, sandbox_withholds
 from runs.kernel.stepping import (
     StepRecord,
     action_audit,
@@ -133,6 +142,10 @@ def tool_step(run: Run, seq: int, agent: Agent, action_id: int) -> None:
         raise Action.DoesNotExist(f"action {action_id} of run {run.pk}")
     tool = agent.tool(action.tool)
     gate = _gate(run, agent, tool, action)
+    if gate.review is not None and run.is_sandbox:
+        # No reviewer sees a sandboxed call: its verdict is recorded, and it goes on as if
+        # approved as proposed (a write is answered by the sandbox, runs.kernel.sandbox).
+        gate = _Gate(validated=gate.validated, verdict=gate.review, evidence=gate.evidence)
     if gate.review is not None:
         assert tool is not None
         _park_for_review(run, seq, agent, tool, action, gate)
@@ -412,9 +425,13 @@ def _judge(
         subject_locked(exposure.evidence.subject)
         exposure = exposure_summed(exposure, policy=policy, run_id=run.pk, exclude_action=action.pk)
         verdict = verdict_on(exposure)
-        for name, value in {**exposure.action_fields(), **_verdict_fields(verdict)}.items():
+        recorded = exposure.action_fields()
+        if run.is_sandbox:
+            # Counted within its own run only: a subject's sums are of live money.
+            recorded.update(subject="", record="")
+        for name, value in {**recorded, **_verdict_fields(verdict)}.items():
             setattr(action, name, value)
-        update_row_if(action, [*exposure.action_fields(), *_verdict_fields(verdict)], id=action.pk)
+        update_row_if(action, [*recorded, *_verdict_fields(verdict)], id=action.pk)
     return verdict, exposure.evidence
 
 
@@ -658,6 +675,9 @@ def account_result(
 
 def _call(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bool = True) -> Result:
     """Run one validated, permitted call behind its breaker; return (result, error)."""
+    if sandbox_withholds(run, tool):
+        # Answered without its effect, and without its breaker: the tool is not called.
+        return _execute(run, tool, action, validated, intent=intent, func=sandbox_function(tool))
     breaker = tool_breaker_name(tool.name)
     try:
         clean = breaker_allow(name=breaker)
@@ -675,7 +695,16 @@ def _call(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bool 
     return result, error
 
 
-def _execute(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bool) -> Result:
+def _execute(
+    run: Run,
+    tool: Tool,
+    action: Action,
+    validated: Any,
+    *,
+    intent: bool,
+    func: ToolFunction | None = None,
+) -> Result:
+    func = func or tool.func
     if intent:
         # Record the intent before the effect: an action left EXECUTING after a crash shows
         # that the effect may have happened, and the redo runs under the same key. (A call
@@ -693,7 +722,7 @@ def _execute(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bo
         if connection.in_atomic_block:
             # The caller's transaction must see the tool's writes and the tool the caller's
             # (only tests drive steps inside a transaction): run inline, without a timeout.
-            result = tool.func(validated, context)
+            result = func(validated, context)
         else:
             # The tool's thread takes a connection of its own: give this one back while
             # waiting, or callers holding every connection of the pool would starve the
@@ -701,7 +730,7 @@ def _execute(run: Run, tool: Tool, action: Action, validated: Any, *, intent: bo
             release_db_connection()
             # copy_context: the tool's log lines carry the run's trace id too.
             result = _executor.submit(
-                contextvars.copy_context().run, _run_tool, tool, validated, context
+                contextvars.copy_context().run, _run_tool, func, validated, context
             ).result(timeout=tool.timeout_s)
     except FutureTimeout:
         return None, error_payload(
@@ -730,8 +759,8 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-def _run_tool(tool: Tool, validated: Any, context: ToolContext) -> Any:
+def _run_tool(func: ToolFunction, validated: Any, context: ToolContext) -> Any:
     try:
-        return tool.func(validated, context)
+        return func(validated, context)
     finally:
         connection.close()  # this thread's own connection, back to the pool

@@ -35,6 +35,7 @@ from agentdesk.redaction import redact_row, redact_text, redact_value
 from audit.log import audit_record
 from audit.models import AuditVerb
 from runs.kernel.approvals import StuckRun, open_request
+from runs.kernel.sandbox import sandbox_settled
 from runs.models import DeadLetter, Run, RunState
 
 if TYPE_CHECKING:
@@ -142,8 +143,9 @@ def finish(
     error = run_error_set(run, error)
     run.finished_at = timezone.now()
     run_audit_state(run, before, actor=actor, actor_label=actor_label, **after, error=error)
-    if state == RunState.DEAD_LETTERED:
+    if state == RunState.DEAD_LETTERED and not run.is_sandbox:  # the eval records it
         redact_row(DeadLetter(run=run, seq=run.next_seq, error=error or {})).save(force_insert=True)
+    sandbox_settled(run)
     log.info("run %s %s%s", run.id, state, f": {error['class']}" if error else "")
 
 
@@ -174,6 +176,9 @@ def park_for_human(run: Run, error: dict[str, Any]) -> None:
     stored = run_error_set(run, error)
     assert stored is not None
     run_audit_state(run, before, error=stored)
+    if run.is_sandbox:
+        sandbox_settled(run)  # nobody is asked: the sandbox stops here (runs.kernel.sandbox)
+        return
     open_request(StuckRun(run=run, error=stored))
     log.info("run %s needs a human: %s", run.id, error["class"])
 

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.django_db
 AGENT = "support"
 PERSONAS = ("release_manager", "operator", "auditor", "reviewer", "outsider", "anonymous")
 V2_TEXT = SYSTEM_PROMPT + "Sign off with the customer's first name when you know it.\n"
-GATE = "passed: no eval gate configured yet"
+# Without a gating dataset an agent's promotions pass, and the move says why
+# (tests/evals/test_promotion_gate.py has the gate with one).
+GATE = "passed: support has no gating dataset (mark one as gating to gate promotions on an eval)"
+STAGING_GATE = "passed: staging takes any release from below"
 
 
 @pytest.fixture(autouse=True)

@@ -40,7 +40,10 @@ from tests.runs.factories import seeded_ticket_input
 AGENT = "support"
 V2_TEXT = SYSTEM_PROMPT + "Sign off with the customer's first name when you know it.\n"
 V3_TEXT = SYSTEM_PROMPT + "Keep every reply under 120 words.\n"
-GATE = "passed: no eval gate configured yet"
+# Without a gating dataset an agent's promotions pass, and the move says why
+# (tests/evals/test_promotion_gate.py has the gate with one).
+GATE = "passed: support has no gating dataset (mark one as gating to gate promotions on an eval)"
+STAGING_GATE = "passed: staging takes any release from below"
 MOVED = "release.label_moved"
 
 
@@ -335,7 +338,7 @@ def test_promote_through_the_labels_then_roll_production_back(
 
     assert _events(MOVED)[3:] == [
         _moved("dev", r1, r2, "move", "", "otto"),
-        _moved("staging", r1, r2, "promotion", GATE, "otto"),
+        _moved("staging", r1, r2, "promotion", STAGING_GATE, "otto"),
         _moved("production", r1, r2, "promotion", GATE, "rhea"),
         _moved("production", r2, r1, "rollback", "", "rhea"),
         _moved("staging", r2, r1, "rollback", "", "otto"),
