@@ -110,7 +110,7 @@ class StepExample(_Example):
 class EndState(_Doc):
     """How the run should end: its state, and words its final answer must contain."""
 
-    state: Literal["succeeded", "failed", "needs_human", "dead_lettered"] | None = None
+    state: Literal["succeeded", "failed", "needs_human", "dead_lettered", "cancelled"] | None = None
     output_contains: list[str] = Field(default_factory=list)
 
 
