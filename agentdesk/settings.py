@@ -98,9 +98,7 @@ try:
     # version 1; later versions name their own.
     AGENTDESK_JUDGE_MODEL = env.str("AGENTDESK_JUDGE_MODEL", "gpt-4o-mini")
     # How recent a passing eval must be for a promotion to production (releases.gate).
-    AGENTDESK_GATE_MAX_AGE_DAYS = env.float(
-        "AGENTDESK_GATE_MAX_AGE_DAYS", 7.0, validate=_positive
-    )
+    AGENTDESK_GATE_MAX_AGE_DAYS = env.float("AGENTDESK_GATE_MAX_AGE_DAYS", 7.0, validate=_positive)
     AGENTDESK_RETRY_ATTEMPTS = env.int("AGENTDESK_RETRY_ATTEMPTS", 3, validate=_positive)
     AGENTDESK_RETRY_MAX_WAIT_S = env.float("AGENTDESK_RETRY_MAX_WAIT_S", 20.0, validate=_positive)
     AGENTDESK_DB_POOL_MAX = env.int("AGENTDESK_DB_POOL_MAX", 10, validate=_positive)

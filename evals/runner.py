@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +47,9 @@ from releases.prompts import prompt_render
 from runs.gateway.client import ModelCallFailed, ModelReply
 from runs.kernel.exposure import exposure_facts, exposure_summed
 from runs.kernel.model_step import parse_arguments, tool_schemas
+from runs.kernel.transitions import step_sender_register
 from runs.models import Action, ActionStatus, Run, RunPurpose, RunState
-from runs.services import RunInputInvalid, run_sandbox_submit
+from runs.services import RunInputInvalid, run_sandbox_submit, run_step_execute
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -121,8 +124,53 @@ SCORE_TASK = "evals.tasks.eval_task_score"
 
 
 def _send_examples(result_ids: Sequence[int]) -> None:
+    if _inline.on:
+        return
     for result_id in result_ids:
         current_app.send_task(EXAMPLE_TASK, args=(result_id,))
+
+
+def eval_run_inline(*, evaluation: Eval, max_steps: int = 60) -> Eval:
+    """Run every pending example of ``evaluation`` in this process, one after another.
+
+    For a command without workers (``eval run --inline``, the demo's seed): each task
+    example's sandboxed run is stepped here, and nothing is sent to the broker meanwhile.
+    Slower than the workers (no parallelism), the same results. A run that needs a step
+    later (a backoff) waits for it here.
+    """
+    replaced = step_sender_register(lambda run_id, seq, countdown_s: None)
+    _inline.on = True
+    try:
+        for result in EvalResult.objects.filter(eval=evaluation).order_by("index"):
+            eval_example_run(result_id=result.pk)
+            result.refresh_from_db(fields=["run", "status"])
+            if result.run_id is None or result.status != ResultStatus.RUNNING:
+                continue
+            _step_until_settled(result.run_id, max_steps)
+            eval_task_score(result_id=result.pk)
+    finally:
+        _inline.on = False
+        step_sender_register(replaced)
+    evaluation.refresh_from_db()
+    return evaluation
+
+
+class _Inline(threading.local):
+    on = False
+
+
+_inline = _Inline()
+
+
+def _step_until_settled(run_id: Any, max_steps: int) -> None:
+    for _ in range(max_steps):
+        run = Run.objects.only("state", "next_seq", "enqueued_at").get(pk=run_id)
+        if run.state in SETTLED_STATES:
+            return
+        wait = (run.enqueued_at - timezone.now()).total_seconds() if run.enqueued_at else 0
+        if wait > 0:
+            time.sleep(min(wait, 30))
+        run_step_execute(run_id=str(run_id), seq=run.next_seq)
 
 
 # --- one example ---------------------------------------------------------------------------------
@@ -300,7 +348,7 @@ def sandbox_run_settled(run: Run) -> None:
             .values_list("pk", flat=True)
             .first()
         )
-        if result_id is not None:
+        if result_id is not None and not _inline.on:
             current_app.send_task(SCORE_TASK, args=(result_id,))
 
     transaction.on_commit(send, robust=True)
