@@ -45,6 +45,12 @@ class MetricDelta:
     def delta_points(self) -> float:
         return round(self.delta * 100, 2)
 
+    @property
+    def interval_points(self) -> tuple[float, float] | None:
+        if self.low is None or self.high is None:
+            return None
+        return round(self.low * 100, 1), round(self.high * 100, 1)
+
 
 @dataclass(frozen=True)
 class ExampleChange:

@@ -16,8 +16,11 @@ from django import forms
 
 from agentdesk import schema_forms
 from agentdesk.json_input import JSONInputField
-from agents.definition import Tool
+from agents.definition import Agent, Tool
 from evals.datasets import MAX_JSONL_BYTES
+from evals.models import DatasetVersion
+from evals.selectors import NotFound, dataset_version_named, release_named
+from releases.models import Release
 
 MODES = [
     ("exact", "exact"),
@@ -287,3 +290,36 @@ class ExpectationForm(DatasetChoiceForm):
             ),
             "forbidden_tools": [self.tool.name] if data["forbid_tool"] else [],
         }
+
+
+class EvalStartForm(forms.Form):
+    """Which release to run over which dataset version (the latest by default)."""
+
+    release = forms.CharField(
+        max_length=20, help_text="A release number, or a label: dev, staging, production."
+    )
+    dataset = forms.CharField(max_length=80, help_text="A dataset name, or name@version.")
+
+    def __init__(self, *args: Any, agent: Agent, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent = agent
+
+    def clean_release(self) -> Release:
+        try:
+            return release_named(agent_name=self.agent.name, name=self.cleaned_data["release"])
+        except NotFound as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_dataset(self) -> DatasetVersion:
+        try:
+            return dataset_version_named(
+                agent_name=self.agent.name, name=self.cleaned_data["dataset"]
+            )
+        except NotFound as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "dataset" in cleaned:
+            cleaned["dataset_version"] = cleaned["dataset"]
+        return cleaned

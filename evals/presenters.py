@@ -14,7 +14,7 @@ from agentdesk.schema_forms import initial_arguments
 from agents.definition import Agent, Tool
 from evals import datasets
 from evals.forms import ExpectationForm
-from evals.models import Dataset, DatasetVersion
+from evals.models import Dataset, DatasetVersion, Eval, EvalResult, EvalState
 from reviews.models import GoldenCandidate
 
 TAIL = 4  # messages of the conversation shown on a card
@@ -238,4 +238,186 @@ def example_template(agent: Agent) -> dict[str, Any]:
             if tool
             else []
         ),
+    }
+
+
+# --- evals -----------------------------------------------------------------------------------
+
+HEADLINE = ("tool_selection", "argument_match", "policy_match", "task_completion", "judge")
+METRIC_LABELS = {
+    "tool_selection": "Tool selection",
+    "argument_match": "Argument match",
+    "policy_match": "Policy outcome",
+    "calls_made": "Expected calls made",
+    "forbidden_absent": "No forbidden call",
+    "end_state": "End state",
+    "task_completion": "Task completion",
+    "judge": "Judge",
+}
+CHART_W, CHART_H, CHART_PAD = 640, 180, 24
+SERIES_COLOURS = ("#2f5bd3", "#12805c", "#b54708", "#7a2ed6", "#c01048")
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    eval: Eval
+    headline: list[tuple[str, float | None]]
+
+
+def eval_rows(found: list[Eval]) -> list[EvalRow]:
+    return [
+        EvalRow(
+            evaluation,
+            [
+                (name, (evaluation.metrics.get("metrics", {}).get(name) or {}).get("mean"))
+                for name in HEADLINE
+            ],
+        )
+        for evaluation in found
+    ]
+
+
+@dataclass(frozen=True)
+class Series:
+    metric: str
+    label: str
+    colour: str
+    points: str  # the SVG polyline's points
+    dots: list[tuple[float, float, str]]  # x, y, title
+
+
+def eval_chart(finished: list[Eval]) -> tuple[list[Series], list[tuple[float, str]]]:
+    """The headline metrics of finished evals, oldest first, as SVG series (0..1 upwards).
+
+    The table of evals below the chart holds the same numbers: the chart's text
+    alternative. Ticks name each eval's release.
+    """
+    if not finished:
+        return [], []
+    step = (CHART_W - 2 * CHART_PAD) / max(len(finished) - 1, 1)
+
+    def x(i: int) -> float:
+        return round(CHART_PAD + i * step, 1)
+
+    def y(value: float) -> float:
+        return round(CHART_H - CHART_PAD - value * (CHART_H - 2 * CHART_PAD), 1)
+
+    series = []
+    for colour, metric in zip(SERIES_COLOURS, HEADLINE, strict=False):
+        dots = []
+        for i, evaluation in enumerate(finished):
+            value = (evaluation.metrics.get("metrics", {}).get(metric) or {}).get("mean")
+            if value is not None:
+                title = f"eval {evaluation.pk}, release {evaluation.release.number}: {value:.3f}"
+                dots.append((x(i), y(value), title))
+        if dots:
+            points = " ".join(f"{dx},{dy}" for dx, dy, _ in dots)
+            series.append(Series(metric, METRIC_LABELS[metric], colour, points, dots))
+    ticks = [(x(i), f"r{e.release.number}") for i, e in enumerate(finished)]
+    return series, ticks
+
+
+def eval_list_context(agent: Agent, *, form: Any) -> dict[str, Any]:
+    found = list(
+        Eval.objects.filter(agent_name=agent.name)
+        .select_related("release", "dataset_version__dataset", "created_by")
+        .order_by("-created_at")[:50]
+    )
+    finished = [e for e in reversed(found) if e.state == EvalState.FINISHED]
+    series, ticks = eval_chart(finished)
+    return {
+        "agent": agent,
+        "rows": eval_rows(found),
+        "headline": [(name, METRIC_LABELS[name]) for name in HEADLINE],
+        "series": series,
+        "ticks": ticks,
+        "chart": {
+            "w": CHART_W,
+            "h": CHART_H,
+            "pad": CHART_PAD,
+            "top": CHART_PAD,
+            "bottom": CHART_H - CHART_PAD,
+        },
+        "form": form,
+        "datasets": list(Dataset.objects.filter(agent_name=agent.name).order_by("name")),
+    }
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    result: EvalResult
+    scores: list[tuple[str, float | None]]
+
+
+def eval_detail_context(evaluation: Eval) -> dict[str, Any]:
+    metrics = evaluation.metrics.get("metrics", {})
+    results = list(EvalResult.objects.filter(eval=evaluation).order_by("index"))
+    names = [name for name in METRIC_LABELS if any(name in r.scores for r in results)]
+    others = list(
+        Eval.objects.filter(dataset_version=evaluation.dataset_version, state=EvalState.FINISHED)
+        .exclude(pk=evaluation.pk)
+        .select_related("release")
+        .order_by("-finished_at")[:20]
+    )
+    return {
+        "agent_name": evaluation.agent_name,
+        "evaluation": evaluation,
+        "metric_rows": [
+            (METRIC_LABELS[name], metrics[name]["mean"], metrics[name]["n"])
+            for name in METRIC_LABELS
+            if name in metrics
+        ],
+        "usage": evaluation.metrics.get("usage", {}),
+        "columns": [(name, METRIC_LABELS[name]) for name in names],
+        "results": [ResultRow(r, [(name, r.scores.get(name)) for name in names]) for r in results],
+        "others": others,
+    }
+
+
+def example_diff_context(candidate: Eval, baseline: Eval, index: int) -> dict[str, Any] | None:
+    examples = candidate.dataset_version.examples
+    if not 0 <= index < len(examples):
+        return None
+    results = {
+        r.eval_id: r for r in EvalResult.objects.filter(eval__in=[candidate, baseline], index=index)
+    }
+    if candidate.pk not in results or baseline.pk not in results:
+        return None
+    example = examples[index]
+    names = [
+        name
+        for name in METRIC_LABELS
+        if name in results[candidate.pk].scores or name in results[baseline.pk].scores
+    ]
+    return {
+        "candidate": candidate,
+        "baseline": baseline,
+        "example": example,
+        "expected_json": json.dumps(
+            {
+                key: example.get(key)
+                for key in (
+                    "expected_calls",
+                    "forbidden_tools",
+                    "expected_policy",
+                    "end_state",
+                    "rubric",
+                )
+                if example.get(key)
+            },
+            indent=2,
+            ensure_ascii=False,
+        ),
+        "sides": [
+            ("Baseline", baseline, results[baseline.pk]),
+            ("Candidate", candidate, results[candidate.pk]),
+        ],
+        "score_rows": [
+            (
+                METRIC_LABELS[name],
+                results[baseline.pk].scores.get(name),
+                results[candidate.pk].scores.get(name),
+            )
+            for name in names
+        ],
     }

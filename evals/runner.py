@@ -32,6 +32,7 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from agentdesk.errors import ErrorClass, error_payload
+from agentdesk.redaction import redact_text, redact_value
 from agents.definition import Agent, ModelRoute, TaskContext
 from agents.registry import agent_get
 from audit.log import audit_record
@@ -452,11 +453,12 @@ def _result_record(
             pk=result.pk, status__in=(ResultStatus.PENDING, ResultStatus.RUNNING)
         ).update(
             status=ResultStatus.ERROR if error else ResultStatus.SCORED,
+            # The model's and the judge's words, as everything they say is stored: redacted.
             scores=scores,
-            calls=calls,
-            answer=answer,
-            judge=judge or {},
-            error=error,
+            calls=redact_value(calls),
+            answer=redact_text(answer),
+            judge=redact_value(judge or {}),
+            error=redact_value(error),
             cost_usd=usage.cost_usd,
             tokens_in=usage.tokens_in,
             tokens_out=usage.tokens_out,

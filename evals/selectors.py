@@ -16,8 +16,9 @@ class NotFound(LookupError):
 def release_named(*, agent_name: str, name: str) -> Release:
     """Release ``name`` of the agent: its number ("7") or a label ("staging")."""
     text = name.strip()
+    labels = release_labels(agent_name=agent_name)  # release 1 exists from the first use
     if text in LabelName.values:
-        return release_labels(agent_name=agent_name)[LabelName(text)]
+        return labels[LabelName(text)]
     if not text.isdigit():
         labels = ", ".join(LabelName.values)
         raise NotFound(f"{name!r} is neither a release number nor a label ({labels})")

@@ -40,4 +40,17 @@ urlpatterns = [
         name="from-run",
     ),
     path("<str:agent_name>/from-run/<uuid:run_id>", views.run_datasets, name="run-datasets"),
+    path("<str:agent_name>/evals/", views.eval_list, name="evals"),
+    path("<str:agent_name>/evals/new", views.eval_new, name="eval-new"),
+    path("<str:agent_name>/evals/<int:eval_id>/", views.eval_detail, name="eval"),
+    path(
+        "<str:agent_name>/evals/<int:eval_id>/against/<int:baseline_id>/",
+        views.eval_compare,
+        name="compare",
+    ),
+    path(
+        "<str:agent_name>/evals/<int:eval_id>/against/<int:baseline_id>/<int:index>/",
+        views.eval_example_diff,
+        name="example-diff",
+    ),
 ]

@@ -28,17 +28,20 @@ from django.views.decorators.http import require_POST
 
 from agents.definition import Agent
 from agents.registry import UnknownAgent, agent_get, agents
-from evals import curation, datasets, presenters
+from evals import curation, datasets, presenters, runner
+from evals.comparison import NotComparable, evals_compare
 from evals.examples import ExamplesRefused
 from evals.forms import (
     AcceptForm,
     DatasetForm,
     DiscardForm,
+    EvalStartForm,
     ExampleForm,
     ImportForm,
     RemoveForm,
 )
-from evals.models import Dataset, DatasetVersion
+from evals.models import Dataset, DatasetVersion, Eval
+from evals.selectors import eval_get
 from reviews.models import CandidateStatus, GoldenCandidate
 from reviews.selectors import candidates_list
 from runs.models import Run
@@ -499,3 +502,100 @@ def dataset_export(request: HttpRequest, agent_name: str, name: str, number: int
     filename = f"{agent.name}-{dataset.name}-v{version.number}.jsonl"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+# --- evals -----------------------------------------------------------------------------------
+#
+# ``evals.view_eval`` opens the eval pages (operators, auditors); ``evals.run_eval`` starts
+# one (operators). Comparisons pair two evals of one dataset version.
+
+VIEW_EVAL = "evals.view_eval"
+RUN_EVAL = "evals.run_eval"
+
+
+def _eval_agent(request: HttpRequest, agent_name: str, *, run: bool = False) -> Agent:
+    if not request.user.has_perm(VIEW_EVAL) or (run and not request.user.has_perm(RUN_EVAL)):
+        raise PermissionDenied
+    try:
+        return agent_get(agent_name)
+    except UnknownAgent:
+        raise Http404 from None
+
+
+def _eval(agent: Agent, eval_id: int) -> Eval:
+    found = eval_get(eval_id=eval_id)
+    if found is None or found.agent_name != agent.name:
+        raise Http404
+    return found
+
+
+@login_required
+def eval_list(request: HttpRequest, agent_name: str) -> HttpResponse:
+    """The agent's evals, newest first, a chart of their scores, and a form to run one."""
+    agent = _eval_agent(request, agent_name)
+    form = EvalStartForm(agent=agent)
+    return render(request, "evals/evals.html", presenters.eval_list_context(agent, form=form))
+
+
+@login_required
+@require_POST
+def eval_new(request: HttpRequest, agent_name: str) -> HttpResponse:
+    agent = _eval_agent(request, agent_name, run=True)
+    form = EvalStartForm(request.POST, agent=agent)
+    if not form.is_valid():
+        context = presenters.eval_list_context(agent, form=form)
+        return render(request, "evals/evals.html", context, status=400)
+    try:
+        evaluation = runner.eval_start(
+            release=form.cleaned_data["release"],
+            dataset_version=form.cleaned_data["dataset_version"],
+            user=_user(request),
+        )
+    except runner.EvalRefused as exc:
+        _refused(request, exc)
+        return redirect("evals:evals", agent.name)
+    messages.success(
+        request, f"Eval {evaluation.pk} started: {evaluation.total} examples on the workers."
+    )
+    return redirect("evals:eval", agent.name, evaluation.pk)
+
+
+@login_required
+def eval_detail(request: HttpRequest, agent_name: str, eval_id: int) -> HttpResponse:
+    """One eval: its progress (polled while it runs), its metrics and every example."""
+    agent = _eval_agent(request, agent_name)
+    evaluation = _eval(agent, eval_id)
+    context = presenters.eval_detail_context(evaluation)
+    if request.htmx and request.GET.get("part") == "progress":
+        return render(request, "evals/eval.html#progress", context)
+    return render(request, "evals/eval.html", context)
+
+
+@login_required
+def eval_compare(
+    request: HttpRequest, agent_name: str, eval_id: int, baseline_id: int
+) -> HttpResponse:
+    """Two evals of one dataset version: the deltas, and what regressed and improved."""
+    agent = _eval_agent(request, agent_name)
+    candidate, baseline = _eval(agent, eval_id), _eval(agent, baseline_id)
+    try:
+        comparison = evals_compare(baseline=baseline, candidate=candidate)
+    except NotComparable as exc:
+        messages.warning(request, str(exc))
+        return redirect("evals:eval", agent.name, candidate.pk)
+    return render(request, "evals/compare.html", {"agent": agent, "comparison": comparison})
+
+
+@login_required
+def eval_example_diff(
+    request: HttpRequest, agent_name: str, eval_id: int, baseline_id: int, index: int
+) -> HttpResponse:
+    """One example: what was expected, what the baseline did, what the candidate did."""
+    agent = _eval_agent(request, agent_name)
+    candidate, baseline = _eval(agent, eval_id), _eval(agent, baseline_id)
+    if candidate.dataset_version_id != baseline.dataset_version_id:
+        raise Http404
+    context = presenters.example_diff_context(candidate, baseline, index)
+    if context is None:
+        raise Http404
+    return render(request, "evals/example_diff.html", {"agent": agent, **context})

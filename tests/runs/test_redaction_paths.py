@@ -523,6 +523,12 @@ NAMED = {
     "runs.Action.approved_arguments": "runs.kernel.approvals.action_decision_record (hashed)",
     "runs.Action.review_feedback": "runs.kernel.approvals.action_decision_record",
     "evals.DatasetVersion.examples": "evals.datasets._version_store",
+    # What a release did with an example: the model's calls and words, the judge's.
+    **{
+        f"evals.EvalResult.{name}": "evals.runner._result_record"
+        for name in ("calls", "answer", "judge", "error", "scores")
+    },
+    "evals.Eval.metrics": "evals.runner._finish (numbers and metric names only)",
     "audit.AuditEvent.before": "audit.log.audit_record",
     "audit.AuditEvent.after": "audit.log.audit_record",
 }
@@ -533,6 +539,8 @@ CONFIGURATION = {
     "reviews.Queue.description",
     "releases.AgentConfigVersion.config",
     "releases.PromptVersion.template",
+    "evals.JudgePrompt.template",
+    "evals.Dataset.gate",
 }
 
 
