@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 
 from evals.comparison import MetricDelta, evals_compare
@@ -182,12 +183,14 @@ def promotion_evidence(release: Release) -> GateResult:
         f"run one: python manage.py eval run --agent {agent} --release {release.number} "
         f"--dataset {dataset.name}"
     )
+    link = reverse("evals:evals", args=[agent])
     evaluation = eval_latest(release=release, dataset=dataset)
     if evaluation is None:
         return GateResult(
             passed=False,
             reason=f"release {release.number} has no finished eval on the gating dataset "
             f"{dataset.name} (its latest version); {run_it}",
+            link=link,
         )
     max_age = timedelta(days=settings.AGENTDESK_GATE_MAX_AGE_DAYS)
     assert evaluation.finished_at is not None
@@ -197,6 +200,7 @@ def promotion_evidence(release: Release) -> GateResult:
             reason=f"the latest eval of release {release.number} on {dataset.name} (eval "
             f"{evaluation.pk}) is older than {settings.AGENTDESK_GATE_MAX_AGE_DAYS:g} days; "
             f"{run_it}",
+            link=link,
         )
     production = (
         ReleaseLabel.objects.filter(agent_name=agent, label=LabelName.PRODUCTION)
@@ -208,5 +212,7 @@ def promotion_evidence(release: Release) -> GateResult:
         baseline = eval_latest(release=production.release, dataset=dataset)
     report = gate_report(evaluation, baseline=baseline, rules=GateRules.of(dataset))
     if not report.passed:
-        return GateResult(passed=False, reason=report.summary() + f"; {run_it} after a fix")
+        return GateResult(
+            passed=False, reason=report.summary() + f"; {run_it} after a fix", link=link
+        )
     return GateResult(passed=True, reason=f"passed: {report.summary()} on {dataset.name}")

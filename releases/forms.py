@@ -368,6 +368,9 @@ class LabelMoveForm(forms.Form):
     label = forms.CharField(max_length=32)
     number = forms.IntegerField(min_value=1)
     expected_current = forms.IntegerField(min_value=1, required=False)
+    # Only read when the promotion gate refuses: a holder of the override permission moves
+    # the release anyway, and this reason goes into the audit log.
+    override_reason = forms.CharField(max_length=1000, required=False)
 
 
 class TryPromptForm(forms.Form):

@@ -28,6 +28,8 @@ from releases.models import LabelName, Release
 class GateResult:
     passed: bool
     reason: str
+    # Where a person goes to act on a refusal (the eval pages), when the check knows.
+    link: str = ""
 
 
 GateCheck = Callable[[Release], GateResult]

@@ -35,6 +35,7 @@ from releases.forms import (
     rule_forms_kept,
     rules_from,
 )
+from releases.gate import GateResult, promotion_gate
 from releases.models import (
     AgentConfigVersion,
     LabelName,
@@ -458,6 +459,10 @@ class LabelCard:
     promote_diff: services.ReleaseDiff | None  # what the promotion changes
     rollback_to: list[Release]
     may_move: bool
+    # What the promotion gate says of ``promote_to`` now (production only), and whether
+    # this user may override a refusal.
+    gate: GateResult | None = None
+    may_override: bool = False
 
 
 def _cards(request: HttpRequest, agent: Agent) -> list[LabelCard]:
@@ -486,6 +491,12 @@ def _cards(request: HttpRequest, agent: Agent) -> list[LabelCard]:
                 # moving there is a promotion (through the gate) either way.
                 rollback_to=[r for r in previous if r != promote_to],
                 may_move=request.user.has_perm(services.release_move_permission(label=row.label)),
+                gate=(
+                    promotion_gate(release=promote_to, label=row.label, kind=MoveKind.PROMOTION)
+                    if promote_to is not None and row.label == LabelName.PRODUCTION
+                    else None
+                ),
+                may_override=request.user.has_perm(services.OVERRIDE_GATE),
             )
         )
     return cards
@@ -616,6 +627,7 @@ def release_move(request: HttpRequest, agent_name: str) -> HttpResponse:
             number=form.cleaned_data["number"],
             user=cast(User, user),
             expected_current=form.cleaned_data["expected_current"],
+            override_reason=form.cleaned_data["override_reason"],
         )
     except services.LabelChanged as exc:
         messages.warning(request, str(exc))

@@ -294,3 +294,43 @@ def test_without_a_gating_dataset_promotions_pass_and_say_why(
     assert move.gate == (
         "passed: support has no gating dataset (mark one as gating to gate promotions on an eval)"
     )
+
+
+# --- the release page ----------------------------------------------------------------------
+
+
+def test_the_release_page_says_what_the_gate_says_and_offers_the_override(
+    gating: Any, staged: Release, release_manager: Any
+) -> None:
+    from tests.releases.pages import client_for
+
+    client = client_for(release_manager)
+    body = client.get("/releases/support/").content.decode()
+    assert "The gate refuses it now: release 2 has no finished eval" in body
+    assert 'href="/evals/support/evals/">Run the eval</a>' in body
+    assert "Promote release 2 from staging" not in body  # no override permission: no button
+    refused = client.post(
+        "/releases/support/move", {"label": "production", "number": 2, "expected_current": 1}
+    )
+    assert refused.status_code == 302
+    assert services.release_production(agent_name=AGENT).number == 1
+
+    release_manager.user_permissions.add(Permission.objects.get(codename="override_promotion_gate"))
+    body = client.get("/releases/support/").content.decode()
+    assert "Override and promote release 2 from staging" in body
+    client.post(
+        "/releases/support/move",
+        {
+            "label": "production",
+            "number": 2,
+            "expected_current": 1,
+            "override_reason": "the eval workers are down; hotfix",
+        },
+    )
+    assert services.release_production(agent_name=AGENT).number == 2
+    assert AuditEvent.objects.get(verb="release.gate_overridden").after["reason"] == (
+        "the eval workers are down; hotfix"
+    )
+
+    scored_eval(staged, gating)  # now production is release 2; nothing left to promote
+    assert "The gate refuses" not in client.get("/releases/support/").content.decode()
