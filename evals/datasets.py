@@ -266,6 +266,9 @@ def candidate_example(*, candidate: GoldenCandidate) -> dict[str, Any]:
         "messages": _before_the_call(list(candidate.messages or [])),
         "input": candidate.run.input,
     }
+    if correction.get("expired"):
+        # Nobody decided: the SLA's default ran. A curator accepts it only if it was right.
+        example["tags"] = ["sla-default"]
     if correction.get("kind") == "edit":
         example["expected_calls"] = [
             {

@@ -131,6 +131,7 @@ class CandidateCard:
     changes: list[ArgumentChange]
     feedback: str
     has_conversation: bool
+    expired: bool = False  # the SLA's default, not a person's decision
 
 
 def _said(message: dict[str, Any]) -> Said:
@@ -179,6 +180,7 @@ def candidate_card(candidate: GoldenCandidate, agent: Agent) -> CandidateCard:
         ],
         feedback=str(correction.get("feedback") or ""),
         has_conversation=bool(messages),
+        expired=bool(correction.get("expired")),
     )
 
 

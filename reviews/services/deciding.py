@@ -482,15 +482,27 @@ def _run_end_by_person(run: Run, request: ApprovalRequest, actor: User | None) -
 
 
 def _file_candidate(request: ApprovalRequest, decision: Decision) -> None:
-    """An edit or a rejection is a correction: keep it as a golden-example candidate."""
+    """A correction, kept as a golden-example candidate for curators.
+
+    A person's edit (the edited arguments) or rejection (the feedback); or the SLA's
+    default when nobody decided in time (``decision`` an expiry): the arguments as they
+    ran, or the refusal the model was told, marked ``expired`` so a curator knows no
+    person chose it.
+    """
     action = request.action
     assert action is not None, "a stuck run's request has no proposal to correct"
     proposed = action.arguments
-    correction: dict[str, Any] = (
-        {"kind": "edit", "arguments": request.arguments}
-        if decision.kind == DecisionKind.EDIT
-        else {"kind": "reject", "feedback": decision.reason}
-    )
+    correction: dict[str, Any]
+    if decision.kind == DecisionKind.EXPIRE:
+        correction = (
+            {"kind": "edit", "arguments": request.arguments, "expired": True}
+            if request.outcome == RequestOutcome.EXPIRED_APPROVED
+            else {"kind": "reject", "feedback": request.feedback, "expired": True}
+        )
+    elif decision.kind == DecisionKind.EDIT:
+        correction = {"kind": "edit", "arguments": request.arguments}
+    else:
+        correction = {"kind": "reject", "feedback": decision.reason}
     candidate = GoldenCandidate(
         run=request.run,
         request=request,

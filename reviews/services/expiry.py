@@ -21,7 +21,7 @@ from reviews.models import (
     RequestOutcome,
     RequestState,
 )
-from reviews.services.deciding import SLA, _complete, _decision_create, _move
+from reviews.services.deciding import SLA, _complete, _decision_create, _file_candidate, _move
 from reviews.services.opening import _agent_sla_minutes
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,9 @@ def _expire(request: ApprovalRequest) -> Decision:
         outcome=RequestOutcome.EXPIRED_APPROVED if approve else RequestOutcome.EXPIRED_REJECTED,
         actor=None,
     )
+    if not request.is_run_escalation:
+        # The default that ran is a correction nobody made: curators see it and decide.
+        _file_candidate(request, decision)
     return decision
 
 

@@ -369,3 +369,45 @@ def test_a_secret_in_an_example_is_redacted_before_it_is_stored(
 
     stored = DatasetVersion.objects.get(pk=version.pk).examples[-1]["messages"][0]["content"]
     assert stored == "my key is [REDACTED:api_key] ok"
+
+
+@pytest.mark.parametrize("outcome", ["approve", "reject"])
+def test_a_default_the_sla_applied_is_filed_as_a_candidate_marked_expired(
+    model_endpoint: Simulator, operator: Any, dataset: Dataset, outcome: str
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reviews.services import approvals_expire_overdue
+
+    seed_shop()
+    run = drive(
+        run_services.run_submit(agent_name=AGENT, run_input=seeded_ticket_input("T-0002"))[0]
+    )
+    request = ApprovalRequest.objects.get(run=run, state=RequestState.PENDING)
+    queue = request.queue
+    queue.escalate_to = None
+    queue.expiry_outcome = outcome
+    queue.save()
+    ApprovalRequest.objects.filter(pk=request.pk).update(
+        due_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    approvals_expire_overdue()
+
+    candidate = GoldenCandidate.objects.get(run=run)
+    assert candidate.correction["expired"] is True
+    assert candidate.decision.kind == "expire"
+    example = datasets.candidates_accept(
+        dataset=dataset, candidate_ids=[candidate.pk], user=operator
+    ).examples[-1]
+    assert example["tags"] == ["sla-default"]
+    if outcome == "approve":  # what ran, expected exactly: a curator accepts it only if right
+        assert (
+            example["expected_calls"][0]["arguments"]["amount"]["value"]
+            == (request.arguments["amount"])
+        )
+    else:
+        assert example["forbidden_tools"] == ["issue_refund"]
+        assert "No reviewer approved this call in time" in example["reason"]
