@@ -80,6 +80,7 @@ class AuditVerb(models.TextChoices):
     EVAL_STARTED = "eval.started"
     EVAL_FINISHED = "eval.finished"
     PROMOTION_GATE_OVERRIDDEN = "release.gate_overridden"
+    DATASET_GATE_CHANGED = "dataset.gate_changed"
     # People, groups and tokens.
     USER_LOGGED_IN = "user.logged_in"
     USER_LOGGED_OUT = "user.logged_out"

@@ -26,6 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 
 from agentdesk.redaction import redact_value
@@ -33,6 +34,7 @@ from agents.registry import UnknownAgent, agent_get
 from audit.log import audit_record
 from audit.models import AuditVerb
 from evals.examples import ExamplesRefused, example_checked, examples_checked
+from evals.gate import GateRules
 from evals.models import Dataset, DatasetVersion
 from reviews.models import CandidateStatus, GoldenCandidate
 
@@ -364,3 +366,62 @@ def candidate_discard(*, candidate_id: int, user: User | None, reason: str = "")
         object_id=str(candidate.pk),
         after={"reason": reason.strip()[:500]},
     )
+
+
+# --- the gate --------------------------------------------------------------------------------
+
+OVERRIDE_GATE = "releases.override_promotion_gate"
+
+
+@transaction.atomic
+def dataset_gate_set(
+    *, dataset: Dataset, gating: bool, rules: dict[str, Any], user: User
+) -> Dataset:
+    """Make ``dataset`` the agent's gating dataset (or not), with its gate's rules.
+
+    A gate may be made stricter by anyone who may change datasets; loosening it would let
+    releases reach production that the gate stops today, so once an agent has a gating
+    dataset, every change of it (moving the gate, taking it away, new floors or
+    allowance) needs the override permission too. Validated by evals.gate.GateRules:
+    unknown metrics, floors outside 0..1 or a negative allowance are refused.
+    """
+    if not user.has_perm("evals.change_dataset"):
+        raise PermissionDenied("changing a dataset needs the evals.change_dataset permission")
+    locked = _locked(dataset)
+    current = (
+        Dataset.objects.select_for_update()
+        .filter(agent_name=dataset.agent_name, gating=True)
+        .first()
+    )
+    rules = {key: value for key, value in rules.items() if value not in (None, {}, "")}
+    try:
+        checked = GateRules.of(Dataset(gate=rules))
+    except (TypeError, ValueError) as exc:
+        raise DatasetRefused(f"The gate's rules are not valid: {exc}") from None
+    if any(not 0 <= floor <= 1 for floor in checked.floors.values()):
+        raise DatasetRefused("A floor is a score from 0 to 1.")
+    if checked.allowance_points < 0 or checked.max_errors < 0:
+        raise DatasetRefused("The allowance and the errors allowed are 0 or more.")
+    if (locked.gating, locked.gate) == (gating, rules):
+        raise DatasetRefused("That is the gate as it is.")
+    if current is not None and not user.has_perm(OVERRIDE_GATE):
+        raise PermissionDenied(
+            f"{dataset.agent_name} is gated by {current.name}: changing its gate needs the "
+            f"{OVERRIDE_GATE} permission"
+        )
+    before = {"gating": current.name if current else None, "gate": current.gate if current else {}}
+    if current is not None and current.pk != locked.pk:
+        current.gating = False
+        current.save(update_fields=["gating"])
+    locked.gating = gating
+    locked.gate = rules if gating else {}
+    locked.save(update_fields=["gating", "gate"])
+    audit_record(
+        actor=user,
+        verb=AuditVerb.DATASET_GATE_CHANGED,
+        object_type="dataset",
+        object_id=str(locked),
+        before=before,
+        after={"gating": locked.name if gating else None, "gate": locked.gate},
+    )
+    return locked

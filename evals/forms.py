@@ -323,3 +323,24 @@ class EvalStartForm(forms.Form):
         if "dataset" in cleaned:
             cleaned["dataset_version"] = cleaned["dataset"]
         return cleaned
+
+
+class GateForm(forms.Form):
+    """Whether the dataset gates promotions to production, and with which rules."""
+
+    gating = forms.BooleanField(required=False, label="Gate promotions to production on it")
+    floors = JSONInputField(
+        required=False,
+        help_text='Lowest mean per metric, e.g. {"tool_selection": 0.9, "task_completion": 0.8}',
+    )
+    allowance_points = forms.FloatField(
+        required=False,
+        min_value=0,
+        help_text="Points a metric may fall against production's eval (empty: 2).",
+    )
+
+    def clean_floors(self) -> dict[str, Any]:
+        floors = self.cleaned_data.get("floors") or {}
+        if not isinstance(floors, dict):
+            raise forms.ValidationError("Write a JSON object of metric names and floors.")
+        return floors

@@ -32,6 +32,7 @@ urlpatterns = [
         name="export",
     ),
     path("<str:agent_name>/datasets/<slug:name>/remove", views.dataset_remove, name="remove"),
+    path("<str:agent_name>/datasets/<slug:name>/gate", views.dataset_gate, name="gate"),
     path("<str:agent_name>/datasets/<slug:name>/examples/new", views.example_new, name="example"),
     path("<str:agent_name>/datasets/<slug:name>/import", views.dataset_import, name="import"),
     path(

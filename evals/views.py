@@ -37,6 +37,7 @@ from evals.forms import (
     DiscardForm,
     EvalStartForm,
     ExampleForm,
+    GateForm,
     ImportForm,
     RemoveForm,
 )
@@ -313,6 +314,7 @@ def _dataset_page(
     version: DatasetVersion | None,
     *,
     remove_form: RemoveForm | None = None,
+    gate_form: GateForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     latest = datasets.dataset_latest(dataset=dataset)
@@ -327,8 +329,41 @@ def _dataset_page(
         "examples": presenters.example_rows(list(shown.examples) if shown else [], agent),
         "remove_form": remove_form,
         "can_change": request.user.has_perm(CHANGE),
+        "gate_form": gate_form
+        or GateForm(
+            initial={
+                "gating": dataset.gating,
+                "floors": (dataset.gate or {}).get("floors") or None,
+                "allowance_points": (dataset.gate or {}).get("allowance_points"),
+            }
+        ),
     }
     return render(request, "evals/dataset.html", context, status=status)
+
+
+@login_required
+@require_POST
+def dataset_gate(request: HttpRequest, agent_name: str, name: str) -> HttpResponse:
+    """Make the dataset gate promotions to production, or change its rules."""
+    agent = _agent(request, agent_name, change=True)
+    dataset = _dataset(agent, name)
+    form = GateForm(request.POST)
+    if not form.is_valid():
+        return _dataset_page(request, agent, dataset, None, gate_form=form, status=400)
+    rules = {
+        "floors": form.cleaned_data["floors"],
+        "allowance_points": form.cleaned_data["allowance_points"],
+    }
+    try:
+        datasets.dataset_gate_set(
+            dataset=dataset, gating=form.cleaned_data["gating"], rules=rules, user=_user(request)
+        )
+    except datasets.DatasetRefused as exc:
+        _refused(request, exc)
+    else:
+        state = "gates" if form.cleaned_data["gating"] else "no longer gates"
+        messages.success(request, f"{dataset.name} {state} promotions to production.")
+    return redirect("evals:dataset", agent.name, dataset.name)
 
 
 @login_required

@@ -64,7 +64,7 @@ def test_the_values_are_the_strings_stored_before() -> None:
         "run.submitted",
         "request.approve",
     )
-    assert len(AuditVerb.values) == len(set(AuditVerb.values)) == 64
+    assert len(AuditVerb.values) == len(set(AuditVerb.values)) == 65
     assert (AuditVerb.RELEASE_CREATED, AuditVerb.RELEASE_LABEL_MOVED) == (
         "release.created",
         "release.label_moved",

@@ -334,3 +334,54 @@ def test_the_release_page_says_what_the_gate_says_and_offers_the_override(
 
     scored_eval(staged, gating)  # now production is release 2; nothing left to promote
     assert "The gate refuses" not in client.get("/releases/support/").content.decode()
+
+
+# --- who may change the gate -----------------------------------------------------------------
+
+
+def test_a_gate_is_set_by_an_operator_and_loosened_only_with_the_override(
+    support_queues: None, operator: Any
+) -> None:
+    from tests.releases.pages import client_for
+
+    version = datasets.dataset_create(
+        agent_name=AGENT, name="golden", user=None, examples=[_example(0)]
+    )
+    client = client_for(operator)
+    page = f"/evals/{AGENT}/datasets/golden/"
+    response = client.post(
+        page + "gate",
+        {"gating": "on", "floors": '{"tool_selection": 0.9}', "allowance_points": "1"},
+    )
+    assert response.status_code == 302
+    dataset = Dataset.objects.get(pk=version.dataset_id)
+    assert (dataset.gating, dataset.gate) == (
+        True,
+        {"floors": {"tool_selection": 0.9}, "allowance_points": 1.0},
+    )
+    event = AuditEvent.objects.get(verb="dataset.gate_changed")
+    assert event.after == {"gating": "golden", "gate": dataset.gate}
+    assert "This dataset gates support's promotions" in client.get(page).content.decode()
+
+    # Loosening (here: taking the gate away) is refused without the override, and changes nothing.
+    assert client.post(page + "gate", {"floors": "", "allowance_points": ""}).status_code == 403
+    dataset.refresh_from_db()
+    assert dataset.gating is True
+    bad = client.post(page + "gate", {"gating": "on", "floors": '{"accuracy": 2}'})
+    assert bad.status_code == 302  # refused by the service, with its reason
+    dataset.refresh_from_db()
+    assert dataset.gate["floors"] == {"tool_selection": 0.9}
+
+    operator.user_permissions.add(Permission.objects.get(codename="override_promotion_gate"))
+    client.post(page + "gate", {"floors": "", "allowance_points": ""})
+    dataset.refresh_from_db()
+    assert (dataset.gating, dataset.gate) == (False, {})
+    assert AuditEvent.objects.filter(verb="dataset.gate_changed").count() == 2
+
+
+def test_an_auditor_may_not_touch_the_gate(gating: Any, auditor: Any) -> None:
+    from tests.releases.pages import client_for
+
+    response = client_for(auditor).post(f"/evals/{AGENT}/datasets/gating/gate", {})
+    assert response.status_code == 403
+    assert Dataset.objects.get(pk=gating.dataset_id).gating is True
