@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 from agentdesk.tokens import api_token_create
 from agents.registry import agents
+from evals import datasets
 from releases import services
 from reviews.models import ApprovalRequest
 from runs.models import DeadLetter
@@ -277,6 +278,9 @@ def world(db: None) -> World:
     ]
     args = sorted({name for schema in schemas for name in schema.get("properties", {})})
     group = viewer.groups.first()
+    dataset = datasets.dataset_create(
+        agent_name="support", name="gating", user=None, examples=[]
+    ).dataset
     known = Known(
         by_name={
             "request_id": [str(approval.pk)],
@@ -291,12 +295,14 @@ def world(db: None) -> World:
             "user_id": [str(viewer.pk), str(admin.pk)],
             "group_id": [str(group.pk if group else 1)],
             "id": [str(admin.pk)],
+            "name": [dataset.name],
         },
         by_converter={
             "IntConverter": ["1"],
             "UUIDConverter": [str(approval.run_id), str(uuid.UUID(int=0))],
             "StringConverter": ["support"],
             "PathConverter": ["1"],
+            "SlugConverter": [dataset.name],
         },
         agents=sorted(agents()),
         hashes=[approval.args_hash, ""],
@@ -308,7 +314,7 @@ def world(db: None) -> World:
             queue.slug,
             *("requeue", "discard", "approve", "decide", "view", "grant", "revoke", "vera"),
             *("group:reviewer", "T-0001", "SO-1002", "29.00", "issue_refund", "irreversible"),
-            *("code", "production", "staging", "dev"),
+            *("code", "production", "staging", "dev", "gating", "gating@1"),
         ],
     )
     known.page_names = _read_page_names(admin, known)
