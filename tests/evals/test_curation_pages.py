@@ -1065,3 +1065,11 @@ def test_the_run_page_link_offers_each_dataset(
     assert f'href="{BASE}/datasets/gating/from-run/{finished_run.pk}"' in response.content.decode()
     assert client_for(auditor).get(path).status_code == 403
     assert client_for(operator).get(f"{BASE}/from-run/{uuid.uuid4()}").status_code == 404
+
+
+def test_a_finished_runs_page_offers_it_to_a_dataset_for_curators_only(
+    operator: Any, auditor: Any, finished_run: Run
+) -> None:
+    link = f'href="/evals/{AGENT}/from-run/{finished_run.pk}"'
+    assert link in client_for(operator).get(f"/runs/{finished_run.pk}/").content.decode()
+    assert link not in client_for(auditor).get(f"/runs/{finished_run.pk}/").content.decode()
