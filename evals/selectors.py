@@ -20,8 +20,8 @@ def release_named(*, agent_name: str, name: str) -> Release:
     if text in LabelName.values:
         return labels[LabelName(text)]
     if not text.isdigit():
-        labels = ", ".join(LabelName.values)
-        raise NotFound(f"{name!r} is neither a release number nor a label ({labels})")
+        names = ", ".join(LabelName.values)
+        raise NotFound(f"{name!r} is neither a release number nor a label ({names})")
     release = release_get(agent_name=agent_name, number=int(text))
     if release is None:
         raise NotFound(f"{agent_name} has no release {text}")

@@ -26,6 +26,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from agentdesk.http import HtmxHttpRequest
 from agents.definition import Agent
 from agents.registry import UnknownAgent, agent_get, agents
 from evals import curation, datasets, presenters, runner
@@ -596,7 +597,7 @@ def eval_new(request: HttpRequest, agent_name: str) -> HttpResponse:
 
 
 @login_required
-def eval_detail(request: HttpRequest, agent_name: str, eval_id: int) -> HttpResponse:
+def eval_detail(request: HtmxHttpRequest, agent_name: str, eval_id: int) -> HttpResponse:
     """One eval: its progress (polled while it runs), its metrics and every example."""
     agent = _eval_agent(request, agent_name)
     evaluation = _eval(agent, eval_id)
