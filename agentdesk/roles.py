@@ -54,6 +54,8 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
 ROLE_PERMISSIONS["release_manager"] = (
     *ROLE_PERMISSIONS["operator"],
     "releases.promote_production_release",
+    # A new judge grades every later eval: the gate's evidence, so the same hands.
+    "evals.add_judgeprompt",
 )
 
 # Who may see and decide in each queue is an admin's right, apart from the queues'

@@ -344,3 +344,12 @@ class GateForm(forms.Form):
         if not isinstance(floors, dict):
             raise forms.ValidationError("Write a JSON object of metric names and floors.")
         return floors
+
+
+class JudgeForm(forms.Form):
+    """A new judge version: its prompt and the model route that grades."""
+
+    template = forms.CharField(widget=forms.Textarea(attrs={"rows": 10}), max_length=8000)
+    model = forms.CharField(max_length=100)
+    endpoint = forms.CharField(max_length=64, initial="default")
+    note = forms.CharField(max_length=500, required=False)

@@ -42,6 +42,8 @@ urlpatterns = [
     ),
     path("<str:agent_name>/from-run/<uuid:run_id>", views.run_datasets, name="run-datasets"),
     path("<str:agent_name>/evals/", views.eval_list, name="evals"),
+    path("<str:agent_name>/judge/", views.judge_versions, name="judge"),
+    path("<str:agent_name>/judge/new", views.judge_new, name="judge-new"),
     path("<str:agent_name>/evals/new", views.eval_new, name="eval-new"),
     path("<str:agent_name>/evals/<int:eval_id>/", views.eval_detail, name="eval"),
     path(

@@ -40,9 +40,11 @@ from evals.forms import (
     ExampleForm,
     GateForm,
     ImportForm,
+    JudgeForm,
     RemoveForm,
 )
-from evals.models import Dataset, DatasetVersion, Eval
+from evals.judge import judge_current, judge_save
+from evals.models import Dataset, DatasetVersion, Eval, JudgePrompt
 from evals.selectors import eval_get
 from reviews.models import CandidateStatus, GoldenCandidate
 from reviews.selectors import candidates_list
@@ -635,3 +637,51 @@ def eval_example_diff(
     if context is None:
         raise Http404
     return render(request, "evals/example_diff.html", {"agent": agent, **context})
+
+
+# --- the judge ---------------------------------------------------------------------------------
+#
+# A new judge version changes how every later eval's answers are graded, so it is the
+# release managers' (``evals.add_judgeprompt``), not every operator's.
+
+ADD_JUDGE = "evals.add_judgeprompt"
+
+
+@login_required
+def judge_versions(request: HttpRequest, agent_name: str) -> HttpResponse:
+    """The agent's judge versions, newest first, and a form for the next one."""
+    agent = _eval_agent(request, agent_name)
+    current = judge_current(agent_name=agent.name)
+    form = JudgeForm(initial={"template": current.template, "model": current.model})
+    return _judge_page(request, agent, form)
+
+
+def _judge_page(
+    request: HttpRequest, agent: Agent, form: JudgeForm, status: int = 200
+) -> HttpResponse:
+    versions = list(JudgePrompt.objects.filter(agent_name=agent.name).order_by("-number"))
+    context = {
+        "agent": agent,
+        "versions": versions,
+        "form": form,
+        "can_add": request.user.has_perm(ADD_JUDGE),
+    }
+    return render(request, "evals/judge.html", context, status=status)
+
+
+@login_required
+@require_POST
+def judge_new(request: HttpRequest, agent_name: str) -> HttpResponse:
+    agent = _eval_agent(request, agent_name)
+    if not request.user.has_perm(ADD_JUDGE):
+        raise PermissionDenied
+    form = JudgeForm(request.POST)
+    if not form.is_valid():
+        return _judge_page(request, agent, form, status=400)
+    try:
+        version = judge_save(agent_name=agent.name, user=_user(request), **form.cleaned_data)
+    except ValueError as exc:
+        form.add_error(None, str(exc))
+        return _judge_page(request, agent, form, status=400)
+    messages.success(request, f"Judge v{version.number} grades the evals started from now on.")
+    return redirect("evals:judge", agent.name)

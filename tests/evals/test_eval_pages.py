@@ -152,3 +152,48 @@ def test_evals_of_different_dataset_versions_are_not_compared(
     response = client_for(operator).get(f"/evals/{AGENT}/evals/{other.pk}/against/{two[0].pk}/")
     assert response.status_code == 302
     assert response["Location"] == f"/evals/{AGENT}/evals/{other.pk}/"
+
+
+def test_a_release_manager_saves_a_judge_version_and_an_operator_only_reads(
+    operator: Any, release_manager: Any
+) -> None:
+    from evals.judge import judge_current
+    from evals.models import JudgePrompt
+
+    page = f"/evals/{AGENT}/judge/"
+    body = client_for(operator).get(page).content.decode()
+    assert "v1 <span" in body  # the code's judge, made on first use
+    assert 'id="judge-new"' not in body
+    assert (
+        client_for(operator).post(page + "new", {"template": "x", "model": "m"}).status_code == 403
+    )
+
+    manager = client_for(release_manager)
+    same = manager.post(
+        page + "new",
+        {
+            "template": judge_current(agent_name=AGENT).template,
+            "model": "gpt-4o-mini",
+            "endpoint": "default",
+        },
+    )
+    assert same.status_code == 400
+    assert "That is the current judge already." in same.content.decode()
+    unknown = manager.post(
+        page + "new", {"template": "Grade it.", "model": "m", "endpoint": "nowhere"}
+    )
+    assert "There is no endpoint alias &#x27;nowhere&#x27;." in unknown.content.decode()
+    assert JudgePrompt.objects.count() == 1
+
+    saved = manager.post(
+        page + "new",
+        {
+            "template": "Grade strictly.",
+            "model": "gpt-4o",
+            "endpoint": "default",
+            "note": "stricter",
+        },
+    )
+    assert saved.status_code == 302
+    assert judge_current(agent_name=AGENT).number == 2
+    assert judge_current(agent_name=AGENT).created_by == release_manager
