@@ -121,6 +121,9 @@ def gate_report(evaluation: Eval, *, baseline: Eval | None, rules: GateRules) ->
         deltas = {
             d.metric: d for d in evals_compare(baseline=baseline, candidate=evaluation).deltas
         }
+        if baseline.judge_id != evaluation.judge_id:
+            # Graded by two judges, the judge's scores compare the judges: only its floor holds.
+            deltas.pop("judge", None)
     rows = []
     for metric in QUALITY_METRICS:
         if metric not in metrics:
