@@ -59,13 +59,18 @@ PAGE_SIZE = 25
 # --- lookups: permission first (403), then the object (404) --------------------------------
 
 
-def _agent(request: HttpRequest, agent_name: str, *, change: bool = False) -> Agent:
-    if not request.user.has_perm(VIEW) or (change and not request.user.has_perm(CHANGE)):
+def _agent_for(request: HttpRequest, agent_name: str, *needed: str) -> Agent:
+    """The agent, if the user holds every permission ``needed`` (403 first, then 404)."""
+    if not all(request.user.has_perm(permission) for permission in needed):
         raise PermissionDenied
     try:
         return agent_get(agent_name)
     except UnknownAgent:
         raise Http404 from None
+
+
+def _agent(request: HttpRequest, agent_name: str, *, change: bool = False) -> Agent:
+    return _agent_for(request, agent_name, VIEW, *([CHANGE] if change else []))
 
 
 def _dataset(agent: Agent, name: str) -> Dataset:
@@ -552,12 +557,7 @@ RUN_EVAL = "evals.run_eval"
 
 
 def _eval_agent(request: HttpRequest, agent_name: str, *, run: bool = False) -> Agent:
-    if not request.user.has_perm(VIEW_EVAL) or (run and not request.user.has_perm(RUN_EVAL)):
-        raise PermissionDenied
-    try:
-        return agent_get(agent_name)
-    except UnknownAgent:
-        raise Http404 from None
+    return _agent_for(request, agent_name, VIEW_EVAL, *([RUN_EVAL] if run else []))
 
 
 def _eval(agent: Agent, eval_id: int) -> Eval:
@@ -672,9 +672,7 @@ def _judge_page(
 @login_required
 @require_POST
 def judge_new(request: HttpRequest, agent_name: str) -> HttpResponse:
-    agent = _eval_agent(request, agent_name)
-    if not request.user.has_perm(ADD_JUDGE):
-        raise PermissionDenied
+    agent = _agent_for(request, agent_name, VIEW_EVAL, ADD_JUDGE)
     form = JudgeForm(request.POST)
     if not form.is_valid():
         return _judge_page(request, agent, form, status=400)
