@@ -399,3 +399,10 @@ class ActivateForm(forms.Form):
     # The production release on the confirmation page: its prompt is what the activated
     # configuration will be paired with.
     expected_release = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
+    # Read only when the promotion gate refuses and the user may override it (audited).
+    override_reason = forms.CharField(
+        max_length=1000,
+        required=False,
+        label="If the gate refuses: override it, for this reason",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )

@@ -190,6 +190,9 @@ def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -
                     user=cast(User, request.user),
                     expected_active=form.cleaned_data["expected_active"],
                     expected_release=form.cleaned_data["expected_release"],
+                    override_reason=form.cleaned_data["override_reason"]
+                    if request.user.has_perm(services.OVERRIDE_GATE)
+                    else "",
                 )
             except services.LabelChanged as exc:
                 notice, status = str(exc), 409
@@ -227,6 +230,7 @@ def agent_version_activate(request: HttpRequest, agent_name: str, number: int) -
             }
         ),
         "production": production,
+        "may_override": request.user.has_perm(services.OVERRIDE_GATE),
         "notice": notice,
     }
     return render(request, "agents/activate.html", context, status=status)

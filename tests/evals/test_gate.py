@@ -385,3 +385,26 @@ def test_an_auditor_may_not_touch_the_gate(gating: Any, auditor: Any) -> None:
     response = client_for(auditor).post(f"/evals/{AGENT}/datasets/gating/gate", {})
     assert response.status_code == 403
     assert Dataset.objects.get(pk=gating.dataset_id).gating is True
+
+
+def test_an_activation_refused_by_the_gate_may_be_overridden_from_its_page(
+    gating: Any, operator: Any
+) -> None:
+    from tests.releases.pages import client_for
+
+    config = dict(configuration.config_version_first(agent_name=AGENT).config)
+    configuration.config_version_create(
+        agent_name=AGENT, config={**config, "sla_minutes": 45}, note="c", user=operator
+    )
+    client = client_for(operator)
+    page = f"/agents/{AGENT}/versions/2/activate"
+    assert "override it" not in client.get(page).content.decode()
+    form = {"confirm": "True", "expected_active": "1", "expected_release": "1"}
+    client.post(page, {**form, "override_reason": "ignored without the permission"})
+    assert services.config_active(agent_name=AGENT).number == 1
+
+    operator.user_permissions.add(Permission.objects.get(codename="override_promotion_gate"))
+    assert "override it" in client.get(page).content.decode()
+    client.post(page, {**form, "override_reason": "a queue name fix, nothing a model sees"})
+    assert services.config_active(agent_name=AGENT).number == 2
+    assert AuditEvent.objects.get(verb="release.gate_overridden").after["kind"] == "activation"
