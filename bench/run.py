@@ -12,6 +12,8 @@
 5. ``audit_search.py``: filtered audit search over 1,000,000 events (budget <= 100 ms p95).
 6. ``worker_kill.py``: a worker SIGKILLed mid-step three times; its steps redone within
    30 s and nothing repeated (a count).
+7. ``eval.py``: an eval of 40 step examples on 4 worker slots with 200 ms model latency,
+   against the ideal 40 * 0.2 s / 4 (budget: wall / ideal <= 1.5).
 
 Each runs in its own process against the bench's own database, Redis database and queue
 (see harness.py), whatever DATABASE_URL and REDIS_URL ``make`` passes, and starts and stops
@@ -37,6 +39,7 @@ BENCHMARKS = (
     ("inbox.py",),
     ("audit_search.py",),
     ("worker_kill.py",),
+    ("eval.py",),
 )
 TIME_LIMIT_S = 600
 

@@ -70,8 +70,14 @@ class EvalRefused(ValueError):
 # --- starting -----------------------------------------------------------------------------------
 
 
-def eval_start(*, release: Release, dataset_version: DatasetVersion, user: User | None) -> Eval:
-    """Record the eval and queue its examples (on commit); EvalRefused if it cannot run."""
+def eval_start(
+    *, release: Release, dataset_version: DatasetVersion, user: User | None, queue: bool = True
+) -> Eval:
+    """Record the eval and queue its examples (on commit); EvalRefused if it cannot run.
+
+    ``queue=False`` sends nothing to the broker: the caller runs the examples itself
+    (``eval_run_inline``), so no worker picks up a second copy of each later.
+    """
     dataset = dataset_version.dataset
     if dataset.agent_name != release.agent_name:
         raise EvalRefused(
@@ -115,7 +121,8 @@ def eval_start(*, release: Release, dataset_version: DatasetVersion, user: User 
             },
         )
         ids = [result.pk for result in results]
-        transaction.on_commit(lambda: _send_examples(ids), robust=True)
+        if queue:
+            transaction.on_commit(lambda: _send_examples(ids), robust=True)
     return evaluation
 
 

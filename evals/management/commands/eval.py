@@ -1,16 +1,17 @@
 """Run an eval of a release, and gate a build on one: ``eval run`` and ``eval gate``.
 
     python manage.py eval run --agent support --release staging --dataset gating \\
-        [--baseline production]
+        [--baseline production] [--inline]
     python manage.py eval gate --agent support --release staging --dataset gating \\
         --baseline production [--floor tool_selection=0.9] [--allowance 2] \\
         [--report gate.xml | gate.json]
 
 ``run`` starts the eval (its examples run on the Celery workers), waits for it and prints
-its metrics; with ``--baseline``, the baseline release's latest finished eval on the same
-dataset version (or a new one) and the comparison. ``gate`` reads the latest finished
-eval and exits 0 when it passes, 1 when it fails, 2 when there is nothing to gate (no
-eval, bad arguments); docs/evals.md has the CI recipe.
+its metrics; with ``--inline`` it runs every example in this process instead, one after
+another, for a CI job without workers; with ``--baseline``, the baseline release's latest
+finished eval on the same dataset version (or a new one) and the comparison. ``gate``
+reads the latest finished eval and exits 0 when it passes, 1 when it fails, 2 when there
+is nothing to gate (no eval, bad arguments); docs/evals.md has the CI recipe.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from evals.comparison import evals_compare
 from evals.gate import GateReport, GateRules, gate_report
 from evals.models import DatasetVersion, Eval, EvalState
-from evals.runner import EvalRefused, eval_start
+from evals.runner import EvalRefused, eval_run_inline, eval_start
 from evals.scoring import QUALITY_METRICS
 from evals.selectors import NotFound, dataset_version_named, evals_of_release, release_named
 from releases.models import Release
@@ -47,6 +48,11 @@ class Command(BaseCommand):
             each.add_argument("--dataset", required=True, help="name or name@version")
             each.add_argument("--baseline", help="a release number or a label to compare with")
         run.add_argument("--no-wait", action="store_true", help="start it and print its id")
+        run.add_argument(
+            "--inline",
+            action="store_true",
+            help="run the examples in this process, without workers (slower, same results)",
+        )
         run.add_argument("--timeout", type=float, default=1800, help="seconds to wait")
         gate.add_argument(
             "--floor", action="append", default=[], metavar="METRIC=VALUE", help="repeatable"
@@ -79,13 +85,25 @@ class Command(BaseCommand):
         baseline: Release | None,
         options: dict[str, Any],
     ) -> None:
+        inline = options["inline"]
+        if inline and options["no_wait"]:
+            raise CommandError(
+                "--inline runs the eval here: it cannot be --no-wait", returncode=USAGE_ERROR
+            )
+        started: list[Eval] = []  # the evals this command starts, and so runs when inline
         try:
-            candidate = eval_start(release=release, dataset_version=version, user=None)
+            candidate = eval_start(
+                release=release, dataset_version=version, user=None, queue=not inline
+            )
+            started.append(candidate)
             base_eval = None
             if baseline is not None:
                 base_eval = evals_of_release(release=baseline, dataset_version=version).first()
                 if base_eval is None:
-                    base_eval = eval_start(release=baseline, dataset_version=version, user=None)
+                    base_eval = eval_start(
+                        release=baseline, dataset_version=version, user=None, queue=not inline
+                    )
+                    started.append(base_eval)
         except EvalRefused as exc:
             raise CommandError(str(exc), returncode=USAGE_ERROR) from None
         self.stdout.write(
@@ -94,9 +112,18 @@ class Command(BaseCommand):
         )
         if options["no_wait"]:
             return
-        waited = [candidate] + ([base_eval] if base_eval is not None else [])
-        for evaluation in waited:
-            self._wait(evaluation, options["timeout"])
+        if inline:
+            for evaluation in started:
+                self.stdout.write(f"  eval {evaluation.pk}: running {evaluation.total} inline")
+                if eval_run_inline(evaluation=evaluation).state != EvalState.FINISHED:
+                    raise CommandError(
+                        f"eval {evaluation.pk} did not finish inline "
+                        f"({evaluation.done}/{evaluation.total} examples recorded)"
+                    )
+        else:
+            waited = [candidate] + ([base_eval] if base_eval is not None else [])
+            for evaluation in waited:
+                self._wait(evaluation, options["timeout"])
         candidate.refresh_from_db()
         self._metrics(candidate)
         if base_eval is not None:
