@@ -571,7 +571,10 @@ def _eval(agent: Agent, eval_id: int) -> Eval:
 def eval_list(request: HttpRequest, agent_name: str) -> HttpResponse:
     """The agent's evals, newest first, a chart of their scores, and a form to run one."""
     agent = _eval_agent(request, agent_name)
-    form = EvalStartForm(agent=agent)
+    gating = Dataset.objects.filter(agent_name=agent.name, gating=True).first()
+    form = EvalStartForm(
+        agent=agent, initial={"release": "staging", "dataset": gating.name if gating else ""}
+    )
     return render(request, "evals/evals.html", presenters.eval_list_context(agent, form=form))
 
 
