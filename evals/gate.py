@@ -89,7 +89,11 @@ class GateReport:
         return not self.problems
 
     def summary(self) -> str:
-        against = f" against eval {self.baseline.pk}" if self.baseline else ""
+        against = (
+            f" against eval {self.baseline.pk}"
+            if self.baseline
+            else " (floors only: no baseline eval on this dataset version)"
+        )
         if self.passed:
             return f"eval {self.eval.pk} passed{against}"
         return f"eval {self.eval.pk} failed{against}: " + "; ".join(self.problems)

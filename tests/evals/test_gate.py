@@ -408,3 +408,14 @@ def test_an_activation_refused_by_the_gate_may_be_overridden_from_its_page(
     client.post(page, {**form, "override_reason": "a queue name fix, nothing a model sees"})
     assert services.config_active(agent_name=AGENT).number == 2
     assert AuditEvent.objects.get(verb="release.gate_overridden").after["kind"] == "activation"
+
+
+def test_a_pass_without_a_baseline_says_it_checked_floors_only(
+    gating: Any, staged: Release, release_manager: Any
+) -> None:
+    passing = scored_eval(staged, gating)  # production has no eval on this version
+    move = _production(release_manager, staged.number)
+    assert move.gate == (
+        f"passed: eval {passing.pk} passed (floors only: no baseline eval on this dataset "
+        "version) on gating"
+    )
