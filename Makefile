@@ -50,7 +50,7 @@ test: $(STAMP) services chromium
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	AGENTDESK_DEBUG=true $(BIN)/mypy agentdesk agents audit policy releases runs reviews evals examples
+	AGENTDESK_DEBUG=true $(BIN)/mypy agentdesk agents audit policy releases runs reviews evals calibration examples
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

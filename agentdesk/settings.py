@@ -231,6 +231,7 @@ INSTALLED_APPS = [
     "runs",
     "reviews",
     "evals",
+    "calibration",
     "examples.support",
     *AGENTDESK_EXTRA_APPS,
 ]
