@@ -28,6 +28,7 @@ urlpatterns = [
     path("prompts/", include(prompt_urls)),
     path("releases/", include(release_urls)),
     path("evals/", include("evals.urls")),
+    path("calibration/", include("calibration.urls")),
     path("tokens/", include(token_urls)),
     # The JSON API (runs/api.py, reviews/api.py), its schema (api/schema) and docs (api/docs).
     path("api/", api.urls),

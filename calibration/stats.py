@@ -20,6 +20,7 @@ calls above ``t``, the disagreement rate is the risk of that automation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,12 +135,17 @@ def recommend(
 ) -> Recommendation:
     """The lowest threshold whose bound is <= alpha, by fixed-sequence testing.
 
-    From the strictest threshold down: a threshold with fewer than ``min_labels``
-    labelled calls above it cannot be tested and is passed over (how many calls sit
-    above a threshold depends on the stated confidences, not on what people decided);
-    the first tested threshold whose bound exceeds alpha ends the sequence.
+    Only thresholds at a stated confidence some labelled call had (rounded down to the
+    grid) are candidates: below the lowest one the evidence is the same calls, and a
+    lower threshold would let through confidences nobody has reviewed. From the strictest
+    down: a threshold with fewer than ``min_labels`` labelled calls above it cannot be
+    tested and is passed over (how many calls sit above a threshold depends on the stated
+    confidences, not on what people decided); the first tested threshold whose bound
+    exceeds alpha ends the sequence.
     """
-    curve = automation_curve(labels, delta=delta, thresholds=sorted(thresholds, reverse=True))
+    stated = {math.floor(label.confidence * 100 + 1e-9) / 100 for label in labels}
+    candidates = sorted((t for t in thresholds if t in stated), reverse=True)
+    curve = automation_curve(labels, delta=delta, thresholds=candidates)
     accepted: CurvePoint | None = None
     tested = False
     for point in curve:

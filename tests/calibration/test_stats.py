@@ -61,8 +61,8 @@ def test_overconfident_calls_below_the_top_get_a_stricter_threshold() -> None:
     advice = recommend(labels, alpha=0.02, delta=0.05, min_labels=100)
     assert advice.threshold is not None
     assert advice.threshold > 0.9  # a static 0.9 would let the wrong ones through
-    # The lowest threshold above the overconfident 0.9 calls; at 0.9 the sequence stops.
-    assert advice.threshold == 0.91
+    # At 0.9 the sequence stops; nothing between was ever stated, so 0.99 it is.
+    assert advice.threshold == 0.99
     assert advice.above == 300
     assert advice.bound is not None
     assert advice.bound <= 0.02
@@ -79,3 +79,8 @@ def test_no_recommendation_when_even_the_strictest_tested_threshold_is_too_risky
     assert advice.threshold is None
     assert advice.labels_needed == 0
     assert "keep reviewing" in advice.reason
+
+
+def test_a_threshold_is_never_below_every_confidence_anyone_reviewed() -> None:
+    advice = recommend(_labels((0.97, 200, 0)), alpha=0.02, delta=0.05, min_labels=100)
+    assert advice.threshold == 0.97  # not 0.50: nobody has seen what the model does there
