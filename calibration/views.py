@@ -41,7 +41,7 @@ class ReportForm(forms.Form):
     """The report's knobs, from the query string; every one has a default."""
 
     tool = forms.CharField(required=False, max_length=100)
-    release = forms.IntegerField(required=False, min_value=1)
+    release = forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
     alpha = forms.FloatField(required=False, min_value=0.001, max_value=0.5)
     delta = forms.FloatField(required=False, min_value=0.001, max_value=0.25)
     min_labels = forms.IntegerField(required=False, min_value=10, max_value=100_000)
