@@ -22,7 +22,7 @@ def release_named(*, agent_name: str, name: str) -> Release:
     if not text.isdigit():
         names = ", ".join(LabelName.values)
         raise NotFound(f"{name!r} is neither a release number nor a label ({names})")
-    release = release_get(agent_name=agent_name, number=int(text))
+    release = release_get(agent_name=agent_name, number=int(text)) if len(text) < 10 else None
     if release is None:
         raise NotFound(f"{agent_name} has no release {text}")
     return release
@@ -42,7 +42,7 @@ def dataset_version_named(*, agent_name: str, name: str) -> DatasetVersion:
         return latest
     if not number.isdigit():
         raise NotFound(f"{number!r} is not a version number")
-    version = versions.filter(number=int(number)).first()
+    version = versions.filter(number=int(number)).first() if len(number) < 10 else None
     if version is None:
         raise NotFound(f"the dataset {dataset} has no version {number}")
     return version

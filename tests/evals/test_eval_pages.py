@@ -197,3 +197,13 @@ def test_a_release_manager_saves_a_judge_version_and_an_operator_only_reads(
     assert saved.status_code == 302
     assert judge_current(agent_name=AGENT).number == 2
     assert judge_current(agent_name=AGENT).created_by == release_manager
+
+
+def test_numbers_past_what_a_column_holds_are_not_found(version: Any, operator: Any) -> None:
+    response = client_for(operator).post(
+        f"/evals/{AGENT}/evals/new", {"release": "9" * 15, "dataset": "golden@" + "9" * 15}
+    )
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert f"support has no release {'9' * 15}" in body
+    assert f"has no version {'9' * 15}" in body
