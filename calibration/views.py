@@ -15,14 +15,13 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from agentdesk.http import agent_for
 from agents.definition import Agent
-from agents.registry import UnknownAgent, agent_get
 from calibration.services import (
     DEFAULTS,
     RecommendationRefused,
@@ -45,15 +44,6 @@ class ReportForm(forms.Form):
     alpha = forms.FloatField(required=False, min_value=0.001, max_value=0.5)
     delta = forms.FloatField(required=False, min_value=0.001, max_value=0.25)
     min_labels = forms.IntegerField(required=False, min_value=10, max_value=100_000)
-
-
-def _agent(request: HttpRequest, agent_name: str, *needed: str) -> Agent:
-    if not all(request.user.has_perm(permission) for permission in needed):
-        raise PermissionDenied
-    try:
-        return agent_get(agent_name)
-    except UnknownAgent:
-        raise Http404 from None
 
 
 def _report(agent: Agent, data: Any) -> tuple[ReportForm, Report | None]:
@@ -100,7 +90,7 @@ def _chart_data(report: Report) -> dict[str, Any]:
 
 @login_required
 def calibration_page(request: HttpRequest, agent_name: str) -> HttpResponse:
-    agent = _agent(request, agent_name, VIEW)
+    agent = agent_for(request, agent_name, VIEW)
     form, report = _report(agent, request.GET)
     context = {
         "agent": agent,
@@ -116,7 +106,7 @@ def calibration_page(request: HttpRequest, agent_name: str) -> HttpResponse:
 @login_required
 @require_POST
 def recommendation_apply_view(request: HttpRequest, agent_name: str) -> HttpResponse:
-    agent = _agent(request, agent_name, VIEW, CHANGE)
+    agent = agent_for(request, agent_name, VIEW, CHANGE)
     _, report = _report(agent, request.POST)
     if report is None:
         messages.error(request, "Check the report's settings.")

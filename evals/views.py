@@ -26,9 +26,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agentdesk.http import HtmxHttpRequest
+from agentdesk.http import HtmxHttpRequest, agent_for
 from agents.definition import Agent
-from agents.registry import UnknownAgent, agent_get, agents
+from agents.registry import agents
 from evals import curation, datasets, presenters, runner
 from evals.comparison import NotComparable, evals_compare
 from evals.examples import ExamplesRefused
@@ -59,18 +59,8 @@ PAGE_SIZE = 25
 # --- lookups: permission first (403), then the object (404) --------------------------------
 
 
-def _agent_for(request: HttpRequest, agent_name: str, *needed: str) -> Agent:
-    """The agent, if the user holds every permission ``needed`` (403 first, then 404)."""
-    if not all(request.user.has_perm(permission) for permission in needed):
-        raise PermissionDenied
-    try:
-        return agent_get(agent_name)
-    except UnknownAgent:
-        raise Http404 from None
-
-
 def _agent(request: HttpRequest, agent_name: str, *, change: bool = False) -> Agent:
-    return _agent_for(request, agent_name, VIEW, *([CHANGE] if change else []))
+    return agent_for(request, agent_name, VIEW, *([CHANGE] if change else []))
 
 
 def _dataset(agent: Agent, name: str) -> Dataset:
@@ -557,7 +547,7 @@ RUN_EVAL = "evals.run_eval"
 
 
 def _eval_agent(request: HttpRequest, agent_name: str, *, run: bool = False) -> Agent:
-    return _agent_for(request, agent_name, VIEW_EVAL, *([RUN_EVAL] if run else []))
+    return agent_for(request, agent_name, VIEW_EVAL, *([RUN_EVAL] if run else []))
 
 
 def _eval(agent: Agent, eval_id: int) -> Eval:
@@ -675,7 +665,7 @@ def _judge_page(
 @login_required
 @require_POST
 def judge_new(request: HttpRequest, agent_name: str) -> HttpResponse:
-    agent = _agent_for(request, agent_name, VIEW_EVAL, ADD_JUDGE)
+    agent = agent_for(request, agent_name, VIEW_EVAL, ADD_JUDGE)
     form = JudgeForm(request.POST)
     if not form.is_valid():
         return _judge_page(request, agent, form, status=400)
