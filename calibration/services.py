@@ -24,7 +24,7 @@ from calibration.stats import (
     recommend,
     reliability,
 )
-from releases.configuration import config_version_create
+from releases.configuration import config_effective, config_version_create
 from releases.models import AgentConfigVersion, Release
 from releases.services import release_production
 
@@ -73,7 +73,8 @@ def calibration_report(
     release = release or production
     labels = labels_for(agent_name=agent_name, tool=tool, release=release.number).labels
     bins = reliability(labels)
-    thresholds = production.config_version.config.get("thresholds", {})
+    # The thresholds production runs with, as its runs see the version.
+    thresholds = config_effective(version=production.config_version)["thresholds"]
     return Report(
         agent_name=agent_name,
         tool=tool,
@@ -101,8 +102,10 @@ def recommendation_apply(*, report: Report, user: User) -> AgentConfigVersion:
             f"The recommendation was computed on release {report.release.number}; production "
             f"runs release {report.production.number}. Compute it on production's calls."
         )
-    config = copy.deepcopy(report.production.config_version.config)
-    thresholds = config.setdefault("thresholds", {})
+    # Every section as production's runs see it, so the new version differs in this one
+    # threshold and nothing else (its diff on the activation page says so).
+    config = copy.deepcopy(config_effective(version=report.production.config_version))
+    thresholds = config["thresholds"]
     if thresholds.get(report.tool) == advice.threshold:
         raise RecommendationRefused(f"{report.tool}'s threshold is {advice.threshold} already.")
     thresholds[report.tool] = advice.threshold

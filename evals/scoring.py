@@ -55,10 +55,6 @@ class Call:
             "queue": self.queue,
         }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Call:
-        return cls(data["tool"], data.get("arguments"), data.get("policy"), data.get("queue"))
-
 
 def _number(value: Any) -> Decimal | None:
     if isinstance(value, bool) or value is None:
